@@ -1,0 +1,29 @@
+# Entry points for people and CI. `make run` = set-up + the main job; `make test` = the tests.
+TARGET ?= v7.3
+PROFILE ?= default
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test unit vm lint clean-results
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/fuse-harness run --target $(TARGET) --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE)
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+vm: setup
+	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE)
+
+lint: setup
+	$(VENV)/bin/ruff check harness guest tests
+	$(VENV)/bin/ruff format --check harness guest tests
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,206 @@
+"""Build a kernel out of tree with ccache: one build directory per (source, series, config) key.
+
+An unchanged key with a finished build is reused without running make (seconds); a mutable
+source (a user's tree) always runs make, which is incremental. Tool output goes to build.log;
+the terminal sees progress lines and, on failure, the failing file and the log's tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import kconfig
+from harness.cache import cache_dir, cache_root, key_of, safe_name, write_json_atomic
+from harness.errors import BuildError, MissingTool
+from harness.log import fmt_duration
+
+log = logging.getLogger(__name__)
+
+STAMP = "fuse-harness-build.json"
+#: Bumped when the way we configure or build changes, so old build dirs are not reused.
+RECIPE = 2
+IMAGE = Path("arch/x86/boot/bzImage")
+
+
+@dataclass(frozen=True)
+class Built:
+    """A finished build."""
+
+    key: str
+    build_dir: Path
+    image: Path
+    config: Path
+    log: Path
+    reused: bool
+    seconds: float
+    kernel_release: str
+
+
+def compiler_version() -> str:
+    out = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def build_key(source_identity: str, series_identity: str | None, fragments: list[Path]) -> str:
+    """The cache key: source, series, fragment contents, compiler, recipe."""
+    frag_text = [(f.name, f.read_text()) for f in fragments]
+    return key_of(RECIPE, source_identity, series_identity, frag_text, compiler_version())
+
+
+def make_env() -> dict[str, str]:
+    """Environment for reproducible, cache-friendly kernel builds."""
+    env = dict(os.environ)
+    root = cache_root()
+    env.update(
+        CCACHE_DIR=str(cache_dir("ccache")),
+        CCACHE_BASEDIR=str(root),
+        CCACHE_NOHASHDIR="1",
+        CCACHE_MAXSIZE=env.get("CCACHE_MAXSIZE", "8G"),
+        KBUILD_BUILD_TIMESTAMP="0",
+        KBUILD_BUILD_USER="fuse-harness",
+        KBUILD_BUILD_HOST="fuse-harness",
+        LC_ALL="C",
+    )
+    return env
+
+
+def make_cmd(build_dir: Path, jobs: int | None = None) -> list[str]:
+    cc = "ccache gcc" if shutil.which("ccache") else "gcc"
+    return ["make", f"O={build_dir}", f"-j{jobs or os.cpu_count() or 2}", f"CC={cc}", "HOSTCC=gcc"]
+
+
+def check_tools() -> None:
+    missing = [t for t in ("make", "gcc", "flex", "bison", "bc", "perl") if not shutil.which(t)]
+    if missing:
+        raise MissingTool(
+            f"missing build tools: {', '.join(missing)}",
+            hint="run `make setup` (or: apt-get install -y build-essential flex bison bc libelf-dev libssl-dev)",
+        )
+
+
+_ERROR_RE = re.compile(r"^([^\s:]+\.(?:c|h|S|lds|rs)):(\d+)(?::\d+)?: (?:fatal )?error: (.*)$", re.M)
+
+
+def summarize_failure(logfile: Path, tail_lines: int = 25) -> str:
+    """The first compiler error (file:line: message) and the log's tail."""
+    text = logfile.read_text(errors="replace")
+    first = _ERROR_RE.search(text)
+    tail = "\n".join(text.splitlines()[-tail_lines:])
+    head = f"{first.group(1)}:{first.group(2)}: {first.group(3)}" if first else "no compiler error line found"
+    return f"{head}\n--- last {tail_lines} lines of {logfile} ---\n{tail}"
+
+
+class _Progress:
+    """Counts Kbuild's `CC`/`LD`/... lines against the object count of the previous build."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = max(expected, 1)
+        self.done = 0
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def line(self, text: str) -> None:
+        if re.match(r"\s+(CC|AS|LD|AR)\s", text):
+            self.done += 1
+        now = time.monotonic()
+        if now - self.last >= (1 if self.tty else 30):
+            self.last = now
+            pct = min(99, 100 * self.done // self.expected)
+            msg = f"build: {self.done} objects (~{pct}%), {fmt_duration(now - self.start)}"
+            if self.tty:
+                sys.stderr.write(f"\rI: {msg}   ")
+                sys.stderr.flush()
+            else:
+                log.info(msg)
+
+    def finish(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def run_make(tree: Path, build_dir: Path, logfile: Path, targets: list[str], expected: int) -> int:
+    """Run make, streaming output into logfile and progress to stderr; return objects built."""
+    cmd = [*make_cmd(build_dir), *targets]
+    progress = _Progress(expected)
+    with logfile.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=tree, env=make_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        for text in proc.stdout:
+            out.write(text)
+            progress.line(text)
+        rc = proc.wait()
+    progress.finish()
+    if rc != 0:
+        raise BuildError(f"kernel build failed: {summarize_failure(logfile)}", hint=f"full log: {logfile}")
+    return progress.done
+
+
+def _objects_of_previous_builds() -> int:
+    """Object count of the largest finished build, to estimate progress."""
+    best = 0
+    for stamp in cache_dir("builds").glob(f"*/{STAMP}"):
+        try:
+            best = max(best, int(json.loads(stamp.read_text()).get("objects", 0)))
+        except (ValueError, OSError):
+            continue
+    return best or 2900
+
+
+def kernel_release(tree: Path, build_dir: Path) -> str:
+    out = subprocess.run(
+        ["make", "-s", f"O={build_dir}", "kernelrelease"], cwd=tree, capture_output=True, text=True
+    ).stdout.strip()
+    return out.splitlines()[-1] if out else "unknown"
+
+
+def build(
+    tree: Path,
+    label: str,
+    key: str,
+    fragments: list[Path],
+    mutable: bool = False,
+    metadata: dict | None = None,
+) -> Built:
+    """Configure and build tree into the cache's build dir for key; reuse when possible."""
+    check_tools()
+    build_dir = cache_dir("builds") / safe_name(f"{label}-{key}")
+    stamp = build_dir / STAMP
+    logfile = build_dir / "build.log"
+    start = time.monotonic()
+    if stamp.exists() and not mutable and (build_dir / IMAGE).exists():
+        log.info("build: reusing %s (key %s)", build_dir, key)
+        info = json.loads(stamp.read_text())
+        return Built(key, build_dir, build_dir / IMAGE, build_dir / ".config", logfile, True,
+                     time.monotonic() - start, info.get("kernel_release", "unknown"))
+    stamp.unlink(missing_ok=True)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    logfile.write_text("")
+    log.info("build: configuring in %s (log: %s)", build_dir, logfile)
+    kconfig.configure(tree, build_dir, fragments, ["make", f"O={build_dir}"], logfile)
+    expected = max(len(list(build_dir.rglob("*.o"))), _objects_of_previous_builds(), 100)
+    log.info("build: make bzImage (cold ~15 min on 2 cores; with a warm ccache ~1 min)")
+    objects = run_make(tree, build_dir, logfile, ["bzImage"], expected)
+    release = kernel_release(tree, build_dir)
+    took = time.monotonic() - start
+    write_json_atomic(stamp, {
+        "key": key, "objects": len(list(build_dir.rglob("*.o"))),
+        "seconds": round(took, 1), "kernel_release": release, "tree": str(tree),
+        "fragments": [str(f) for f in fragments], **(metadata or {}),
+    })
+    log.info("build: %s done in %s (%d objects compiled)", release, fmt_duration(took), objects)
+    return Built(key, build_dir, build_dir / IMAGE, build_dir / ".config", logfile, False, took, release)

@@ -1,0 +1,57 @@
+"""Where things live: one cache root (XDG), numbered run directories, cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$FUSE_HARNESS_CACHE, else $XDG_CACHE_HOME/fuse-harness, else ~/.cache/fuse-harness."""
+    explicit = os.environ.get("FUSE_HARNESS_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser().resolve() / "fuse-harness"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A sub-directory of the cache root, created on demand."""
+    path = cache_root().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of text (kernel Makefiles dislike ~, +, : and spaces)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def key_of(*items: object) -> str:
+    """A stable 12-hex-digit key for JSON-serialisable items."""
+    blob = json.dumps(items, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def new_run_dir(base: Path, label: str) -> Path:
+    """base/NNN-label, numbered after the highest existing run; never reuses one."""
+    base.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in base.iterdir() if (m := re.match(r"(\d+)-", p.name))]
+    nxt = max(numbers, default=0) + 1
+    while True:
+        path = base / f"{nxt:03d}-{safe_name(label)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            nxt += 1
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Sorted, indented JSON written to a temp file then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,182 @@
+"""The `fuse-harness` command: subcommands map to modules; the only place errors are caught."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import config
+from harness import log as hlog
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness.cli")
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", default=None, help=f"target name or YAML file (default {config.DEFAULT_TARGET}; "
+                   f"shipped: {', '.join(config.supported())})")
+    p.add_argument("--profile", default="default", choices=sorted(config.PROFILES), help="kconfig profile")
+    p.add_argument("--source", default=None, help="override the kernel source: path:DIR, tarball:FILE, debian:PKG")
+
+
+def _kernel(args: argparse.Namespace):
+    from harness.kernel import obtain
+
+    target = config.load_target(args.target)
+    return obtain(target, args.profile, source_override=args.source)
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    for name in config.supported():
+        t = config.load_target(name)
+        print(f"{t.name:8} {t.source:28} promises: {', '.join(t.promises)}")
+        if t.description:
+            print(f"{'':8} {t.description}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    k = _kernel(args)
+    print(f"kernel {k.built.kernel_release}: {k.image}")
+    print(f"config: {k.built.config}\nlog: {k.built.log}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from harness.vm.boot import probe_kvm
+
+    accel = probe_kvm()
+    print(f"{accel.kind}: {accel.reason}")
+    return 0
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    """Boot once, run one command, classify how it ended."""
+    from harness.cache import new_run_dir
+    from harness.vm.boot import choose_accel, vng_command, vng_env
+    from harness.vm.console import Outcome, classify
+
+    k = _kernel(args)
+    settings = config.vm_settings(accel=args.accel, memory=args.memory, cpus=args.cpus)
+    accel = choose_accel(settings.accel)
+    run_dir = new_run_dir(Path(args.results_dir), f"boot-{k.target.name}")
+    cmd = vng_command(k.image, settings, accel, exec_cmd=args.exec, rwdirs=(run_dir,))
+    log.info("boot: %s (%s: %s)", k.built.kernel_release, accel.kind, accel.reason)
+    console = run_dir / "console.log"
+    start = time.monotonic()
+    with console.open("wb") as err, (run_dir / "stdout.log").open("wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=vng_env(),
+                                start_new_session=True)
+        try:
+            rc: int | None = proc.wait(timeout=args.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            rc, timed_out = None, True
+    outcome, why = classify(rc, console.read_text(errors="replace"), timed_out)
+    sys.stdout.write((run_dir / "stdout.log").read_text(errors="replace"))
+    print(f"outcome: {outcome.value} ({why}) in {time.monotonic() - start:.1f}s; console: {console}")
+    return {Outcome.PASSED: 0, Outcome.FAILED: 1}.get(outcome, 1)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    """Boot the guest with SSH and open an interactive shell (or run one command)."""
+    from harness.cache import new_run_dir
+    from harness.vm.boot import choose_accel
+    from harness.vm.control import KEY_PATH
+    from harness.vm.machine import Vm
+
+    k = _kernel(args)
+    run_dir = new_run_dir(Path(args.results_dir), f"shell-{k.target.name}")
+    settings = config.vm_settings(accel=args.accel)
+    vm = Vm(k.image, settings, choose_accel(settings.accel), run_dir, rwdirs=(run_dir,))
+    vm.start()
+    try:
+        assert vm.guest is not None
+        ssh = ["ssh", "-p", str(vm.guest.port), "-i", str(KEY_PATH), "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+        print(f"I: guest is up; also reachable with: {shlex.join(ssh)}", file=sys.stderr)
+        return subprocess.call(ssh + ([args.command] if args.command else []))
+    finally:
+        vm.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: build the target and run the VM suite under pytest, then a summary."""
+    import pytest
+
+    argv = ["tests/vm", "-p", "no:cacheprovider", "--results-dir", args.results_dir]
+    if args.target:
+        argv += ["--target", args.target]
+    argv += ["--profile", args.profile]
+    if args.source:
+        argv += ["--source", args.source]
+    if args.accel:
+        argv += ["--accel", args.accel]
+    if args.k:
+        argv += ["-k", args.k]
+    os.chdir(config.REPO)
+    return int(pytest.main(argv + args.pytest_args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fuse-harness", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("targets", help="list the shipped targets").set_defaults(func=cmd_targets)
+    sub.add_parser("probe-kvm", help="say whether KVM works here or TCG is used").set_defaults(func=cmd_probe)
+    p = sub.add_parser("build", help="fetch the source and build the target's kernel (cached)")
+    _target_args(p)
+    p.set_defaults(func=cmd_build)
+    for name, func, helptext in (("boot", cmd_boot, "boot once and run one command"),
+                                 ("shell", cmd_shell, "boot and open an SSH shell in the guest")):
+        p = sub.add_parser(name, help=helptext)
+        _target_args(p)
+        p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+        p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
+        if name == "boot":
+            p.add_argument("--exec", default="uname -r", help="command to run in the guest")
+            p.add_argument("--timeout", type=float, default=300.0, help="wall-clock limit in seconds")
+            p.add_argument("--memory", default=None)
+            p.add_argument("--cpus", default=None)
+        else:
+            p.add_argument("command", nargs="?", help="run this instead of an interactive shell")
+        p.set_defaults(func=func)
+    p = sub.add_parser("run", help="main job: build, boot, run the VM test suite, summarize")
+    _target_args(p)
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+    p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
+    p.add_argument("-k", default=None, help="only tests matching this pytest expression")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
+    p.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
+        args.pytest_args = args.pytest_args[1:]
+    hlog.setup(args.verbose, args.quiet)
+    try:
+        return int(args.func(args))
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        print(f"E: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"E:   hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("E: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""YAML in, frozen dataclasses out: targets, profiles and VM settings.
+
+Resolution order for every setting: CLI > environment (FUSE_HARNESS_*) > YAML > defaults.
+Unknown keys are errors that name the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError, UnknownTarget
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS_DIR = REPO / "targets"
+KCONFIGS_DIR = REPO / "kconfigs"
+TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")
+PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",)}
+DEFAULT_TARGET = "v7.3"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to build: a kernel source, an optional series, kconfig fragments, promises."""
+
+    name: str
+    source: str
+    description: str = ""
+    series: str | None = None
+    kconfig: tuple[str, ...] = ("base", "fuse-uring", "trim")
+    promises: tuple[str, ...] = ()
+    kernel_version: str | None = None
+    path: Path | None = None
+
+    def fragments(self, profile: str) -> tuple[Path, ...]:
+        """The kconfig fragment files for this target under a profile, in merge order."""
+        if profile not in PROFILES:
+            raise ConfigError(
+                f"unknown profile {profile!r}", hint=f"choose one of: {', '.join(PROFILES)}"
+            )
+        names = self.kconfig + PROFILES[profile]
+        paths = []
+        for name in names:
+            path = KCONFIGS_DIR / f"{name}.config"
+            if not path.is_file():
+                raise ConfigError(
+                    f"target {self.name}: kconfig fragment {name!r} not found at {path}",
+                    hint=f"available: {', '.join(supported_fragments())}",
+                )
+            paths.append(path)
+        return tuple(paths)
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    """How to boot the guest."""
+
+    memory: str = "2G"
+    cpus: int = 2
+    accel: str = "auto"  # auto | kvm | tcg
+    boot_timeout: float = 180.0
+    exec_timeout: float = 600.0
+    append: tuple[str, ...] = ("fuse.enable_uring=1",)
+
+
+_TARGET_KEYS = {f for f in Target.__dataclass_fields__ if f != "path"}
+
+
+def supported() -> list[str]:
+    """Names of the targets shipped in targets/."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def supported_fragments() -> list[str]:
+    """Names of the kconfig fragments in kconfigs/."""
+    return sorted(p.stem for p in KCONFIGS_DIR.glob("*.config"))
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _as_tuple(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: key {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def load_target_file(path: Path) -> Target:
+    """Parse one target YAML file, rejecting unknown keys and unknown transports."""
+    data = _load_yaml(path)
+    unknown = sorted(set(data) - _TARGET_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(_TARGET_KEYS))}"
+        )
+    if "source" not in data:
+        raise ConfigError(f"{path}: missing required key 'source'")
+    kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in ("kconfig", "promises")}
+    kwargs.setdefault("name", path.stem)
+    if "kconfig" in data:
+        kwargs["kconfig"] = _as_tuple(path, "kconfig", data["kconfig"])
+    promises = _as_tuple(path, "promises", data.get("promises", []))
+    bad = [p for p in promises if p not in TRANSPORTS]
+    if bad:
+        raise ConfigError(
+            f"{path}: unknown transport {bad[0]!r} in promises", hint=f"known: {', '.join(TRANSPORTS)}"
+        )
+    kwargs["promises"] = promises
+    if kwargs.get("kernel_version") is not None:
+        kwargs["kernel_version"] = str(kwargs["kernel_version"])
+    return Target(path=path, **kwargs)
+
+
+def load_target(name_or_path: str | None) -> Target:
+    """A target by name (targets/NAME.yaml) or by path to a YAML file."""
+    name = name_or_path or os.environ.get("FUSE_HARNESS_TARGET") or DEFAULT_TARGET
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return load_target_file(candidate)
+    path = TARGETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UnknownTarget(
+            f"unknown target {name!r}",
+            hint=f"choose one of: {', '.join(supported())}, or pass a path to a target YAML file",
+        )
+    return load_target_file(path)
+
+
+def vm_settings(**overrides: Any) -> VmSettings:
+    """VmSettings from defaults, then FUSE_HARNESS_* env, then explicit (CLI) overrides."""
+    env_map = {
+        "memory": "FUSE_HARNESS_MEMORY",
+        "cpus": "FUSE_HARNESS_CPUS",
+        "accel": "FUSE_HARNESS_ACCEL",
+        "boot_timeout": "FUSE_HARNESS_BOOT_TIMEOUT",
+    }
+    values: dict[str, Any] = {}
+    for key, var in env_map.items():
+        if var in os.environ:
+            values[key] = os.environ[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        if "cpus" in values:
+            values["cpus"] = int(values["cpus"])
+        if "boot_timeout" in values:
+            values["boot_timeout"] = float(values["boot_timeout"])
+    except ValueError as exc:
+        raise ConfigError(f"bad VM setting: {exc}") from None
+    if values.get("accel", "auto") not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"bad accel {values['accel']!r}", hint="use auto, kvm or tcg")
+    return VmSettings(**values)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A resolved target + profile pair, the unit a build is keyed on."""
+
+    target: Target
+    profile: str = "default"
+    extra: dict[str, str] = field(default_factory=dict)

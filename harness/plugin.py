@@ -1,0 +1,355 @@
+"""pytest plugin: options, markers, the session VM, per-test dmesg slices and verdicts.
+
+Thin: the heavy lifting (build, boot, scan) lives in harness.kernel, harness.vm and
+harness.dmesg. VM tests share one guest for the whole session; a guest that dies during a
+test is classified (panic, hang, died), the test fails, and the next test gets a fresh VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import config as hcfg
+from harness import dmesg
+from harness.cache import new_run_dir, safe_name, write_json_atomic
+from harness.errors import HarnessError
+from harness.log import Phases
+from harness.results import ktap
+from harness.results.meta import Metadata, write_reproducer
+from harness.results.model import CaseResult, Verdict, verdict_of
+
+log = logging.getLogger("harness.plugin")
+
+RUN_DIR = pytest.StashKey[Path]()
+META = pytest.StashKey[Metadata]()
+CASES = pytest.StashKey[list[CaseResult]]()
+PHASES = pytest.StashKey[Phases]()
+FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
+DMESG_FILE = pytest.StashKey[str]()
+VM_OUTCOME = pytest.StashKey[str]()
+SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
+
+MARKERS = (
+    "vm: needs a booted guest kernel (added automatically to tests under tests/vm)",
+    "transport(name): needs the named FUSE transport; skipped when the target does not promise it",
+    "kconfig(*options): needs these CONFIG_ options in the built kernel (e.g. 'KASAN')",
+    "expect_dmesg(*patterns): dmesg findings matching these regexes are expected, not failures",
+    "slow: takes more than a minute under TCG",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fuse-harness")
+    group.addoption("--target", default=None, help=f"target name or YAML path (default {hcfg.DEFAULT_TARGET})")
+    group.addoption("--profile", default=None, help="kconfig profile: default or debug")
+    group.addoption("--source", default=None, help="override the target's kernel source (path:DIR, ...)")
+    group.addoption("--results-dir", default=None, help="parent folder of run folders (default ./results)")
+    group.addoption("--accel", default=None, choices=("auto", "kvm", "tcg"), help="VM accelerator")
+    parser.addini("fuse_harness_target", "default target", default=hcfg.DEFAULT_TARGET)
+    parser.addini("fuse_harness_profile", "default kconfig profile", default="default")
+
+
+def _opt(cfg: pytest.Config, name: str, ini: str | None = None, env: str | None = None) -> str | None:
+    value = cfg.getoption(name)
+    if value is None and env:
+        value = os.environ.get(env)
+    if value is None and ini:
+        value = cfg.getini(ini) or None
+    return value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    config.stash[CASES] = []
+    config.stash[PHASES] = Phases()
+
+
+def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
+    if RUN_DIR not in cfg.stash:
+        base = Path(_opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
+        run_dir = new_run_dir(base, f"{target}-{profile}")
+        (run_dir / "dmesg").mkdir()
+        cfg.stash[RUN_DIR] = run_dir
+        cfg.stash[META] = Metadata(run_dir, ["pytest", *cfg.invocation_params.args])
+    return cfg.stash[RUN_DIR]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/vm/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.vm)
+
+
+# -- fixtures ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> hcfg.Target:
+    try:
+        return hcfg.load_target(_opt(pytestconfig, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET"))
+    except HarnessError as exc:
+        pytest.exit(f"fuse-harness: {exc}", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> str:
+    return _opt(pytestconfig, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
+
+
+@pytest.fixture(scope="session")
+def run_dir(pytestconfig: pytest.Config, target: hcfg.Target, profile: str) -> Path:
+    return _run_dir(pytestconfig, target.name, profile)
+
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path):
+    """The built kernel for --target/--profile (cached builds are reused)."""
+    from harness.kernel import obtain
+
+    phases = pytestconfig.stash[PHASES]
+    try:
+        k = obtain(target, profile, phases, source_override=_opt(pytestconfig, "source"))
+    except HarnessError as exc:
+        pytestconfig.stash[META].update(status="ERROR", error=str(exc))
+        pytest.exit(f"fuse-harness: cannot build the kernel: {exc}", returncode=exc.exit_code)
+    (run_dir / "kernel.config").write_text(k.built.config.read_text())
+    pytestconfig.stash[META].update(kernel=k.describe())
+    return k
+
+
+@pytest.fixture(scope="session")
+def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
+    """One guest for the whole session, restarted by the plugin after it dies."""
+    from harness.vm.boot import choose_accel
+    from harness.vm.machine import Vm
+
+    settings = hcfg.vm_settings(accel=_opt(pytestconfig, "accel"))
+    accel = choose_accel(settings.accel)
+    machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,))
+    phases = pytestconfig.stash[PHASES]
+    try:
+        with phases.measure("boot"):
+            machine.start()
+    except HarnessError as exc:
+        pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
+    pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
+                                        "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
+    write_reproducer(run_dir, hcfg.REPO, [
+        f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build dir {kernel.built.build_dir}",
+        f".venv/bin/fuse-harness build --target {shlex.quote(kernel.target.name)} --profile {kernel.profile}",
+        f".venv/bin/python -m pytest tests/vm --target {shlex.quote(kernel.target.name)} "
+        f"--profile {kernel.profile}",
+        "# the guest alone, booted by hand:",
+        "# " + shlex.join(machine.command),
+    ])
+    pytestconfig.stash[_VM] = machine
+    yield machine
+    machine.stop()
+
+
+_VM = pytest.StashKey[object]()
+
+
+# -- per-test dmesg and VM health ----------------------------------------------------
+def _expected_patterns(item: pytest.Item) -> list[str]:
+    patterns: list[str] = []
+    for mark in item.iter_markers("expect_dmesg"):
+        patterns.extend(mark.args)
+    return patterns
+
+
+@pytest.fixture(autouse=True)
+def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
+    """Skip (with the reason) tests whose transport the target does not promise, or whose
+    kconfig options the built kernel lacks. A promised transport is never skipped."""
+    item = request.node
+    transports = [m.args[0] for m in item.iter_markers("transport")]
+    options = [o for m in item.iter_markers("kconfig") for o in m.args]
+    if not transports and not options:
+        return
+    tgt = request.getfixturevalue("target")
+    for name in transports:
+        if name not in hcfg.TRANSPORTS:
+            raise pytest.UsageError(f"{item.nodeid}: unknown transport {name!r}")
+        if name not in tgt.promises:
+            pytest.skip(f"target {tgt.name} does not promise transport {name}")
+    if options:
+        k = request.getfixturevalue("kernel")
+        missing = [o for o in options if not kconfig_has(k, o)]
+        if missing:
+            pytest.skip(f"kernel built without CONFIG_{', CONFIG_'.join(missing)} (try --profile debug)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    machine = item.config.stash.get(_VM, None)
+    if item.get_closest_marker("vm") is None or machine is None:
+        yield
+        return
+    from harness.vm.machine import Vm
+
+    assert isinstance(machine, Vm)
+    start = None
+    if machine.alive():
+        start = machine.mark(f"BEGIN {item.nodeid}")
+    yield
+    run_dir = item.config.stash[RUN_DIR]
+    name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
+    path = run_dir / "dmesg" / f"{name}.log"
+    text = ""
+    if machine.alive():
+        end = machine.mark(f"END {item.nodeid}")
+        full = machine.dmesg() or ""
+        text = dmesg.slice_between(full, start, end) if start else full
+    else:
+        # The guest died or hangs: the console holds the kernel log up to its end.
+        console = machine.console()
+        text = dmesg.slice_between(console, start, None) if start else console[-20000:]
+        outcome, why = _classify_death(machine)
+        item.stash[VM_OUTCOME] = f"{outcome}: {why}"
+        _dump_tasks(machine, run_dir, name)
+        try:
+            machine.restart()
+        except HarnessError as exc:
+            item.stash[VM_OUTCOME] += f"; restart failed: {exc}"
+    path.write_text(text)
+    item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
+    item.stash[FINDINGS] = dmesg.scan(text)
+
+
+def _classify_death(machine) -> tuple[str, str]:
+    from harness.vm.console import classify
+
+    rc = machine.proc.poll() if machine.proc else None
+    outcome, why = classify(rc, machine.console(), timed_out=rc is None)
+    if rc is None:
+        return "hang", "the guest stopped answering SSH (task dump saved)"
+    return outcome.value, why
+
+
+def _dump_tasks(machine, run_dir: Path, name: str) -> None:
+    """Best effort: a guest that hangs but still runs gets sysrq w/t via its console log."""
+    if machine.running() and machine.guest is not None:
+        machine.guest.run("echo w > /proc/sysrq-trigger; echo t > /proc/sysrq-trigger", timeout=10)
+        time.sleep(1)
+    (run_dir / "dmesg" / f"{name}.console-tail.log").write_text(machine.console()[-200000:])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call":
+        if report.when == "setup" and report.outcome != "passed":
+            _record(item, report)
+        return
+    findings = item.stash.get(FINDINGS, [])
+    expected = _expected_patterns(item)
+    unexpected = [f for f in findings if not any(f.matches(p) for p in expected)]
+    if findings:
+        report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
+        report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))
+    if DMESG_FILE in item.stash:
+        report.user_properties.append(("dmesg_file", item.stash[DMESG_FILE]))
+    vm_outcome = item.stash.get(VM_OUTCOME, None)
+    if vm_outcome:
+        report.user_properties.append(("vm_outcome", vm_outcome))
+        report.sections.append(("vm", f"the guest did not survive this test: {vm_outcome}"))
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"guest died during the test: {vm_outcome}"
+    if unexpected and report.passed and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        lines = "\n".join(f"  {f.kind}: {f.line}" for f in unexpected)
+        report.longrepr = f"kernel log findings during this test (not declared with expect_dmesg):\n{lines}"
+    if expected and not findings and report.passed:
+        report.sections.append(("dmesg", "note: expect_dmesg declared but nothing matched"))
+    _record(item, report)
+
+
+def _record(item: pytest.Item, report: pytest.TestReport) -> None:
+    wasxfail = hasattr(report, "wasxfail")
+    timed = "Timeout" in str(report.longrepr or "") and report.failed
+    reason = ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+    elif report.failed:
+        reason = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
+                     or report.longrepr)[:500]
+    elif wasxfail:
+        reason = str(report.wasxfail)
+    case = CaseResult(
+        nodeid=item.nodeid,
+        verdict=verdict_of(report.outcome, report.when, wasxfail, timed),
+        seconds=round(report.duration, 2),
+        reason=reason,
+        findings=[{"kind": f.kind, "line": f.line, "fingerprint": f.fingerprint}
+                  for f in item.stash.get(FINDINGS, [])],
+        dmesg_file=item.stash.get(DMESG_FILE, None),
+        vm_outcome=item.stash.get(VM_OUTCOME, None),
+        subtests=item.stash.get(SUBTESTS, []),
+    )
+    item.config.stash[CASES].append(case)
+
+
+def record_subtests(request: pytest.FixtureRequest, subtests: list[dict[str, str]]) -> None:
+    """Let a test attach guest KTAP subtests (name, verdict, reason) to its report."""
+    request.node.stash[SUBTESTS] = subtests
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    cfg = session.config
+    if RUN_DIR not in cfg.stash:
+        return
+    run_dir = cfg.stash[RUN_DIR]
+    cases = cfg.stash[CASES]
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.verdict.value] = counts.get(c.verdict.value, 0) + 1
+    write_json_atomic(run_dir / "summary.json", {"counts": counts, "exitstatus": int(exitstatus),
+                                                  "cases": [c.to_json() for c in cases]})
+    (run_dir / "results.ktap").write_text(ktap.render("fuse-harness", cases))
+    status = "PASS" if int(exitstatus) == 0 else "FAIL"
+    cfg.stash[META].finish(status, cfg.stash[PHASES].durations)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if RUN_DIR not in config.stash:
+        return
+    run_dir = config.stash[RUN_DIR]
+    tr = terminalreporter
+    tr.section("fuse-harness")
+    meta = config.stash[META].data
+    k = meta.get("kernel", {})
+    if k:
+        tr.write_line(f"kernel: {k.get('kernel_release')} ({k.get('target')}/{k.get('profile')}, "
+                      f"{k.get('source_identity')}, build {'reused' if k.get('build_reused') else 'built'} "
+                      f"in {k.get('build_seconds')}s)")
+    vmi = meta.get("vm", {})
+    if vmi:
+        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), boot {vmi.get('boot_seconds')}s")
+    for c in config.stash[CASES]:
+        if c.verdict not in (Verdict.PASS,):
+            extra = f" [{', '.join(f['fingerprint'] for f in c.findings)}]" if c.findings else ""
+            tr.write_line(f"{c.verdict.value:7} {c.nodeid}{extra} {c.reason[:120]}")
+    tr.write_line(f"results: {run_dir} (metadata.json, summary.json, results.ktap, dmesg/, console-*.log)")
+
+
+def ktap_subtests(text: str) -> list[dict[str, str]]:
+    """Guest KTAP output as subtest dicts for record_subtests."""
+    return [{"name": c.name, "verdict": c.verdict.value, "reason": c.reason} for c in ktap.parse(text)]
+
+
+def transport_promised(target: hcfg.Target, name: str) -> bool:
+    return name in target.promises
+
+
+def kconfig_has(kernel, option: str) -> bool:
+    text = kernel.built.config.read_text()
+    return re.search(rf"^CONFIG_{option}=[ym]", text, re.M) is not None

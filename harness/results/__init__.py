@@ -1,0 +1,1 @@
+"""Result model and writers: metadata.json, reproduce.sh, summary.json, results.ktap."""

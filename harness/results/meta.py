@@ -1,0 +1,59 @@
+"""metadata.json (written early, updated at the end, always atomically) and reproduce.sh."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.cache import write_json_atomic
+
+
+class Metadata:
+    """The run's record; saved after every update so a killed run still leaves one."""
+
+    def __init__(self, run_dir: Path, argv: list[str]) -> None:
+        self.path = run_dir / "metadata.json"
+        self.data: dict[str, Any] = {
+            "harness_version": __version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "status": "RUNNING",
+            "host": {"machine": platform.machine(), "kernel": platform.release(),
+                     "python": sys.version.split()[0], "cpus": os.cpu_count()},
+            "argv": argv,
+            "durations": {},
+        }
+        self.save()
+
+    def update(self, **items: Any) -> None:
+        self.data.update(items)
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def finish(self, status: str, durations: dict[str, float]) -> None:
+        self.data["status"] = status
+        self.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.data["durations"].update(durations)
+        self.save()
+
+
+def write_reproducer(run_dir: Path, repo: Path, lines: list[str], name: str = "reproduce.sh") -> Path:
+    """A shell script that repeats this run from a checkout of the harness."""
+    path = run_dir / name
+    body = [
+        "#!/bin/sh",
+        "# Reproduce this fuse-harness run. Needs a checkout of fuse-harness (make setup done).",
+        "set -e",
+        f"cd {shlex.quote(str(repo))}",
+        *lines,
+    ]
+    path.write_text("\n".join(body) + "\n")
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,46 @@
+"""One verdict vocabulary for every writer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class Verdict(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    XFAIL = "XFAIL"
+    XPASS = "XPASS"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+
+@dataclass
+class CaseResult:
+    """One pytest test as the harness reports it."""
+
+    nodeid: str
+    verdict: Verdict
+    seconds: float = 0.0
+    reason: str = ""
+    findings: list[dict[str, str]] = field(default_factory=list)
+    dmesg_file: str | None = None
+    vm_outcome: str | None = None
+    subtests: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+
+def verdict_of(outcome: str, when: str, wasxfail: bool, timed_out: bool = False) -> Verdict:
+    """Map a pytest report outcome to a Verdict."""
+    if timed_out:
+        return Verdict.TIMEOUT
+    if outcome == "skipped":
+        return Verdict.XFAIL if wasxfail else Verdict.SKIP
+    if outcome == "passed":
+        return Verdict.XPASS if wasxfail else Verdict.PASS
+    return Verdict.FAIL if when == "call" else Verdict.ERROR

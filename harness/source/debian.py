@@ -1,0 +1,197 @@
+"""Debian's linux-source-X.Y packages, fetched with apt into a private lists directory.
+
+The mirror URI is read from the machine's own apt sources at run time. The suites that
+carry newer kernels than the host's release (backports, unstable) are added in a separate
+sources file and lists directory under the cache, so the system's apt state is untouched
+and nothing is installed: the .deb is unpacked with dpkg -x.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from harness.cache import cache_dir, safe_name
+from harness.errors import DownloadError, MissingTool, SourceError
+from harness.source.tarball import extract_tarball
+
+log = logging.getLogger(__name__)
+
+#: Suites searched for linux-source packages; apt picks the highest candidate.
+EXTRA_SUITES = ("trixie-backports", "sid")
+SYSTEM_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+LISTS_MAX_AGE = 24 * 3600
+
+
+def mirror_uri(paths: tuple[Path, ...] = SYSTEM_SOURCES) -> str:
+    """The machine's main Debian archive URI (not the security archive)."""
+    texts: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            texts += [p.read_text() for p in sorted(path.glob("*.sources"))]
+            texts += [p.read_text() for p in sorted(path.glob("*.list"))]
+        elif path.is_file():
+            texts.append(path.read_text())
+    for text in texts:
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if uris and suites and "security" not in suites.group(1) and "debian" in uris.group(1):
+                return uris.group(1)
+        for line in text.splitlines():
+            m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
+            if m and "security" not in m.group(2) and "debian" in m.group(1):
+                return m.group(1)
+    raise SourceError(
+        "no Debian mirror found in the machine's apt sources",
+        hint="debian:linux-source-X.Y needs a Debian apt source; use path: or tarball: instead",
+    )
+
+
+class Apt:
+    """apt-get/apt-cache with a private sources file and lists directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or cache_dir("apt")
+        if not shutil.which("apt-get"):
+            raise MissingTool("apt-get not found", hint="debian: sources need a Debian-based host")
+
+    def _opts(self) -> list[str]:
+        r = self.root
+        return [
+            "-o", "Dir::Etc::SourceList=/dev/null",
+            "-o", f"Dir::Etc::SourceParts={r / 'sources.list.d'}",
+            "-o", f"Dir::State::Lists={r / 'lists'}",
+            "-o", f"Dir::Cache={r / 'cache'}",
+            "-o", "Debug::NoLocking=1",
+        ]
+
+    def configure(self) -> None:
+        parts = self.root / "sources.list.d"
+        parts.mkdir(parents=True, exist_ok=True)
+        (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        text = (
+            "Types: deb\n"
+            f"URIs: {mirror_uri()}\n"
+            f"Suites: {' '.join(EXTRA_SUITES)}\n"
+            "Components: main\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
+        target = parts / "fuse-harness.sources"
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            stamp = self.root / "updated"
+            stamp.unlink(missing_ok=True)
+
+    def update(self, force: bool = False) -> None:
+        """apt-get update, at most once a day unless forced."""
+        self.configure()
+        stamp = self.root / "updated"
+        if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE:
+            return
+        log.info("apt: updating package lists for %s", ", ".join(EXTRA_SUITES))
+        result = subprocess.run(["apt-get", *self._opts(), "update"], capture_output=True, text=True)
+        failed = result.returncode != 0 or re.search(r"^(E:|Err:)", result.stdout + result.stderr, re.M)
+        if failed:
+            raise DownloadError(
+                "apt-get update for the kernel source suites failed",
+                hint=(result.stderr or result.stdout).strip()[-500:],
+            )
+        stamp.touch()
+
+    def candidate(self, package: str) -> str | None:
+        out = subprocess.run(
+            ["apt-cache", *self._opts(), "policy", package], capture_output=True, text=True
+        ).stdout
+        m = re.search(r"Candidate:\s*(\S+)", out)
+        return m.group(1) if m and m.group(1) != "(none)" else None
+
+    def download(self, package: str, version: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        log.info("apt: downloading %s=%s (~170 MB)", package, version)
+        result = subprocess.run(
+            ["apt-get", *self._opts(), "download", f"{package}={version}"],
+            cwd=dest, capture_output=True, text=True,
+        )
+        debs = sorted(dest.glob(f"{package}_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise DownloadError(f"cannot download {package}={version}", hint=result.stderr.strip()[-500:])
+        return debs[-1]
+
+
+class DebianSource:
+    """`debian:linux-source-7.3` (optionally `debian:linux-source-7.3=VERSION`)."""
+
+    mutable = False
+
+    def __init__(self, value: str) -> None:
+        self.spec = f"debian:{value}"
+        self.package, _, self.version = value.partition("=")
+        if not re.fullmatch(r"linux-source-\d+\.\d+", self.package):
+            raise SourceError(
+                f"bad Debian kernel source package {self.package!r}",
+                hint="use debian:linux-source-X.Y, e.g. debian:linux-source-7.3",
+            )
+        self._apt: Apt | None = None
+
+    @property
+    def apt(self) -> Apt:
+        if self._apt is None:
+            self._apt = Apt()
+        return self._apt
+
+    def _local_versions(self) -> list[Path]:
+        base = cache_dir("sources")
+        return sorted(p for p in base.glob(f"debian-{self.package}-*") if (p / ".fuse-harness-extracted").exists())
+
+    def resolve_version(self) -> str:
+        """The version to use: pinned, else apt's candidate, else the newest one cached (offline)."""
+        if self.version:
+            return self.version
+        try:
+            self.apt.update()
+            version = self.apt.candidate(self.package)
+        except (DownloadError, MissingTool) as exc:
+            local = self._local_versions()
+            if not local:
+                raise
+            log.warning("apt unavailable (%s); using the cached %s", exc.message, local[-1].name)
+            return (local[-1] / ".fuse-harness-version").read_text().strip()
+        if version is None:
+            raise SourceError(
+                f"no Debian package {self.package} in {', '.join(EXTRA_SUITES)}",
+                hint="known: linux-source-7.3 (trixie-backports), linux-source-7.2 (sid)",
+            )
+        self.version = version
+        return version
+
+    def tree_dir(self) -> Path:
+        return cache_dir("sources") / safe_name(f"debian-{self.package}-{self.resolve_version()}")
+
+    def identity(self) -> str:
+        return f"debian:{self.package}={self.resolve_version()}"
+
+    def prepare(self) -> Path:
+        dest = self.tree_dir()
+        if (dest / ".fuse-harness-extracted").exists():
+            return dest
+        version = self.resolve_version()
+        downloads = cache_dir("downloads")
+        debs = sorted(downloads.glob(f"{self.package}_{version.replace(':', '%3a')}_*.deb"))
+        deb = debs[-1] if debs else self.apt.download(self.package, version, downloads)
+        if not shutil.which("dpkg"):
+            raise MissingTool("dpkg not found", hint="apt-get install dpkg")
+        with tempfile.TemporaryDirectory(dir=cache_dir("sources")) as tmp:
+            subprocess.run(["dpkg", "-x", str(deb), tmp], check=True)
+            tarballs = list(Path(tmp).glob("usr/src/linux-source-*.tar.*"))
+            if not tarballs:
+                raise SourceError(f"{deb.name} holds no usr/src/linux-source-*.tar.*")
+            extract_tarball(tarballs[0], dest)
+        (dest / ".fuse-harness-version").write_text(version + "\n")
+        return dest

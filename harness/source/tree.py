@@ -1,0 +1,48 @@
+"""A user's own kernel tree, used read-only: builds go out of tree with O=."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from harness.errors import SourceError
+from harness.source.base import check_clean_for_out_of_tree
+
+
+class TreeSource:
+    """`path:/a/linux/tree`."""
+
+    mutable = True
+
+    def __init__(self, value: str) -> None:
+        self.spec = f"path:{value}"
+        self.path = Path(value).expanduser().resolve()
+
+    def prepare(self) -> Path:
+        if not self.path.is_dir():
+            raise SourceError(f"kernel tree {self.path} does not exist")
+        check_clean_for_out_of_tree(self.path)
+        return self.path
+
+    def _git(self, *args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(self.path), *args], capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return out.stdout
+
+    def identity(self) -> str:
+        head = self._git("rev-parse", "HEAD")
+        if head is None:
+            return f"path:{self.path}"
+        dirty = self._git("status", "--porcelain", "--untracked-files=no") or ""
+        digest = hashlib.sha256(dirty.encode()).hexdigest()[:8] if dirty.strip() else "clean"
+        return f"path:{self.path}@{head.strip()}+{digest}"
+
+    def head(self) -> str | None:
+        """The tree's HEAD commit, if it is a git tree."""
+        out = self._git("rev-parse", "HEAD")
+        return out.strip() if out else None

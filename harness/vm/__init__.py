@@ -1,0 +1,1 @@
+"""Booting and driving the guest: vng command lines, SSH control, console classification."""

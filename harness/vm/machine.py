@@ -1,0 +1,147 @@
+"""A guest that stays up: vng in the background, SSH for control, restart after death."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from harness.config import VmSettings
+from harness.errors import VmError
+from harness.vm.boot import Accel, vng_command, vng_env
+from harness.vm.console import Outcome, classify
+from harness.vm.control import CommandResult, Guest
+
+log = logging.getLogger(__name__)
+
+#: Runs as the guest's --exec: hide ~/.bashrc (pyenv init makes every SSH command 6 s
+#: slower), say we are up, then stay alive until powered off.
+KEEPALIVE = (
+    'mount --bind /dev/null "$HOME/.bashrc" 2>/dev/null; '
+    "echo fuse-harness: guest ready > /dev/kmsg; "
+    "exec sleep 2147483647"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Vm:
+    """One guest kernel under vng, driven over SSH; console logs land in run_dir."""
+
+    def __init__(self, image: Path, settings: VmSettings, accel: Accel, run_dir: Path,
+                 rwdirs: tuple[Path, ...] = ()) -> None:
+        self.image = image
+        self.settings = settings
+        self.accel = accel
+        self.run_dir = run_dir
+        self.rwdirs = rwdirs
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.guest: Guest | None = None
+        self.boots = 0
+        self.console_path: Path | None = None
+        self.command: list[str] = []
+        self.boot_seconds = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        """Boot and wait for SSH; raise VmError with the classified outcome if it never comes up."""
+        self.boots += 1
+        port = free_port()
+        self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=KEEPALIVE,
+                                   rwdirs=self.rwdirs, ssh_port=port)
+        self.console_path = self.run_dir / f"console-{self.boots}.log"
+        stdout_path = self.run_dir / f"vng-stdout-{self.boots}.log"
+        log.info("vm: booting %s (%s: %s), console: %s", self.image.name, self.accel.kind,
+                 self.accel.reason, self.console_path)
+        start = time.monotonic()
+        with self.console_path.open("wb") as err, stdout_path.open("wb") as out:
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         env=vng_env(), start_new_session=True)
+        self.guest = Guest(port)
+        try:
+            self.guest.connect(start + self.settings.boot_timeout, alive=self.running)
+        except VmError as exc:
+            rc = self.proc.poll()
+            outcome, why = classify(rc, self.console(), timed_out=rc is None)
+            self.kill()
+            raise VmError(f"VM did not come up: {outcome.value}: {why} ({exc.message})",
+                          hint=f"console log: {self.console_path}") from None
+        self.boot_seconds = time.monotonic() - start
+        log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def alive(self, timeout: float = 20.0) -> bool:
+        """True when the VM runs and answers a trivial command."""
+        if not self.running() or self.guest is None:
+            return False
+        return self.guest.run("true", timeout=timeout).ok
+
+    def kill(self) -> None:
+        """Stop QEMU for sure: the whole process group (killing vng alone leaves QEMU)."""
+        if self.guest is not None:
+            self.guest.close()
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Power off cleanly if possible, else kill."""
+        if self.running() and self.guest is not None and self.guest.client is not None:
+            self.guest.run("sync; (sleep 0.5; echo o > /proc/sysrq-trigger) >/dev/null 2>&1 &", timeout=10)
+            try:
+                assert self.proc is not None
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def restart(self) -> None:
+        log.warning("vm: restarting the guest")
+        self.kill()
+        self.start()
+
+    # -- helpers -------------------------------------------------------------------
+    def console(self) -> str:
+        if self.console_path is None or not self.console_path.exists():
+            return ""
+        return self.console_path.read_text(errors="replace")
+
+    def run(self, cmd: str, timeout: float | None = None) -> CommandResult:
+        if self.guest is None:
+            raise VmError("the VM is not running")
+        return self.guest.run(cmd, timeout=timeout or self.settings.exec_timeout)
+
+    def mark(self, text: str) -> str:
+        """Write a unique marker line into the guest's kernel log; return it."""
+        marker = f"fuse-harness-mark {uuid.uuid4().hex[:12]} {text}"
+        safe = marker.replace("'", "")
+        self.run(f"echo '{safe}' > /dev/kmsg", timeout=20)
+        return safe
+
+    def dmesg(self, timeout: float = 30.0) -> str | None:
+        """The guest's whole kernel log, or None if the guest cannot be reached."""
+        result = self.run("dmesg", timeout=timeout)
+        return result.stdout if result.ok else None
+
+    def outcome_of(self, result: CommandResult) -> tuple[Outcome, str]:
+        """Classify a guest command's end using the console for panics."""
+        console = self.console()
+        if result.lost or not self.running():
+            outcome, why = classify(self.proc.poll() if self.proc else None, console, False)
+            if outcome is Outcome.PANIC:
+                return outcome, why
+            return Outcome.FAILED, "the guest died or the connection dropped during the command"
+        return classify(result.rc, console, result.timed_out)

@@ -1,0 +1,58 @@
+import pytest
+
+from harness import config
+from harness.errors import ConfigError, UnknownTarget
+
+
+def test_shipped_targets_load():
+    assert {"v7.3", "v7.2"} <= set(config.supported())
+    t = config.load_target("v7.3")
+    assert t.source == "debian:linux-source-7.3"
+    assert "zero-copy" in t.promises
+    assert [p.name for p in t.fragments("default")] == ["base.config", "fuse-uring.config", "trim.config"]
+    assert t.fragments("debug")[-1].name == "debug.config"
+
+
+def test_default_target_is_v73(monkeypatch):
+    monkeypatch.delenv("FUSE_HARNESS_TARGET", raising=False)
+    assert config.load_target(None).name == "v7.3"
+
+
+def test_unknown_target_lists_choices():
+    with pytest.raises(UnknownTarget) as exc:
+        config.load_target("v9.9")
+    assert "v7.3" in exc.value.hint
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nsource: debian:linux-source-7.3\nkconfg: [base]\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load_target(str(path))
+    assert "kconfg" in exc.value.message and str(path) in exc.value.message
+
+
+def test_unknown_transport_rejected(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("source: debian:linux-source-7.3\npromises: [bufring-magic]\n")
+    with pytest.raises(ConfigError, match="bufring-magic"):
+        config.load_target(str(path))
+
+
+def test_missing_fragment_and_bad_profile(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("source: debian:linux-source-7.3\nkconfig: [base, nope]\n")
+    t = config.load_target(str(path))
+    with pytest.raises(ConfigError, match="nope"):
+        t.fragments("default")
+    with pytest.raises(ConfigError, match="profile"):
+        t.fragments("fast")
+
+
+def test_vm_settings_resolution(monkeypatch):
+    monkeypatch.setenv("FUSE_HARNESS_CPUS", "4")
+    monkeypatch.setenv("FUSE_HARNESS_MEMORY", "3G")
+    s = config.vm_settings(memory="1G")
+    assert s.cpus == 4 and s.memory == "1G"
+    with pytest.raises(ConfigError):
+        config.vm_settings(accel="hvf")

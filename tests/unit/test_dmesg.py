@@ -1,0 +1,60 @@
+from pathlib import Path
+
+from harness import dmesg
+
+DATA = Path(__file__).parent.parent / "data" / "dmesg"
+
+
+def test_warning_counted_once_with_function_fingerprint():
+    findings = dmesg.scan((DATA / "warn.log").read_text())
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.kind == "WARNING"
+    assert "dev_uring.c:612" in f.line
+    assert f.fingerprint == "WARNING:fuse_uring_out_header_has_err"
+    assert "end trace" in f.excerpt
+
+
+def test_kasan_is_not_a_plain_bug():
+    findings = dmesg.scan((DATA / "kasan.log").read_text())
+    assert [f.kind for f in findings] == ["KASAN"]
+    assert findings[0].fingerprint == "KASAN:fuse_uring_req_end"
+
+
+def test_hung_task():
+    findings = dmesg.scan((DATA / "hung.log").read_text())
+    assert [f.kind for f in findings] == ["HUNG_TASK"]
+
+
+def test_clean_log_has_no_findings():
+    text = "[ 1.0] fuse: init (API version 7.46)\n[ 2.0] random: crng init done\n"
+    assert dmesg.scan(text) == []
+
+
+def test_other_kinds():
+    lines = {
+        "UBSAN": "[ 1.0] UBSAN: invalid-load in fs/fuse/dev_uring.c:1234:5",
+        "LOCKDEP": "[ 1.0] WARNING: possible circular locking dependency detected",
+        "RCU_STALL": "[ 1.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
+        "OOPS": "[ 1.0] Oops: general protection fault, probably for non-canonical address",
+        "PANIC": "[ 1.0] Kernel panic - not syncing: sysrq triggered crash",
+        "BUG": "[ 1.0] kernel BUG at fs/fuse/dev.c:1053!",
+        "SLEEP_IN_ATOMIC": "[ 1.0] BUG: sleeping function called from invalid context at mm/slab.c:1",
+    }
+    for kind, line in lines.items():
+        found = dmesg.scan(line)
+        assert found and found[0].kind == kind, (kind, found)
+
+
+def test_slice_between_markers():
+    text = "a\nMARK-BEGIN x\nb\nc\nMARK-END x\nd\n"
+    assert dmesg.slice_between(text, "MARK-BEGIN x", "MARK-END x") == "b\nc"
+    assert dmesg.slice_between(text, "MARK-BEGIN x", None) == "b\nc\nMARK-END x\nd"
+    assert dmesg.slice_between(text, "missing", None) == ""
+
+
+def test_finding_matches_expected_patterns():
+    f = dmesg.scan((DATA / "warn.log").read_text())[0]
+    assert f.matches(r"fuse_uring_out_header_has_err")
+    assert f.matches(r"^WARNING$")
+    assert not f.matches(r"KASAN")

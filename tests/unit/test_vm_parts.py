@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from harness.config import VmSettings
+from harness.source.debian import mirror_uri
+from harness.vm.boot import Accel, vng_command
+from harness.vm.console import Outcome, classify
+
+BOOTED = "[ 1.0] Run /init as init process\n[ 2.0] virtme-ng-init: mounting\n"
+
+
+def test_classify():
+    assert classify(0, BOOTED, False)[0] is Outcome.PASSED
+    assert classify(3, BOOTED, False) == (Outcome.FAILED, "exit 3")
+    assert classify(None, BOOTED, True)[0] is Outcome.TIMEOUT
+    panic = BOOTED + "[ 9.0] Kernel panic - not syncing: sysrq triggered crash\n"
+    outcome, why = classify(255, panic, False)
+    assert outcome is Outcome.PANIC and "sysrq triggered crash" in why
+    assert classify(255, "[ 0.1] Linux version 7.3\n", False)[0] is Outcome.BOOT_FAILURE
+    assert classify(None, "", True)[0] is Outcome.BOOT_FAILURE
+
+
+def test_vng_command_tcg(tmp_path):
+    cmd = vng_command(Path("/k/bzImage"), VmSettings(), Accel("tcg", "test"), exec_cmd="true",
+                      rwdirs=(tmp_path,), ssh_port=2222)
+    assert "--disable-kvm" in cmd and "--force-9p" in cmd
+    assert cmd[cmd.index("--append") + 1] == "fuse.enable_uring=1"
+    assert cmd[cmd.index("--ssh") + 1] == "2222" and "--ssh-tcp" in cmd
+    assert cmd[-2:] == ["--exec", "true"]
+    kvm = vng_command(Path("/k/bzImage"), VmSettings(), Accel("kvm", "test"))
+    assert "--disable-kvm" not in kvm
+
+
+def test_mirror_uri_from_deb822_and_one_line(tmp_path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+    )
+    assert mirror_uri((d,)) == "http://mirror.example/debian"
+    one = tmp_path / "sources.list"
+    one.write_text("deb [arch=amd64] http://m.example/debian bookworm main\n")
+    assert mirror_uri((one,)) == "http://m.example/debian"

@@ -1,0 +1,126 @@
+"""The spine: the built kernel boots, is the target's, and has what FUSE-over-io-uring needs."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+PY = "/usr/bin/python3"
+
+
+def guest_py(vm, code: str, timeout: float = 120):
+    """Run a Python snippet in the guest with the system interpreter (stdlib only)."""
+    return vm.run(f"{PY} - <<'EOF'\n{textwrap.dedent(code)}\nEOF", timeout=timeout)
+
+
+def test_kernel_is_the_targets(vm, kernel, target):
+    result = vm.run("uname -r")
+    assert result.ok, result.stderr
+    release = result.stdout.strip()
+    assert release == kernel.built.kernel_release, "the guest runs another kernel than the one built"
+    if target.kernel_version:
+        assert re.match(rf"{re.escape(target.kernel_version)}(\.|$|-)", release), (
+            f"target {target.name} promises Linux {target.kernel_version}, guest runs {release}"
+        )
+
+
+def test_enable_uring_is_on(vm):
+    result = vm.run("cat /sys/module/fuse/parameters/enable_uring")
+    assert result.ok, f"fuse has no enable_uring parameter: {result.stderr}"
+    assert result.stdout.strip() == "Y"
+
+
+def test_kernel_config_has_fuse_io_uring(kernel):
+    text = kernel.built.config.read_text()
+    for option in ("CONFIG_FUSE_FS=y", "CONFIG_FUSE_IO_URING=y", "CONFIG_IO_URING=y"):
+        assert re.search(rf"^{option}$", text, re.M), f"{option} missing from the built .config"
+
+
+def test_dev_fuse_mounts_and_sends_init(vm):
+    """Open /dev/fuse, mount(2) a FUSE file system on it, read the kernel's INIT request."""
+    result = guest_py(vm, r"""
+        import ctypes, os, struct, tempfile
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/dev/fuse", os.O_RDWR)
+        mnt = tempfile.mkdtemp()
+        opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+        if libc.mount(b"fh-probe", mnt.encode(), b"fuse.fh-probe", 0, opts) != 0:
+            raise SystemExit(f"mount failed: {os.strerror(ctypes.get_errno())}")
+        buf = os.read(fd, 1 << 20)
+        length, opcode, unique = struct.unpack_from("<IIQ", buf, 0)
+        major, minor = struct.unpack_from("<II", buf, 40)
+        print(f"opcode={opcode} major={major} minor={minor}")
+        os.close(fd)  # aborts the connection: nothing can wedge
+        libc.umount2(mnt.encode(), 2)
+    """)
+    assert result.ok, result.stdout + result.stderr
+    m = re.search(r"opcode=(\d+) major=(\d+) minor=(\d+)", result.stdout)
+    assert m, result.stdout
+    assert int(m.group(1)) == 26, "first request on a new FUSE connection must be FUSE_INIT (26)"
+    assert int(m.group(2)) == 7
+
+
+def test_io_uring_setup_with_sqe128(vm):
+    """io_uring_setup(2) with IORING_SETUP_SQE128 (what FUSE's uring commands need) works."""
+    result = guest_py(vm, r"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)
+        ctypes.c_uint32.from_buffer(params, 8).value = 1 << 10  # IORING_SETUP_SQE128
+        fd = libc.syscall(425, 8, params)
+        if fd < 0:
+            raise SystemExit(f"io_uring_setup: {os.strerror(ctypes.get_errno())}")
+        sq_entries = ctypes.c_uint32.from_buffer(params, 0).value
+        features = ctypes.c_uint32.from_buffer(params, 20).value
+        print(f"fd={fd} sq_entries={sq_entries} features={features:#x}")
+        os.close(fd)
+    """)
+    assert result.ok, result.stdout + result.stderr
+    assert re.search(r"sq_entries=8 ", result.stdout), result.stdout
+
+
+def test_io_uring_not_disabled(vm):
+    result = vm.run("cat /proc/sys/kernel/io_uring_disabled")
+    assert result.ok and result.stdout.strip() == "0"
+
+
+@pytest.mark.slow
+def test_dmesg_attribution_and_vm_recovery(pytester, vm, target, profile, run_dir):
+    """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
+    exactly that test, and a guest crashed mid-test is classified and replaced by a fresh
+    one for the next test."""
+    pytester.makepyfile(
+        test_inner=r'''
+        import pytest
+
+        @pytest.mark.vm
+        def test_a_warns(vm):
+            vm.run("echo 'WARNING: CPU: 0 PID: 1 at fs/fuse/fake.c:42 fake_splat+0x10/0x20' > /dev/kmsg")
+
+        @pytest.mark.vm
+        def test_b_quiet(vm):
+            assert vm.run("true").ok
+
+        @pytest.mark.vm
+        def test_c_crash(vm):
+            vm.run("echo c > /proc/sysrq-trigger", timeout=60)
+
+        @pytest.mark.vm
+        def test_d_after_crash(vm):
+            assert vm.run("uname -r").ok
+        '''
+    )
+    inner = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--target", target.name, "--profile", profile,
+        "--results-dir", str(run_dir / "nested"), "-v", timeout=900,
+    )
+    out = inner.stdout.str()
+    inner.assert_outcomes(passed=2, failed=2)
+    assert re.search(r"test_a_warns FAILED", out)
+    assert "kernel log findings during this test" in out and "fake.c:42" in out
+    assert re.search(r"test_b_quiet PASSED", out)
+    assert re.search(r"test_c_crash FAILED", out)
+    assert "kernel-panic" in out, "the crash must be classified as a kernel panic"
+    assert re.search(r"test_d_after_crash PASSED", out)
