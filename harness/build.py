@@ -204,3 +204,19 @@ def build(
     })
     log.info("build: %s done in %s (%d objects compiled)", release, fmt_duration(took), objects)
     return Built(key, build_dir, build_dir / IMAGE, build_dir / ".config", logfile, False, took, release)
+
+
+def ensure_headers(tree: Path, build_dir: Path) -> Path:
+    """The kernel's exported uapi headers (`make headers`) in build_dir/usr/include."""
+    include = build_dir / "usr" / "include"
+    stamp = build_dir / ".fuse-harness-headers"
+    if stamp.exists() and (include / "linux" / "fuse.h").exists():
+        return include
+    logfile = build_dir / "headers.log"
+    with logfile.open("w") as out:
+        result = subprocess.run(["make", f"O={build_dir}", "-s", "headers"], cwd=tree, env=make_env(),
+                                stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0 or not (include / "linux" / "fuse.h").exists():
+        raise BuildError("`make headers` failed", hint=f"see {logfile}")
+    stamp.touch()
+    return include

@@ -23,13 +23,15 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    f"shipped: {', '.join(config.supported())})")
     p.add_argument("--profile", default="default", choices=sorted(config.PROFILES), help="kconfig profile")
     p.add_argument("--source", default=None, help="override the kernel source: path:DIR, tarball:FILE, debian:PKG")
+    p.add_argument("--series", default=None,
+                   help="apply a patch series: mbox:FILE, dir:FOLDER, git:TREE#A..B, msgid:ID, NAME/REV")
 
 
 def _kernel(args: argparse.Namespace):
     from harness.kernel import obtain
 
     target = config.load_target(args.target)
-    return obtain(target, args.profile, source_override=args.source)
+    return obtain(target, args.profile, source_override=args.source, series_override=args.series)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -43,6 +45,10 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     k = _kernel(args)
+    if k.series:
+        print(f"series {k.series}: {k.series_identity}")
+    if k.abi is not None:
+        print(f"ABI: FUSE minor {k.abi.minor}, transports {', '.join(k.abi.transports)}")
     print(f"kernel {k.built.kernel_release}: {k.image}")
     print(f"config: {k.built.config}\nlog: {k.built.log}")
     return 0
@@ -118,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv += ["--profile", args.profile]
     if args.source:
         argv += ["--source", args.source]
+    if args.series:
+        argv += ["--series", args.series]
     if args.accel:
         argv += ["--accel", args.accel]
     if args.k:

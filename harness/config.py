@@ -18,7 +18,10 @@ from harness.errors import ConfigError, UnknownTarget
 REPO = Path(__file__).resolve().parent.parent
 TARGETS_DIR = REPO / "targets"
 KCONFIGS_DIR = REPO / "kconfigs"
+#: Transports the guest server speaks (fixed names shared by CLI, markers, KTAP and JSON).
 TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")
+#: What a target or series may promise: the guest's transports plus posted-series variants.
+PROMISABLE = (*TRANSPORTS, "bufring", "pinned-headers", "pinned-buffers", "kmbuf")
 PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",)}
 DEFAULT_TARGET = "v7.3"
 
@@ -113,10 +116,10 @@ def load_target_file(path: Path) -> Target:
     if "kconfig" in data:
         kwargs["kconfig"] = _as_tuple(path, "kconfig", data["kconfig"])
     promises = _as_tuple(path, "promises", data.get("promises", []))
-    bad = [p for p in promises if p not in TRANSPORTS]
+    bad = [p for p in promises if p not in PROMISABLE]
     if bad:
         raise ConfigError(
-            f"{path}: unknown transport {bad[0]!r} in promises", hint=f"known: {', '.join(TRANSPORTS)}"
+            f"{path}: unknown transport {bad[0]!r} in promises", hint=f"known: {', '.join(PROMISABLE)}"
         )
     kwargs["promises"] = promises
     if kwargs.get("kernel_version") is not None:

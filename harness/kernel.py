@@ -23,6 +23,18 @@ class Kernel:
     source_identity: str
     tree: Path
     built: build.Built
+    series: str | None = None
+    series_identity: str | None = None
+    abi: object | None = None  # harness.series.AbiProfile of the built tree
+
+    def promises(self) -> tuple[str, ...]:
+        """Transports promised by the target and by its series manifest."""
+        promised = list(self.target.promises)
+        if self.series:
+            from harness.series import parse_series
+
+            promised += [t for t in parse_series(self.series).promises if t not in promised]
+        return tuple(promised)
 
     @property
     def image(self) -> Path:
@@ -42,11 +54,18 @@ class Kernel:
             "kernel_release": self.built.kernel_release,
             "image": str(self.built.image),
             "compiler": build.compiler_version(),
+            "series": self.series,
+            "series_identity": self.series_identity,
+            "abi": None if self.abi is None else {
+                "minor": getattr(self.abi, "minor", None),
+                "generations": list(getattr(self.abi, "generations", ())),
+                "transports": list(getattr(self.abi, "transports", ())),
+            },
         }
 
 
 def obtain(target: Target, profile: str = "default", phases: Phases | None = None,
-           source_override: str | None = None) -> Kernel:
+           source_override: str | None = None, series_override: str | None = None) -> Kernel:
     """Prepare the source, apply the series (if any) and build; cached at every step."""
     phases = phases or Phases()
     spec = source_override or target.source
@@ -56,15 +75,18 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
         tree = src.prepare()
         identity = src.identity()
     series_identity = None
-    if target.series:
+    series_ref = series_override or target.series
+    if series_ref:
         from harness import series as series_mod  # imported lazily: only targets with a series need it
 
         with phases.measure("series"):
-            tree, series_identity = series_mod.apply_for_target(tree, identity, target.series)
+            tree, series_identity = series_mod.apply_for_target(tree, identity, series_ref)
     key = build.build_key(identity, series_identity, fragments)
     label = f"{target.name}-{profile}"
     with phases.measure("build"):
-        built = build.build(tree, label, key, fragments, mutable=src.mutable and target.series is None,
+        built = build.build(tree, label, key, fragments, mutable=src.mutable and series_ref is None,
                             metadata={"source": identity, "series": series_identity, "target": target.name,
                                       "profile": profile})
-    return Kernel(target, profile, spec, identity, tree, built)
+    from harness.series import detect_abi
+
+    return Kernel(target, profile, spec, identity, tree, built, series_ref, series_identity, detect_abi(tree))

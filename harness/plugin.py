@@ -21,7 +21,7 @@ from harness import dmesg
 from harness.cache import new_run_dir, safe_name, write_json_atomic
 from harness.errors import HarnessError
 from harness.log import Phases
-from harness.results import ktap
+from harness.results import junit, ktap
 from harness.results.meta import Metadata, write_reproducer
 from harness.results.model import CaseResult, Verdict, verdict_of
 
@@ -50,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target", default=None, help=f"target name or YAML path (default {hcfg.DEFAULT_TARGET})")
     group.addoption("--profile", default=None, help="kconfig profile: default or debug")
     group.addoption("--source", default=None, help="override the target's kernel source (path:DIR, ...)")
+    group.addoption("--series", default=None,
+                    help="apply a patch series: mbox:FILE, dir:FOLDER, git:TREE#A..B, msgid:ID, NAME/REV")
     group.addoption("--results-dir", default=None, help="parent folder of run folders (default ./results)")
     group.addoption("--accel", default=None, choices=("auto", "kvm", "tcg"), help="VM accelerator")
     parser.addini("fuse_harness_target", "default target", default=hcfg.DEFAULT_TARGET)
@@ -114,7 +116,8 @@ def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_d
 
     phases = pytestconfig.stash[PHASES]
     try:
-        k = obtain(target, profile, phases, source_override=_opt(pytestconfig, "source"))
+        k = obtain(target, profile, phases, source_override=_opt(pytestconfig, "source", env="FUSE_HARNESS_SOURCE"),
+                   series_override=_opt(pytestconfig, "series", env="FUSE_HARNESS_SERIES"))
     except HarnessError as exc:
         pytestconfig.stash[META].update(status="ERROR", error=str(exc))
         pytest.exit(f"fuse-harness: cannot build the kernel: {exc}", returncode=exc.exit_code)
@@ -177,8 +180,9 @@ def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
     for name in transports:
         if name not in hcfg.TRANSPORTS:
             raise pytest.UsageError(f"{item.nodeid}: unknown transport {name!r}")
-        if name not in tgt.promises:
-            pytest.skip(f"target {tgt.name} does not promise transport {name}")
+        promised = request.getfixturevalue("kernel").promises()
+        if name not in promised:
+            pytest.skip(f"target {tgt.name} (and its series) does not promise transport {name}")
     if options:
         k = request.getfixturevalue("kernel")
         missing = [o for o in options if not kconfig_has(k, o)]
@@ -315,6 +319,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     write_json_atomic(run_dir / "summary.json", {"counts": counts, "exitstatus": int(exitstatus),
                                                   "cases": [c.to_json() for c in cases]})
     (run_dir / "results.ktap").write_text(ktap.render("fuse-harness", cases))
+    kinfo = cfg.stash[META].data.get("kernel", {})
+    junit.write(run_dir / "junit.xml", "fuse-harness", cases,
+                {k: str(v) for k, v in kinfo.items() if isinstance(v, (str, int, float, bool))})
     status = "PASS" if int(exitstatus) == 0 else "FAIL"
     cfg.stash[META].finish(status, cfg.stash[PHASES].durations)
 
@@ -338,7 +345,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         if c.verdict not in (Verdict.PASS,):
             extra = f" [{', '.join(f['fingerprint'] for f in c.findings)}]" if c.findings else ""
             tr.write_line(f"{c.verdict.value:7} {c.nodeid}{extra} {c.reason[:120]}")
-    tr.write_line(f"results: {run_dir} (metadata.json, summary.json, results.ktap, dmesg/, console-*.log)")
+    tr.write_line(f"results: {run_dir} (metadata.json, summary.json, junit.xml, results.ktap, dmesg/, console-*.log)")
 
 
 def ktap_subtests(text: str) -> list[dict[str, str]]:

@@ -44,3 +44,23 @@ def test_verdict_mapping():
     assert verdict_of("skipped", "setup", True) is Verdict.XFAIL
     assert verdict_of("failed", "setup", False) is Verdict.ERROR
     assert verdict_of("failed", "call", False, timed_out=True) is Verdict.TIMEOUT
+
+
+def test_junit_carries_verdicts_and_findings():
+    import xml.etree.ElementTree as ET
+
+    from harness.results import junit
+
+    cases = [
+        CaseResult("tests/vm/test_a.py::test_x", Verdict.PASS, 1.5),
+        CaseResult("tests/vm/test_a.py::test_y", Verdict.FAIL, 2.0, reason="kernel log findings",
+                   findings=[{"kind": "WARNING", "line": "WARNING: at x.c:1", "fingerprint": "WARNING:f"}],
+                   dmesg_file="dmesg/test_y.log"),
+        CaseResult("tests/vm/test_a.py::test_z", Verdict.XFAIL, reason="known issue"),
+    ]
+    root = ET.fromstring(junit.render("fuse-harness", cases, {"kernel_release": "7.3.4"}))
+    assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("skipped") == "1"
+    y = root.findall("testcase")[1]
+    assert y.get("name") == "test_y" and y.find("failure") is not None
+    props = {p.get("name"): p.get("value") for p in y.find("properties")}
+    assert props["dmesg_finding"].startswith("WARNING:f") and props["dmesg_file"] == "dmesg/test_y.log"

@@ -19,7 +19,8 @@ def test_classify():
     assert classify(None, "", True)[0] is Outcome.BOOT_FAILURE
 
 
-def test_vng_command_tcg(tmp_path):
+def test_vng_command_tcg(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.vm.boot.vng_path", lambda: "/usr/bin/vng")
     cmd = vng_command(Path("/k/bzImage"), VmSettings(), Accel("tcg", "test"), exec_cmd="true",
                       rwdirs=(tmp_path,), ssh_port=2222)
     assert "--disable-kvm" in cmd and "--force-9p" in cmd

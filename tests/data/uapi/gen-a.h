@@ -1,0 +1,25 @@
+/* Synthetic fuse.h excerpt for tests: generation A (per-entry iovec). */
+#define FUSE_KERNEL_VERSION 7
+#define FUSE_KERNEL_MINOR_VERSION 45
+#define FUSE_OVER_IO_URING (1ULL << 41)
+
+struct fuse_uring_ent_in_out {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint32_t payload_sz;
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+enum fuse_uring_cmd {
+	FUSE_IO_URING_CMD_INVALID = 0,
+	FUSE_IO_URING_CMD_REGISTER = 1,
+	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+};
+
+struct fuse_uring_cmd_req {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};

@@ -1,0 +1,35 @@
+/* Synthetic fuse.h excerpt for tests: generation B (posted bufring series, REGISTER flags). */
+#define FUSE_KERNEL_VERSION 7
+#define FUSE_KERNEL_MINOR_VERSION 45
+#define FUSE_OVER_IO_URING (1ULL << 41)
+
+struct fuse_uring_ent_in_out {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint32_t payload_sz;
+	uint16_t buf_id;
+	uint16_t padding;
+	uint64_t reserved;
+};
+
+enum fuse_uring_cmd {
+	FUSE_IO_URING_CMD_INVALID = 0,
+	FUSE_IO_URING_CMD_REGISTER = 1,
+	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+};
+
+#define FUSE_URING_BUFRING		(1 << 0)
+#define FUSE_URING_PINNED_HEADERS	(1 << 1)
+#define FUSE_URING_PINNED_BUFFERS	(1 << 2)
+#define FUSE_URING_ZERO_COPY		(1 << 3)
+
+struct fuse_uring_cmd_req {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+	struct {
+		uint32_t buf_size;
+		uint32_t queue_depth;
+	} init;
+};
