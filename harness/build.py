@@ -132,7 +132,7 @@ def run_make(tree: Path, build_dir: Path, logfile: Path, targets: list[str], exp
     """Run make, streaming output into logfile and progress to stderr; return objects built."""
     cmd = [*make_cmd(build_dir), *targets]
     progress = _Progress(expected)
-    with logfile.open("a") as out:
+    with logfile.open("a", buffering=1) as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(

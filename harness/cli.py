@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
 
+    from harness import report
+
+    p = sub.add_parser("report", help="render report.html, a mailing-list table or a 0-day summary of a run")
+    report.add_arguments(p)
+    p.set_defaults(func=report.run)
+
     args = parser.parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
         args.pytest_args = args.pytest_args[1:]

@@ -85,9 +85,20 @@ def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from harness import known_issues
+
+    try:
+        issues = known_issues.load()
+        target = hcfg.load_target(_opt(config, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET"))
+    except HarnessError as exc:
+        raise pytest.UsageError(f"fuse-harness: {exc}") from None
     for item in items:
         if "/tests/vm/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.vm)
+        issue = known_issues.matching(issues, item.nodeid, target.kernel_version)
+        if issue is not None:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"known issue {issue.id}: {issue.reason}"))
+            item.user_properties.append(("known_issue", issue.id))
 
 
 # -- fixtures ------------------------------------------------------------------------
@@ -324,6 +335,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 {k: str(v) for k, v in kinfo.items() if isinstance(v, (str, int, float, bool))})
     status = "PASS" if int(exitstatus) == 0 else "FAIL"
     cfg.stash[META].finish(status, cfg.stash[PHASES].durations)
+    from harness.report import render_html, render_text
+
+    try:
+        render_html(run_dir)
+        (run_dir / "report.txt").write_text(render_text(run_dir))
+    except HarnessError as exc:
+        log.warning("report not written: %s", exc)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -345,7 +363,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         if c.verdict not in (Verdict.PASS,):
             extra = f" [{', '.join(f['fingerprint'] for f in c.findings)}]" if c.findings else ""
             tr.write_line(f"{c.verdict.value:7} {c.nodeid}{extra} {c.reason[:120]}")
-    tr.write_line(f"results: {run_dir} (metadata.json, summary.json, junit.xml, results.ktap, dmesg/, console-*.log)")
+    tr.write_line(f"results: {run_dir} (report.html, report.txt, summary.json, junit.xml, results.ktap, dmesg/)")
 
 
 def ktap_subtests(text: str) -> list[dict[str, str]]:

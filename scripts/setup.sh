@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(flex bison libelf-dev libssl-dev bc cpio kmod make gcc libc6-dev perl xz-utils
       qemu-system-x86 busybox-static ccache udev openssh-server openssh-client
-      python3-venv git rsync fio dpkg apt debian-archive-keyring)
+      python3-venv git rsync fio dpkg apt debian-archive-keyring chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -13,6 +13,8 @@ import paramiko
 from harness.errors import VmError
 
 log = logging.getLogger(__name__)
+# paramiko logs a traceback for every refused connection while sshd is still starting.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 KEY_PATH = Path.home() / ".cache" / "virtme-ng" / ".ssh" / "id_virtme"
 

@@ -1,0 +1,62 @@
+"""known-issues.yaml: kernel behaviour the tests assert is wrong, reported as expected failures.
+
+Each entry names the test(s) it covers (an fnmatch pattern on the pytest node id), the
+kernel versions it applies to (an fnmatch pattern on the target's kernel_version or the
+built release), why the behaviour is wrong, and a reproducer. Matching tests are marked
+`xfail(strict=True)`: a fix upstream turns them into an XPASS that fails the run, so
+somebody notices and updates the file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.errors import ConfigError
+
+PATH = Path(__file__).resolve().parent.parent / "known-issues.yaml"
+_KEYS = {"id", "test", "kernel", "reason", "reproducer", "reference"}
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    id: str
+    test: str
+    kernel: str
+    reason: str
+    reproducer: str = ""
+    reference: str = ""
+
+    def applies(self, nodeid: str, kernel_version: str | None) -> bool:
+        if not fnmatch.fnmatchcase(nodeid, self.test):
+            return False
+        return kernel_version is not None and fnmatch.fnmatchcase(kernel_version, self.kernel)
+
+
+def load(path: Path = PATH) -> list[KnownIssue]:
+    """All entries; unknown or missing keys are errors naming the file and the entry."""
+    if not path.exists():
+        return []
+    data = yaml.safe_load(path.read_text()) or []
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a list of issues")
+    issues = []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: entry {i} is not a mapping")
+        unknown = sorted(set(entry) - _KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: entry {entry.get('id', i)}: unknown key {unknown[0]!r}",
+                              hint=f"known keys: {', '.join(sorted(_KEYS))}")
+        missing = [k for k in ("id", "test", "kernel", "reason") if k not in entry]
+        if missing:
+            raise ConfigError(f"{path}: entry {entry.get('id', i)}: missing key {missing[0]!r}")
+        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}))
+    return issues
+
+
+def matching(issues: list[KnownIssue], nodeid: str, kernel_version: str | None) -> KnownIssue | None:
+    return next((k for k in issues if k.applies(nodeid, kernel_version)), None)

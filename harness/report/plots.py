@@ -1,0 +1,102 @@
+"""Benchmark charts as base64 PNG data URIs; matplotlib is imported only when called."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from typing import Any
+
+from harness.errors import MissingTool
+from harness.report.data import stats
+
+log = logging.getLogger(__name__)
+
+#: Fixed colours so a transport looks the same in every chart and every report.
+COLOURS = {
+    "legacy": "#8c959f",
+    "iovec": "#0969da",
+    "bufpool": "#1a7f37",
+    "bufpool-registered": "#8250df",
+    "zero-copy": "#bf8700",
+}
+_FALLBACK = ("#cf222e", "#1b7c83", "#6e7781", "#953800", "#3e4ccf")
+
+
+def colour(transport: str, index: int = 0) -> str:
+    return COLOURS.get(transport) or _FALLBACK[index % len(_FALLBACK)]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingTool("matplotlib is needed to plot bench.json", "run: .venv/bin/pip install matplotlib "
+                          "(or make setup)") from exc
+    return plt
+
+
+def _data_uri(fig: Any, plt: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def workload_chart(name: str, workload: dict[str, Any]) -> str:
+    """Bars at the median per transport, whiskers min..max, a box for the IQR, dots per sample."""
+    plt = _pyplot()
+    transports = [(t, xs) for t, xs in (workload.get("transports") or {}).items() if xs]
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for i, (transport, samples) in enumerate(transports):
+        s = stats(samples)
+        assert s is not None
+        c = colour(transport, i)
+        ax.bar(i, s.median, width=0.62, color=c, zorder=2)
+        ax.vlines(i, s.low, s.high, color="#24292f", linewidth=1.2, zorder=3)
+        ax.hlines((s.low, s.high), i - 0.12, i + 0.12, color="#24292f", linewidth=1.2, zorder=3)
+        ax.add_patch(plt.Rectangle((i - 0.2, s.q1), 0.4, max(s.q3 - s.q1, 1e-9), fill=False,
+                                   edgecolor="#24292f", linewidth=1.0, zorder=3))
+        ax.scatter([i] * len(samples), samples, s=9, color="white", edgecolors="#24292f", linewidths=0.6, zorder=4)
+        ax.annotate(f"{s.median:.4g}", (i, s.high), textcoords="offset points", xytext=(0, 3),
+                    ha="center", fontsize=8)
+    ax.set_xticks(range(len(transports)), [t for t, _ in transports], rotation=20, ha="right", fontsize=8)
+    arrow = "higher is better" if workload.get("higher_is_better", True) else "lower is better"
+    ax.set_ylabel(f"{workload.get('unit', '')} ({arrow})", fontsize=8)
+    ax.set_title(name, fontsize=10, fontweight="bold")
+    ax.grid(axis="y", color="#d0d7de", linewidth=0.6, zorder=0)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.margins(y=0.12)
+    return _data_uri(fig, plt)
+
+
+def cpu_chart(cpu: dict[str, float]) -> str:
+    """Horizontal bars of CPU microseconds per request per transport (lower is better)."""
+    plt = _pyplot()
+    items = list(cpu.items())
+    fig, ax = plt.subplots(figsize=(5.2, 0.45 * len(items) + 0.9))
+    ax.barh(range(len(items)), [v for _, v in items], color=[colour(t, i) for i, (t, _) in enumerate(items)],
+            zorder=2)
+    for i, (_, v) in enumerate(items):
+        ax.annotate(f"{v:.3g}", (v, i), textcoords="offset points", xytext=(3, 0), va="center", fontsize=8)
+    ax.set_yticks(range(len(items)), [t for t, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("CPU µs per request (lower is better)", fontsize=8)
+    ax.set_title("CPU cost", fontsize=10, fontweight="bold")
+    ax.grid(axis="x", color="#d0d7de", linewidth=0.6, zorder=0)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.margins(x=0.15)
+    return _data_uri(fig, plt)
+
+
+def bench_charts(bench: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, data URI) for every workload plus the CPU chart when present."""
+    charts = [(name, workload_chart(name, wl)) for name, wl in (bench.get("workloads") or {}).items()
+              if any(wl.get("transports", {}).values())]
+    if bench.get("cpu_us_per_request"):
+        charts.append(("CPU cost", cpu_chart(bench["cpu_us_per_request"])))
+    log.debug("rendered %d benchmark charts", len(charts))
+    return charts

@@ -1,0 +1,113 @@
+"""Optional sections of report.html: known issues, compare, bisect, benchmarks.
+
+Each returns "" when its input (known-issues.yaml, compare.json, bisect.json, bench.json) is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from harness.report.data import BASELINES, Run, bench_rows
+from harness.report.markup import badge, e, secs
+from harness.report.style import COLOURS
+
+log = logging.getLogger(__name__)
+
+
+def known_issues(run: Run) -> str:
+    if not run.known:
+        return ""
+    rows = []
+    for k in run.known:
+        hits = [c["nodeid"] for c in run.cases if k.applies(c["nodeid"], run.kernel.get("kernel_release", ""))]
+        seen = "<br>".join(f"{badge(c['verdict'])} <span class='mono'>{e(c['nodeid'])}</span>"
+                           for c in run.cases if c["nodeid"] in hits) or '<span class="muted">not in this run</span>'
+        rows.append(f"<tr><td class='mono'>{e(k.id)}</td><td class='mono'>{e(k.test)}</td>"
+                    f"<td class='mono'>{e(k.kernel)}</td><td>{e(k.reason)}"
+                    f"{'<pre>' + e(k.reproducer) + '</pre>' if k.reproducer else ''}</td><td>{seen}</td></tr>")
+    return ('<h2 id="known">Known issues</h2><table><tr><th>id</th><th>test pattern</th><th>kernel</th>'
+            f'<th>reason / reproducer</th><th>in this run</th></tr>{"".join(rows)}</table>')
+
+
+def _items(title: str, items: list[Any], cls: str = "") -> str:
+    """A list of dicts as a table (columns = union of keys), or of strings as a list."""
+    if not items:
+        return f"<h3>{e(title)}</h3><p class='muted'>none</p>"
+    if all(isinstance(x, dict) for x in items):
+        keys: list[str] = []
+        for x in items:
+            keys += [k for k in x if k not in keys]
+        head = "".join(f"<th>{e(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(_cell(k, x.get(k)) for k in keys) + "</tr>" for x in items)
+        return f"<h3 class='{cls}'>{e(title)} ({len(items)})</h3><table><tr>{head}</tr>{body}</table>"
+    lis = "".join(f"<li class='mono'>{e(x)}</li>" for x in items)
+    return f"<h3 class='{cls}'>{e(title)} ({len(items)})</h3><ul>{lis}</ul>"
+
+
+def _cell(key: str, value: Any) -> str:
+    if isinstance(value, str) and value in COLOURS:
+        return f"<td>{badge(value)}</td>"
+    if isinstance(value, float):
+        return f"<td class='num'>{value:.2f}</td>"
+    if isinstance(value, (dict, list)):
+        return f"<td class='mono'>{e(json.dumps(value))}</td>"
+    return f"<td class='mono'>{e(value)}</td>"
+
+
+def compare(run: Run) -> str:
+    c = run.compare
+    if not c:
+        return ""
+    return (f'<h2 id="compare">Compared with another run</h2><p>base <code>{e(c.get("base"))}</code> → head '
+            f'<code>{e(c.get("head"))}</code></p>'
+            + _items("Regressions", c.get("regressions") or [], "worse")
+            + _items("New kernel log findings", c.get("new_findings") or [], "worse")
+            + _items("Newly passing", c.get("new_pass") or [], "good")
+            + _items("Timing changes", c.get("timing") or []))
+
+
+def bisect(run: Run) -> str:
+    b = run.bisect
+    if not b:
+        return ""
+    fb = b.get("first_bad") or {}
+    first = (f'<div class="first-bad">first bad commit: <code>{e(fb.get("commit"))}</code> {e(fb.get("subject"))}</div>'
+             if fb else '<p class="muted">bisection did not finish</p>')
+    rows = "".join(f"<tr><td class='mono'>{e(s.get('commit'))}</td><td>{badge(str(s.get('verdict')))}</td>"
+                   f"<td class='num'>{e(secs(s.get('seconds')))}</td></tr>" for s in b.get("steps") or [])
+    repro = f"<p>Reproducer:</p><pre>{e(b['reproducer'])}</pre>" if b.get("reproducer") else ""
+    return (f'<h2 id="bisect">Bisection</h2><p>good <code>{e(b.get("good"))}</code>'
+            f' · bad <code>{e(b.get("bad"))}</code> · test <code>{e(b.get("test"))}</code></p>{first}'
+            f"<table><tr><th>commit</th><th>verdict</th><th class='num'>time</th></tr>{rows}</table>{repro}")
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "<td class='num muted'>—</td>"
+    cls = "good" if value >= 1.05 else "worse" if value <= 0.95 else ""
+    return f"<td class='num {cls}'>{value:.2f}×</td>"
+
+
+def bench(run: Run) -> str:
+    b = run.bench
+    if not b:
+        return ""
+    from harness.report import plots
+
+    charts = "".join(f'<figure><img alt="{e(title)}" src="{uri}"></figure>' for title, uri in plots.bench_charts(b))
+    rows = []
+    for r in bench_rows(b):
+        s = r["stats"]
+        rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
+                    f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
+                    f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
+                    + "".join(_ratio(r["vs"][base]) for base in BASELINES) + "</tr>")
+    heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
+    return (f'<h2 id="bench">Benchmarks</h2><p class="muted">{e(b.get("note", ""))}</p>'
+            "<p class='muted'>Bars: median; box: interquartile range; whiskers: min–max; dots: samples. "
+            "Ratios are relative performance of the medians, &gt;1 is better in either unit direction.</p>"
+            f'<div class="charts">{charts}</div>'
+            "<table><tr><th>workload</th><th>transport</th><th class='num'>n</th><th class='num'>median</th>"
+            f"<th class='num'>min – max</th><th class='num'>IQR</th>{heads}</tr>{''.join(rows)}</table>")

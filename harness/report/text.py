@@ -1,0 +1,187 @@
+"""Plain-text reports: a result table for a mailing-list reply, and a 0-day-bot-style summary.
+
+ASCII only, at most 80 columns, so they survive any mail client and quoting.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from harness.report.data import BAD, BASELINES, Run, bench_rows, load
+
+WIDTH = 80
+
+
+def _fit(text: str, width: int = WIDTH) -> str:
+    """One line of at most width columns, ASCII only."""
+    text = str(text).replace("\t", "    ").replace("\n", " ").rstrip().encode("ascii", "replace").decode("ascii")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _nodeid(nodeid: str, width: int) -> str:
+    """Shorten a long nodeid from the left (the test name matters most)."""
+    if len(nodeid) <= width:
+        return nodeid
+    path, sep, name = nodeid.partition("::")
+    nodeid = f"{path.rsplit('/', 1)[-1]}{sep}{name}"
+    return nodeid if len(nodeid) <= width else "..." + nodeid[-(width - 3):]
+
+
+def _field(label: str, value: Any) -> list[str]:
+    """`label:   value`, wrapped at spaces; a single word longer than a line (a path) is kept whole."""
+    if value in (None, ""):
+        return []
+    text = " ".join(str(value).split()).encode("ascii", "replace").decode("ascii")
+    lines = textwrap.wrap(text, WIDTH - 10, break_long_words=False, break_on_hyphens=False) or [""]
+    return [f"{label + ':':<10}{lines[0]}"] + [" " * 10 + x for x in lines[1:]]
+
+
+def _shown(path: Path) -> str:
+    """path relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _config(run: Run) -> str:
+    cfg = run.config_highlights()
+    on = [f"{o}={v}" for o, v in cfg.items() if v != "n"]
+    where = "kernel.config" if cfg else "no kernel.config"
+    return f"{run.kernel.get('profile', '?')} profile; {' '.join(on) or where}"
+
+
+def _counts(run: Run) -> str:
+    return ", ".join(f"{v} {n}" for v, n in run.counts.items()) or "no tests ran"
+
+
+def _source(k: dict[str, Any]) -> str:
+    src, ident = k.get("source"), k.get("source_identity")
+    return f"{src} ({ident})" if src and ident and ident != src else src or ident or ""
+
+
+def _series(k: dict[str, Any]) -> str:
+    if not k.get("series"):
+        return "none (base kernel)"
+    return f"{k['series']} ({k['series_identity']})" if k.get("series_identity") else str(k["series"])
+
+
+def _vm(run: Run) -> str:
+    vm = run.vm
+    if not vm:
+        return ""
+    boot = f", boot {vm['boot_seconds']}s" if vm.get("boot_seconds") is not None else ""
+    return f"{str(vm.get('accel', '?')).upper()} ({vm.get('accel_reason', '')}){boot}"
+
+
+def _failures(run: Run) -> list[str]:
+    out = []
+    for c in run.not_passing:
+        secs = f" ({c['seconds']:.1f}s)" if isinstance(c.get("seconds"), (int, float)) else ""
+        out.append(f"  {c['verdict']:<8}{_nodeid(c['nodeid'], WIDTH - 10 - len(secs))}{secs}")
+        if c.get("reason"):
+            out.append(_fit("          " + " ".join(c["reason"].split())))
+        if c.get("vm_outcome"):
+            out.append(_fit(f"          guest: {c['vm_outcome']}"))
+        for f in c.get("findings") or []:
+            out.append(_fit(f"          finding: {f.get('fingerprint')}"))
+        for k in run.known_for(c["nodeid"]):
+            out.append(_fit(f"          known issue: {k.id}"))
+    return out
+
+
+def bench_table(run: Run) -> list[str]:
+    """Medians and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
+    if not run.bench:
+        return []
+    out = ["Benchmarks (median of n samples; vs = relative performance, >1 is better)",
+           f"{'workload':<16}{'transport':<19}{'n':>3}{'median':>12} {'unit':<7}"
+           + "".join(f"{'vs ' + b[:7]:>11}" for b in BASELINES)]
+    out.append("-" * len(out[-1]))
+    for r in bench_rows(run.bench):
+        s = r["stats"]
+        ratios = "".join(f"{v:>10.2f}x" if v is not None else f"{'-':>11}" for v in r["vs"].values())
+        out.append(_fit(f"{r['workload'][:15]:<16}{r['transport'][:18]:<19}{s.n:>3}{s.median:>12.4g} "
+                        f"{r['unit'][:7]:<7}{ratios}"))
+    cpu = run.bench.get("cpu_us_per_request") or {}
+    if cpu:
+        out.append(_fit("CPU us/request: " + ", ".join(f"{t} {float(v):.3g}" for t, v in cpu.items()), WIDTH))
+    if run.bench.get("note"):
+        out += textwrap.wrap("Note: " + run.bench["note"], WIDTH)
+    return out
+
+
+def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
+    """A short result table fit for a reply on a mailing list."""
+    run = load(Path(run_dir), known_issues)
+    k = run.kernel
+    lines = [_fit(f"fuse-harness {run.meta.get('harness_version', '')} run {run.path.name}: {run.status}"), ""]
+    lines += _field("kernel", f"{k.get('kernel_release', '?')} ({k.get('target', '?')}/{k.get('profile', '?')})")
+    lines += _field("source", _source(k))
+    lines += _field("series", _series(k))
+    lines += _field("config", _config(run))
+    lines += _field("compiler", k.get("compiler"))
+    lines += _field("vm", _vm(run))
+    lines += _field("results", _counts(run))
+    bad = _failures(run)
+    if bad:
+        lines += ["", "Not passing (or with kernel log findings):", *bad]
+    if run.bisect and (run.bisect.get("first_bad") or {}).get("commit"):
+        fb = run.bisect["first_bad"]
+        lines += ["", _fit(f"First bad commit: {fb['commit'][:12]} {fb.get('subject', '')}")]
+    table = bench_table(run)
+    if table:
+        lines += ["", *table]
+    return "\n".join(lines) + "\n"
+
+
+def _first_finding(run: Run) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    for c in run.cases:
+        for f in c.get("findings") or []:
+            return c, f
+    return None
+
+
+def render_0day(run_dir: Path, known_issues: Path | None = None) -> str:
+    """A kernel-test-robot-style summary: tree, series, config, compiler, reproduce, first splat."""
+    run = load(Path(run_dir), known_issues)
+    k = run.kernel
+    bad = [c for c in run.cases if c["verdict"] in BAD]
+    nfind = sum(len(c.get("findings") or []) for c in run.cases)
+    lines = ["Hi,", ""]
+    lines += textwrap.wrap(
+        f"fuse-harness, an automated FUSE-over-io-uring test harness (not a person), tested the kernel below: "
+        f"{run.status}, {len(bad)} failing test(s) and {nfind} kernel log finding(s) ({_counts(run)}).", WIDTH)
+    lines.append("")
+    lines += _field("tree", _source(k) or "?")
+    lines += _field("base", k.get("kernel_release"))
+    lines += _field("series", _series(k))
+    fb = (run.bisect or {}).get("first_bad") or {}
+    if fb.get("commit"):
+        lines += _field("commit", f"{fb['commit'][:12]} (\"{fb.get('subject', '')}\")")
+    lines += _field("config", f"{_shown(run.path / 'kernel.config')} ({_config(run)})")
+    lines += _field("compiler", k.get("compiler") or "?")
+    lines += _field("vm", _vm(run))
+    repro = run.reproducer_lines()
+    if repro:
+        lines += ["", "reproduce:"] + [_fit("        " + x) for x in repro]
+    if bad:
+        lines += ["", "failing tests:"] + [f"        {c['verdict']:<8}{_nodeid(c['nodeid'], WIDTH - 16)}" for c in bad]
+    lines += ["", "If you fix the issue in a separate patch/commit (i.e. not just a new version",
+              "of the same patch/commit), kindly add following tags where applicable",
+              "(placeholders: this report comes from a test harness, not a bot or a person):",
+              "| Reported-by: fuse-harness <REPLACE-WITH-YOUR-ADDRESS>",
+              "| Closes: <REPLACE-WITH-LINK-TO-THIS-REPORT>"]
+    first = _first_finding(run)
+    if first:
+        case, finding = first
+        lines += ["", _fit(f"first kernel log finding, {finding.get('fingerprint')}, in"),
+                  _fit(f"{_nodeid(case['nodeid'], WIDTH - 1)}:"), ""]
+        excerpt = run.excerpt(case, finding) or finding.get("line", "")
+        lines += [_fit(x) for x in excerpt.splitlines()]
+    elif bad and bad[0].get("reason"):
+        lines += ["", "first failure, in", _fit(f"{_nodeid(bad[0]['nodeid'], WIDTH - 1)}:"), ""]
+        lines += [_fit(x) for x in bad[0]["reason"].splitlines()[:20]]
+    return "\n".join(lines) + "\n"

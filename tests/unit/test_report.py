@@ -1,0 +1,243 @@
+"""harness.report: text table, 0-day summary and a self-contained, escaped report.html."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.report import main, render_0day, render_html, render_text
+from harness.report.data import load, relative, stats
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+HOSTILE = '<script>alert("x")</script> & "quotes"'
+
+BENCH = {
+    "note": "fio 3.36, 4 vCPUs, KVM, 5 runs each",
+    "workloads": {
+        "seq-read-1M": {"unit": "MiB/s", "higher_is_better": True, "transports": {
+            "legacy": [810.0, 822.5, 830.1, 799.9, 815.0], "iovec": [900.2, 910.0, 905.5, 890.0, 915.3],
+            "bufpool": [1204.1, 1190.0, 1222.7, 1180.4, 1210.9], "zero-copy": [1502.0, 1490.5, 1530.8, 1475.0, 1511.2],
+        }},
+        "stat-latency": {"unit": "us", "higher_is_better": False, "transports": {
+            "legacy": [30.0, 31.0, 29.5], "bufpool": [20.0, 21.0, 19.0], "zero-copy": [19.5, 20.5, 21.5],
+        }},
+    },
+    "cpu_us_per_request": {"legacy": 9.1, "bufpool": 6.2, "zero-copy": 4.8},
+}
+
+
+def make_run(base: Path, *, bench: bool = True, extras: bool = True, failing: bool = True) -> Path:
+    """A synthetic run folder as harness.plugin would leave it (plus optional JSON files)."""
+    run = base / "007-v7.3-debug"
+    (run / "dmesg").mkdir(parents=True)
+    meta = {
+        "harness_version": "0.1.0", "started": "2026-01-02T10:00:00Z", "finished": "2026-01-02T10:07:30Z",
+        "status": "FAIL" if failing else "PASS", "argv": ["pytest", "tests/vm", "--profile", "debug"],
+        "host": {"machine": "x86_64", "kernel": "6.1.0-18-amd64", "python": "3.11.2", "cpus": 8},
+        "durations": {"source": 2.1, "build": 412.7, "boot": 3.4, "tests": 61.0},
+        "kernel": {
+            "target": "v7.3", "profile": "debug", "source": "git:https://git.kernel.org/torvalds/linux#v7.3",
+            "source_identity": "v7.3 (0123456789ab)", "tree": "/cache/src/v7.3", "build_dir": "/cache/build/abc",
+            "build_key": "abc123", "build_reused": False, "build_seconds": 412.7, "kernel_release": "7.3.0-rc2",
+            "image": "/cache/build/abc/arch/x86/boot/bzImage", "compiler": "gcc (Debian 12.2.0-14) 12.2.0",
+            "series": "fuse-uring-bufpool/v3", "series_identity": "3 patches, b4 7f3e2a",
+            "abi": {"minor": 46, "generations": ["bufpool"], "transports": ["legacy", "iovec", "bufpool"]},
+        },
+        "vm": {"accel": "kvm", "accel_reason": "/dev/kvm is usable", "command": ["vng", "--run", "bzImage"],
+               "boot_seconds": 3.4},
+    }
+    (run / "dmesg" / "test_teardown.log").write_text((DATA / "dmesg" / "kasan.log").read_text())
+    (run / "dmesg" / "test_read_4k.log").write_text("[ 1.0] fuse: init\n")
+    cases = [
+        {"nodeid": "tests/vm/test_bufpool.py::test_read_4k[bufpool]", "verdict": "PASS", "seconds": 1.25,
+         "reason": "", "findings": [], "dmesg_file": "dmesg/test_read_4k.log", "vm_outcome": None,
+         "subtests": [{"name": "bufpool.read_4k", "verdict": "PASS", "reason": ""},
+                      {"name": "bufpool.read_1m", "verdict": "SKIP", "reason": "no huge pages"}]},
+        {"nodeid": "tests/vm/test_zero_copy.py::test_splice[zero-copy]", "verdict": "SKIP", "seconds": 0.01,
+         "reason": "target v7.3 does not promise transport zero-copy", "findings": [], "dmesg_file": None,
+         "vm_outcome": None, "subtests": []},
+    ]
+    if failing:
+        cases.insert(1, {
+            "nodeid": "tests/vm/test_bufpool.py::test_teardown_under_load[bufpool-registered-with-a-long-id]",
+            "verdict": "FAIL", "seconds": 12.5, "reason": "guest server crashed " + HOSTILE,
+            "findings": [{"kind": "KASAN", "line": "BUG: KASAN: slab-use-after-free in fuse_uring_req_end+0x2a/0x90",
+                          "fingerprint": "KASAN:fuse_uring_req_end"}],
+            "dmesg_file": "dmesg/test_teardown.log", "vm_outcome": None,
+            "subtests": [{"name": "registered.teardown", "verdict": "FAIL", "reason": HOSTILE}]})
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    (run / "metadata.json").write_text(json.dumps(meta))
+    (run / "summary.json").write_text(json.dumps({"counts": counts, "exitstatus": 1 if failing else 0,
+                                                  "cases": cases}))
+    (run / "kernel.config").write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\nCONFIG_IO_URING=y\n"
+                                       "CONFIG_KASAN=y\n# CONFIG_KFENCE is not set\nCONFIG_PROVE_LOCKING=y\n")
+    (run / "reproduce.sh").write_text("#!/bin/sh\n# Reproduce this fuse-harness run.\nset -e\ncd /work/main\n"
+                                      ".venv/bin/fuse-harness build --target v7.3 --profile debug\n"
+                                      ".venv/bin/python -m pytest tests/vm --target v7.3 --profile debug\n")
+    (run / "console-1.log").write_text("boot\n")
+    if bench:
+        (run / "bench.json").write_text(json.dumps(BENCH))
+    if extras:
+        (run / "compare.json").write_text(json.dumps({
+            "base": "results/006-v7.3-debug", "head": str(run),
+            "new_pass": [{"nodeid": "tests/vm/test_iovec.py::test_write", "base": "FAIL", "head": "PASS"}],
+            "regressions": [{"nodeid": cases[1]["nodeid"], "base": "PASS", "head": "FAIL", "reason": HOSTILE}],
+            "new_findings": ["KASAN:fuse_uring_req_end"],
+            "timing": [{"nodeid": cases[0]["nodeid"], "base": 1.0, "head": 1.25}]}))
+        (run / "bisect.json").write_text(json.dumps({
+            "good": "v7.2", "bad": "fuse-uring-bufpool/v3", "test": cases[1]["nodeid"],
+            "first_bad": {"commit": "7f3e2a9c0d1e4b5a", "subject": "fuse: add buffer pool for io-uring"},
+            "steps": [{"commit": "1111aaaa", "verdict": "PASS", "seconds": 70.0},
+                      {"commit": "7f3e2a9c0d1e4b5a", "verdict": "FAIL", "seconds": 81.5}],
+            "reproducer": "fuse-harness run --series fuse-uring-bufpool/v3 -k teardown"}))
+    return run
+
+
+@pytest.fixture
+def known(tmp_path: Path) -> Path:
+    path = tmp_path / "known-issues.yaml"
+    path.write_text('- id: uring-uaf-teardown\n  test: "tests/vm/test_bufpool.py::test_teardown*"\n'
+                    '  kernel: "7.3.*"\n  reason: "UAF in fuse_uring_req_end on abort <b>"\n'
+                    '  reproducer: "fuse-harness run -k teardown"\n'
+                    '- id: not-this-kernel\n  test: "*"\n  kernel: "6.*"\n  reason: old\n')
+    return path
+
+
+def test_text_table(tmp_path: Path, known: Path) -> None:
+    text = render_text(make_run(tmp_path), known)
+    lines = text.splitlines()
+    assert all(len(x) <= 80 for x in lines), [x for x in lines if len(x) > 80]
+    assert text.isascii()
+    assert lines[0] == "fuse-harness 0.1.0 run 007-v7.3-debug: FAIL"
+    assert "kernel:   7.3.0-rc2 (v7.3/debug)" in lines
+    assert "series:   fuse-uring-bufpool/v3 (3 patches, b4 7f3e2a)" in lines
+    assert any(x.startswith("config:   debug profile; FUSE_FS=y") and "KASAN=y" in x for x in lines)
+    assert "results:  PASS 1, FAIL 1, SKIP 1" in lines
+    assert "finding: KASAN:fuse_uring_req_end" in text
+    assert "known issue: uring-uaf-teardown" in text
+    assert "not-this-kernel" not in text
+    assert "test_read_4k" not in text  # passing tests are not listed
+    row = next(x for x in lines if x.startswith("seq-read-1M") and "zero-copy" in x)
+    assert re.search(r"1502\s+MiB/s\s+1\.84x\s+1\.25x$", row), row
+    lat = next(x for x in lines if x.startswith("stat-latency") and "bufpool" in x)
+    assert re.search(r"1\.50x\s+1\.00x$", lat), lat  # lower is better: 30/20
+    assert "First bad commit: 7f3e2a9c0d1e fuse: add buffer pool for io-uring" in lines
+
+
+def test_text_without_optional_files(tmp_path: Path) -> None:
+    text = render_text(make_run(tmp_path, bench=False, extras=False, failing=False), tmp_path / "none.yaml")
+    assert "run 007-v7.3-debug: PASS" in text
+    assert "Benchmarks" not in text and "Not passing" in text  # the SKIP is still listed
+    assert "First bad" not in text
+
+
+def test_0day_summary(tmp_path: Path, known: Path) -> None:
+    run = make_run(tmp_path)
+    text = render_0day(run, known)
+    lines = text.splitlines()
+    # only the (long, temporary) path of kernel.config may exceed 80 columns: paths are never broken
+    assert all(len(x) <= 80 for x in lines if str(run) not in x) and text.isascii()
+    assert "tree:     git:https://git.kernel.org/torvalds/linux#v7.3 (v7.3 (0123456789ab))" in lines
+    assert f"config:   {run / 'kernel.config'}" in text
+    assert "compiler: gcc (Debian 12.2.0-14) 12.2.0" in lines
+    i = lines.index("reproduce:")
+    assert lines[i + 1 : i + 4] == ["        # Reproduce this fuse-harness run.", "        cd /work/main",
+                                    "        .venv/bin/fuse-harness build --target v7.3 --profile debug"]
+    assert "| Reported-by: fuse-harness <REPLACE-WITH-YOUR-ADDRESS>" in lines
+    assert "test harness" in text
+    assert "[   20.100002] Read of size 8 at addr ffff888003c4d6a8 by task kworker/0:1/33" in lines
+    assert "commit:   7f3e2a9c0d1e (\"fuse: add buffer pool for io-uring\")" in lines
+
+
+def _attr_urls(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href)\s*=\s*["']?([^"' >]+)""", html, re.I)
+
+
+def test_html_self_contained_and_escaped(tmp_path: Path, known: Path) -> None:
+    out = render_html(make_run(tmp_path), known)
+    assert out.name == "report.html"
+    html = out.read_text()
+    urls = _attr_urls(html)
+    assert not [u for u in urls if re.match(r"(https?:)?//", u)], urls
+    assert not re.search(r"<script|<link|@import|url\(", html, re.I)
+    images = [u for u in urls if u.startswith("data:")]
+    assert len(images) == 3 and all(u.startswith("data:image/png;base64,") for u in images)
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
+    assert "UAF in fuse_uring_req_end on abort &lt;b&gt;" in html
+    # the source URL of the kernel is shown as text, not as a link
+    assert "git:https://git.kernel.org/torvalds/linux#v7.3" in html
+
+
+def test_html_sections(tmp_path: Path, known: Path) -> None:
+    html = render_html(make_run(tmp_path), known).read_text()
+    for anchor in ("tested", "results", "known", "compare", "bisect", "bench", "reproduce"):
+        assert f'id="{anchor}"' in html, anchor
+    assert '<div class="status">FAIL</div>' in html
+    assert 'background:#cf222e"><div class="row">' in html  # FAIL red header band
+    assert "7.3.0-rc2" in html and "gcc (Debian 12.2.0-14)" in html and "/dev/kvm is usable" in html
+    assert "FUSE_IO_URING=y" in html and "KFENCE=n" in html
+    assert "<details" in html and "Read of size 8 at addr" in html  # the KASAN excerpt, collapsible
+    assert "2 guest subtests" in html and "bufpool.read_1m" in html
+    assert 'href="dmesg/test_teardown.log"' in html and 'href="reproduce.sh"' in html
+    assert "known: uring-uaf-teardown" in html
+    assert "first bad commit: <code>7f3e2a9c0d1e4b5a</code>" in html
+    assert "1.84×" in html  # zero-copy vs legacy on seq-read
+    # failures come first in the results table
+    assert html.index("test_teardown_under_load") < html.index("test_read_4k[bufpool]</td>")
+
+
+def test_html_optional_sections_absent(tmp_path: Path) -> None:
+    run = make_run(tmp_path, bench=False, extras=False, failing=False)
+    html = render_html(run, tmp_path / "none.yaml").read_text()
+    for anchor in ("known", "compare", "bisect", "bench"):
+        assert f'id="{anchor}"' not in html, anchor
+    assert "data:image" not in html
+    assert '<div class="status">PASS</div>' in html and "background:#1a7f37" in html
+
+
+def test_incomplete_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path, bench=False, extras=False)
+    (run / "summary.json").unlink()
+    meta = json.loads((run / "metadata.json").read_text())
+    (run / "metadata.json").write_text(json.dumps({**meta, "status": "RUNNING"}))
+    html = render_html(run, tmp_path / "none.yaml").read_text()
+    assert '<div class="status">INCOMPLETE</div>' in html and "did not finish" in html
+    assert "INCOMPLETE" in render_text(run, tmp_path / "none.yaml").splitlines()[0]
+
+
+def test_not_a_run_dir(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="metadata.json"):
+        load(tmp_path)
+    assert main([str(tmp_path), "--text"]) == 4
+
+
+def test_bad_known_issues(tmp_path: Path) -> None:
+    bad = tmp_path / "k.yaml"
+    bad.write_text("- id: x\n  test: '*'\n  colour: red\n")
+    with pytest.raises(UserError, match="colour"):
+        render_text(make_run(tmp_path), bad)
+
+
+def test_main_formats(tmp_path: Path, known: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path, bench=False)
+    assert main([str(run), "--text", "--known-issues", str(known)]) == 0
+    assert "run 007-v7.3-debug: FAIL" in capsys.readouterr().out
+    assert main([str(run), "--0day", "--known-issues", str(known)]) == 0
+    assert "reproduce:" in capsys.readouterr().out
+    assert main([str(run), "--known-issues", str(known)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+
+
+def test_stats_and_ratio() -> None:
+    s = stats([3.0, 1.0, 2.0, 10.0])
+    assert s is not None and (s.n, s.median, s.low, s.high) == (4, 2.5, 1.0, 10.0)
+    assert stats([]) is None and stats([5.0]).q1 == 5.0
+    assert relative(200.0, 100.0, True) == 2.0 and relative(50.0, 100.0, False) == 2.0
+    assert relative(1.0, 0.0, True) is None
