@@ -91,6 +91,25 @@ def unmet(deps: list[str], config: dict[str, str]) -> list[str]:
     return missing
 
 
+def selected_by(tree: Path, name: str, config: dict[str, str]) -> list[str]:
+    """Enabled options whose Kconfig entry says `select NAME` (why NAME cannot be switched off)."""
+    try:
+        out = subprocess.run(
+            ["grep", "-rnE", "--include=Kconfig*", rf"^\s*select {name}(\s|$)", "."],
+            cwd=tree, capture_output=True, text=True, timeout=60,
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return []
+    owners: list[str] = []
+    for hit in out.splitlines():
+        rel, lineno, _ = hit.split(":", 2)
+        lines = (tree / rel).read_text(errors="replace").splitlines()[: int(lineno)]
+        owner = next((m.group(2) for x in reversed(lines) if (m := re.match(r"(menu)?config (\w+)", x.strip()))), None)
+        if owner and config.get(owner, "n") != "n" and owner not in owners:
+            owners.append(owner)
+    return owners
+
+
 def explain_dropped(tree: Path, req: Request, actual: str | None, config: dict[str, str]) -> str:
     """One line saying why an option did not survive olddefconfig."""
     got = "not set" if actual in (None, "n") else f"={actual}"
@@ -102,6 +121,9 @@ def explain_dropped(tree: Path, req: Request, actual: str | None, config: dict[s
     missing = unmet(deps, config)
     if missing:
         return line + f": it depends on {' && '.join(deps)} ({path}); not enabled: {', '.join(missing)}"
+    selectors = selected_by(tree, req.name, config) if req.value == "n" else []
+    if selectors:
+        return line + f" ({path}): it is selected by {', '.join(selectors)}"
     if deps:
         return line + f": it depends on {' && '.join(deps)} ({path}); check choices and 'select' conflicts"
     return line + f" ({path}): another option or a choice overrides it"

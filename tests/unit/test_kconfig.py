@@ -70,3 +70,15 @@ def test_shipped_fragments_parse():
     reqs = kconfig.requests_of(sorted(root.glob("*.config")))
     names = {r.name for r in reqs}
     assert {"FUSE_IO_URING", "IO_URING", "KASAN", "DEBUG_INFO_NONE"} <= names
+
+
+def test_selected_option_names_its_selector(tmp_path):
+    tree = make_tree(tmp_path)
+    (tree / "fs" / "foo" / "Kconfig").write_text(
+        (tree / "fs" / "foo" / "Kconfig").read_text() + "\nconfig QUX\n\tbool \"qux\"\n\tselect BAR\n")
+    frag = tmp_path / "frag.config"
+    frag.write_text("# CONFIG_BAR is not set\n")
+    dot = tmp_path / ".config"
+    dot.write_text("CONFIG_BAR=y\nCONFIG_QUX=y\n")
+    with pytest.raises(KconfigError, match="selected by QUX"):
+        kconfig.verify(tree, dot, [frag])

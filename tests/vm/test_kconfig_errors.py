@@ -8,14 +8,14 @@ from harness.errors import KconfigError
 
 def test_dropped_option_is_named_with_its_dependency(kernel, tmp_path):
     frag = tmp_path / "bad.config"
-    # FUSE_IO_URING needs IO_URING: switching IO_URING off must drop it, and say why.
-    frag.write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\n# CONFIG_IO_URING is not set\n")
+    # FUSE_IO_URING needs FUSE_FS: switching FUSE_FS (and VIRTIO_FS) off must drop it, and say why.
+    frag.write_text("CONFIG_FUSE_IO_URING=y\n# CONFIG_FUSE_FS is not set\n# CONFIG_VIRTIO_FS is not set\n")
     with pytest.raises(KconfigError) as exc:
         kconfig.configure(kernel.tree, tmp_path / "build", [frag], ["make", f"O={tmp_path / 'build'}"],
                           tmp_path / "kconfig.log")
     msg = exc.value.message
     assert "CONFIG_FUSE_IO_URING=y (from bad.config) is not set after olddefconfig" in msg
-    assert "not enabled: IO_URING" in msg
+    assert "not enabled: FUSE_FS" in msg
     assert "fs/fuse/Kconfig" in msg
 
 
