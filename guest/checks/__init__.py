@@ -1,0 +1,1 @@
+"""Client-side checks run inside the guest against a live mount (`check`)."""

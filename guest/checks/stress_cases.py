@@ -1,0 +1,104 @@
+"""Load cases: one pinned client per CPU, a seeded fsx-style run, fio if present."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+import shutil
+
+from guest.checks.context import Ctx, Skip, expect, pattern
+
+
+def _client(ctx: Ctx, cpu: int) -> int:
+    """Body of one pinned child: write, read back, stat; returns an exit code."""
+    os.sched_setaffinity(0, {cpu})
+    p = ctx.path(f"cpu{cpu}.bin")
+    data = pattern(262144 + cpu, ctx.seed + cpu)
+    with open(p, "wb") as f:
+        f.write(data)
+    for _ in range(10):
+        os.stat(p)
+    with open(p, "rb") as f:
+        if f.read() != data:
+            return 2
+    os.mkdir(ctx.path(f"cpu{cpu}.d"))
+    os.rmdir(ctx.path(f"cpu{cpu}.d"))
+    return 0
+
+
+def per_cpu_clients(ctx: Ctx) -> None:
+    """Concurrent clients, each pinned to one CPU, so every queue gets requests."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pids = {}
+    for cpu in cpus:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _client(ctx, cpu)
+            finally:
+                os._exit(code)
+        pids[pid] = cpu
+    bad = []
+    for pid, cpu in pids.items():
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            bad.append((cpu, os.waitstatus_to_exitcode(status)))
+    ctx.facts["client_cpus"] = cpus
+    expect(not bad, f"clients failed (cpu, code): {bad}")
+    ctx.diag(f"pinned clients on cpus {cpus} ok")
+
+
+def fsx(ctx: Ctx) -> None:
+    """Seeded random write/read/truncate/mmap/reopen on one file vs a model."""
+    rng = random.Random(ctx.seed)
+    ctx.diag(f"fsx seed={ctx.seed} ops={ctx.fsx_ops}")
+    p = ctx.path("fsx.bin")
+    model = bytearray()
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    limit = 1 << 20
+    try:
+        for i in range(ctx.fsx_ops):
+            op = rng.choices(["write", "read", "trunc", "mmap", "reopen", "fsync"],
+                             [40, 35, 8, 7, 5, 5])[0]
+            if op == "write":
+                off = rng.randrange(0, limit)
+                n = rng.choice([1, 7, 4096, rng.randrange(1, 200000)])
+                n = min(n, limit - off) or 1
+                data = rng.randbytes(n)
+                expect(os.pwrite(fd, data, off) == n, f"op {i}: short write")
+                if off + n > len(model):
+                    model.extend(bytes(off + n - len(model)))
+                model[off:off + n] = data
+            elif op == "read":
+                off = rng.randrange(0, max(1, len(model) + 100))
+                n = rng.randrange(1, 300000)
+                got = os.pread(fd, n, off)
+                expect(got == bytes(model[off:off + n]),
+                       f"op {i}: read({off},{n}) mismatch (seed {ctx.seed})")
+            elif op == "trunc":
+                size = rng.randrange(0, limit)
+                os.ftruncate(fd, size)
+                model = model[:size] + bytearray(max(0, size - len(model)))
+            elif op == "mmap" and model:
+                with mmap.mmap(fd, len(model), prot=mmap.PROT_READ) as m:
+                    expect(m[:] == model, f"op {i}: mmap view mismatch (seed {ctx.seed})")
+            elif op == "reopen":
+                os.close(fd)
+                fd = os.open(p, os.O_RDWR)
+            elif op == "fsync":
+                os.fsync(fd)
+            expect(os.fstat(fd).st_size == len(model), f"op {i} ({op}): size "
+                   f"{os.fstat(fd).st_size} != {len(model)} (seed {ctx.seed})")
+    finally:
+        os.close(fd)
+
+
+def fio(ctx: Ctx) -> None:
+    """fio random read/write with verification, when fio is installed."""
+    if not shutil.which("fio"):
+        raise Skip("fio not installed")
+    ctx.run(["fio", "--name=fh", f"--directory={ctx.mnt}", "--size=2M", "--bs=4k",
+             "--rw=randrw", "--verify=crc32c", "--do_verify=1", "--ioengine=psync",
+             "--runtime=30", "--time_based=0", "--numjobs=1"], timeout=120)

@@ -1,0 +1,138 @@
+"""Counters of what the server really did, written as JSON (schema below).
+
+Thread-safe increments; `write()` is atomic (temp file + os.replace).
+Schema (version 1), all keys always present:
+  transport_requested, transport_used ("io_uring" | "devfuse" | "none"),
+  fallback (bool), setup_error (null or {"step", "errno", "message"}),
+  generation ("A" | "C" | null), init {kernel_minor, negotiated_minor,
+  kernel_flags, kernel_flags2, offered {over_io_uring, has_bufpool, max_pages},
+  reply_flags, reply_flags2, max_write, max_pages},
+  uring {enabled, ready, nr_queues, queue_depth, max_payload_sz, pool_bufs,
+  registered, zero_copy}, paths {io_uring, devfuse}, per_queue {qid: n},
+  per_opcode {NAME: n}, zero_copy {read, write, bytes, fixed_errors},
+  pool {high_water, distinct_offsets, per_queue_high_water {qid: n}},
+  errors {cqe {ERRNO: n}, cqe_total, teardown_cqe {ERRNO: n}, handler {ERRNO: n},
+  malformed, exceptions}, pid, uid, started, updated, exit_reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from collections import Counter
+
+
+def errno_name(code: int) -> str:
+    """ENOTCONN for 107 (sign ignored)."""
+    return errno.errorcode.get(abs(code), f"E{abs(code)}")
+
+
+class Counters:
+    """All server statistics; `snapshot()` gives the JSON document."""
+
+    def __init__(self, requested: str) -> None:
+        self._lock = threading.RLock()  # SIGUSR1 may write mid-update
+        self.doc: dict = {
+            "schema": 1, "transport_requested": requested, "transport_used": "none",
+            "fallback": False, "setup_error": None, "generation": None, "init": {},
+            "uring": {"enabled": False, "ready": False, "nr_queues": 0, "queue_depth": 0,
+                      "max_payload_sz": 0, "pool_bufs": 0, "registered": False,
+                      "zero_copy": False},
+            "pid": os.getpid(), "uid": os.geteuid(), "started": time.time(),
+            "updated": None, "exit_reason": None,
+        }
+        self.paths: Counter = Counter()
+        self.per_queue: Counter = Counter()
+        self.per_opcode: Counter = Counter()
+        self.zc: Counter = Counter()
+        self.cqe_errors: Counter = Counter()
+        self.teardown: Counter = Counter()
+        self.handler_errors: Counter = Counter()
+        self.malformed = 0
+        self.exceptions = 0
+        self._held: dict[int, set[int]] = {}
+        self.pool_hw: Counter = Counter()
+        self.offsets: set[tuple[int, int]] = set()
+
+    def request(self, path: str, opname: str, qid: int | None = None) -> None:
+        """Count one request served over `path` ("io_uring" or "devfuse")."""
+        with self._lock:
+            self.paths[path] += 1
+            self.per_opcode[opname] += 1
+            if qid is not None:
+                self.per_queue[qid] += 1
+
+    def cqe_error(self, res: int, teardown: bool = False) -> None:
+        """Count a negative CQE result (teardown ones separately)."""
+        with self._lock:
+            (self.teardown if teardown else self.cqe_errors)[errno_name(res)] += 1
+
+    def handler_error(self, code: int) -> None:
+        """Count an errno returned to the kernel by a handler (not a failure)."""
+        with self._lock:
+            self.handler_errors[errno_name(code)] += 1
+
+    def bump(self, kind: str, key: str, n: int = 1) -> None:
+        """Add n to zero_copy[key] (kind "zc"), malformed, or exceptions."""
+        with self._lock:
+            if kind == "zc":
+                self.zc[key] += n
+            elif kind == "exception":
+                self.exceptions += n
+            else:
+                self.malformed += n
+
+    def pool_take(self, qid: int, offset: int) -> None:
+        """A request holding pool buffer `offset` of queue qid was delivered."""
+        with self._lock:
+            held = self._held.setdefault(qid, set())
+            held.add(offset)
+            self.offsets.add((qid, offset))
+            self.pool_hw[qid] = max(self.pool_hw[qid], len(held))
+
+    def pool_release(self, qid: int, offset: int) -> None:
+        """The request holding `offset` was committed."""
+        with self._lock:
+            self._held.get(qid, set()).discard(offset)
+
+    def snapshot(self) -> dict:
+        """The full JSON document."""
+        with self._lock:
+            doc = dict(self.doc)
+            doc["paths"] = {"io_uring": self.paths["io_uring"],
+                            "devfuse": self.paths["devfuse"]}
+            doc["per_queue"] = {str(k): v for k, v in sorted(self.per_queue.items())}
+            doc["per_opcode"] = dict(sorted(self.per_opcode.items()))
+            doc["zero_copy"] = {"read": self.zc["read"], "write": self.zc["write"],
+                                "bytes": self.zc["bytes"],
+                                "fixed_errors": self.zc["fixed_errors"]}
+            doc["pool"] = {"high_water": max(self.pool_hw.values(), default=0),
+                           "distinct_offsets": len(self.offsets),
+                           "per_queue_high_water": {str(k): v for k, v in
+                                                    sorted(self.pool_hw.items())}}
+            doc["errors"] = {"cqe": dict(self.cqe_errors),
+                             "cqe_total": sum(self.cqe_errors.values()),
+                             "teardown_cqe": dict(self.teardown),
+                             "handler": dict(self.handler_errors),
+                             "malformed": self.malformed,
+                             "exceptions": self.exceptions}
+            doc["updated"] = time.time()
+            uring_n = self.paths["io_uring"]
+            if doc["uring"]["ready"] and uring_n:
+                doc["transport_used"] = "io_uring"
+            elif self.paths["devfuse"] or not doc["uring"]["ready"]:
+                doc["transport_used"] = "devfuse"
+            return doc
+
+    def write(self, path: str | None) -> None:
+        """Atomically write the snapshot to path (no-op without a path)."""
+        if not path:
+            return
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.snapshot(), f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)

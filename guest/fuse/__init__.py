@@ -1,0 +1,1 @@
+"""FUSE protocol layouts and filesystem backends (no transport code)."""

@@ -1,0 +1,319 @@
+"""RingEngine: the io_uring serving loop shared by the ring transports.
+
+One thread (the caller of start() and run()) submits every SQE: entries die
+with their submitting thread. Subclasses fill in the hooks: alloc(),
+queue_setup(), entry_iov(), fixed_args(), payload_loc(), zero_copy_request().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import heapq
+import itertools
+import mmap
+import os
+import struct
+import sys
+import time
+import traceback
+
+from guest.counters import Counters
+from guest.fuse import proto as P
+from guest.negotiate import Init
+from guest.server import NO_PAYLOAD_OPS, Server
+from guest.transports.base import Options, SetupError, nr_possible_cpus
+from guest.uring import abi
+from guest.uring.ring import Ring, addr_of
+
+ENT, FIXED, TIMER, WAKE, SETUP = 1, 2, 3, 4, 5
+HDR_STRIDE = 512
+ENT_IN_OUT = P.URING_ENT_IN_OUT["C"]  # on gen A, "offset" reads the zero padding
+CMD_REQ = P.URING_CMD_REQ["C"]  # trailing union bytes stay zero for gen A
+PAYLOAD_SZ = struct.Struct("<I")
+TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED)
+
+
+def ud(kind: int, idx: int = 0) -> int:
+    """user_data for a CQE kind and an entry index."""
+    return (kind << 48) | idx
+
+
+def pow2(n: int) -> int:
+    """Smallest power of two >= n."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class Entry:
+    """One ring entry: its header slot, payload location and current request."""
+
+    __slots__ = ("gid", "qid", "hdr_off", "iov", "slot", "commit_id", "loc", "held",
+                 "zc", "live")
+
+    def __init__(self, gid: int, qid: int) -> None:
+        self.gid, self.qid = gid, qid
+        self.hdr_off = gid * HDR_STRIDE
+        self.iov: object = None
+        self.slot = 0
+        self.commit_id = 0
+        self.loc: tuple[mmap.mmap, int] | None = None
+        self.held: int | None = None
+        self.zc: tuple | None = None
+        self.live = False
+
+
+class RingEngine:
+    """Generic FUSE-over-io_uring server loop; see module docstring for hooks."""
+
+    name = "ring"
+    uses_uring = True
+    needs_bufpool = False
+    zero_copy = False
+    uses_pool = False
+
+    def __init__(self, devfd: int, server: Server, counters: Counters, init: Init,
+                 opts: Options) -> None:
+        self.devfd, self.server, self.counters, self.init = devfd, server, counters, init
+        self.opts = opts
+        self.nr_queues = nr_possible_cpus()
+        self.depth = opts.queue_depth
+        self.payload_size = init.max_payload_sz
+        n = self.nr_queues * self.depth
+        self.entries = [Entry(i, i // self.depth) for i in range(n)]
+        self.ring = Ring(pow2(min(n + 16, 4096)), cq_entries=pow2(2 * n + 64))
+        self.hdr = mmap.mmap(-1, max(mmap.PAGESIZE, n * HDR_STRIDE))
+        self.hdr_addr = addr_of(self.hdr)
+        self.delayed: list[tuple[float, int, int, int, bytes, int | None]] = []
+        self._seq = itertools.count()
+        self.timer_at = 0.0
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.on_stop = None  # daemon callback, run once from the loop
+        self.efd = os.eventfd(0, os.EFD_CLOEXEC)
+        self.efd_buf = ctypes.create_string_buffer(8)
+        self.live = 0
+        u = counters.doc["uring"]
+        u.update(enabled=True, nr_queues=self.nr_queues, queue_depth=self.depth,
+                 max_payload_sz=self.payload_size, zero_copy=self.zero_copy)
+
+    # -- hooks ---------------------------------------------------------------
+    def alloc(self) -> None:
+        """Allocate payload memory and io_uring buffers (before any command)."""
+
+    def queue_setup(self, qid: int) -> None:
+        """Per-queue commands before REGISTER (ADD_QUEUE, ADD_BUFPOOL)."""
+
+    def entry_iov(self, e: Entry) -> tuple[int, int]:
+        """(base, len) of the payload iovec for REGISTER."""
+        raise NotImplementedError
+
+    def fixed_args(self, qid: int) -> tuple[int, int]:
+        """(uring_cmd_flags, buf_index) for REGISTER and COMMIT of a queue."""
+        return 0, 0
+
+    def payload_loc(self, e: Entry, offset: int) -> tuple[mmap.mmap, int]:
+        """Where an entry's request payload lives (mmap, offset)."""
+        raise NotImplementedError
+
+    def zero_copy_request(self, e: Entry, h: P.InHeader, arg0: bytes) -> None:
+        """Serve a request flagged FUSE_URING_ENT_ZERO_COPY."""
+        self.commit(e, -errno.EIO, b"")
+
+    def fixed_done(self, e: Entry, res: int) -> None:
+        """Completion of a fixed read/write issued by zero_copy_request()."""
+
+    # -- setup ---------------------------------------------------------------
+    def sync_cmd(self, step: str, cmd_op: int, cmd: bytes, flags: int = 0,
+                 buf_index: int = 0) -> int:
+        """Submit one immediate command and wait for its CQE; SetupError if < 0."""
+        self.ring.prep_uring_cmd(self.devfd, cmd_op, ud(SETUP), cmd, cmd_flags=flags,
+                                 buf_index=buf_index)
+        while True:
+            self.ring.submit(wait_nr=1)
+            for user_data, res, _ in self.ring.reap():
+                if user_data >> 48 != SETUP:
+                    self.counters.cqe_error(res)
+                    continue
+                if res < 0:
+                    raise SetupError(step, res)
+                return res
+
+    def start(self) -> None:
+        """Allocate, run per-queue setup, REGISTER every entry, check for errors."""
+        self.alloc()
+        for qid in range(self.nr_queues):
+            self.queue_setup(qid)
+        for e in self.entries:
+            base, length = self.entry_iov(e)
+            iov = (abi.Iovec * 2)(abi.Iovec(self.hdr_addr + e.hdr_off, P.URING_HDR_SIZE),
+                                  abi.Iovec(base or None, length))
+            e.iov = iov
+            flags, bi = self.fixed_args(e.qid)
+            cmd = CMD_REQ.pack(0, 0, e.qid, b"", e.slot, 0, 0)
+            self.ring.prep_uring_cmd(self.devfd, P.URING_CMD_REGISTER, ud(ENT, e.gid), cmd,
+                                     addr=ctypes.addressof(iov), length=2, cmd_flags=flags,
+                                     buf_index=bi)
+            e.live = True
+            self.live += 1
+        while self.ring.pending():
+            self.ring.submit()
+        time.sleep(0.05)
+        self.ring.submit()
+        for user_data, res, _ in self.ring.reap():
+            if res < 0:
+                raise SetupError("REGISTER", res)
+            self.on_cqe(user_data, res)
+        self.counters.doc["uring"]["ready"] = True
+        self._arm_wake()
+
+    def poison(self) -> None:
+        """Send one REGISTER with qid = nr_queues: the kernel disables io_uring."""
+        iov = (abi.Iovec * 2)(abi.Iovec(self.hdr_addr, P.URING_HDR_SIZE),
+                              abi.Iovec(None, 0))
+        self.ring.keep(iov)
+        cmd = CMD_REQ.pack(0, 0, self.nr_queues, b"", 0, 0, 0)
+        with contextlib.suppress(SetupError):
+            self.sync_cmd("POISON", P.URING_CMD_REGISTER, cmd)
+        self.counters.doc["uring"]["ready"] = False
+
+    # -- loop ----------------------------------------------------------------
+    def _arm_wake(self) -> None:
+        self.ring.prep_rw(abi.Op.READ, self.efd, ctypes.addressof(self.efd_buf), 8,
+                          (1 << 64) - 1, ud(WAKE))
+
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def device_gone(self) -> None:
+        os.eventfd_write(self.efd, 1)
+
+    def run(self) -> None:
+        """Serve CQEs until every entry is gone, or a stop times out."""
+        stop_handled = False
+        while self.live > 0:
+            if self.stopping and not stop_handled:
+                stop_handled = True
+                self.stop_deadline = time.monotonic() + 3.0
+                self.ring.prep_timeout(0.25, ud(TIMER))
+                if self.on_stop:
+                    self.on_stop()
+            if stop_handled and time.monotonic() > self.stop_deadline:
+                self.counters.doc["exit_reason"] = f"stop timeout, {self.live} entries live"
+                return
+            self.ring.submit(wait_nr=1)
+            for user_data, res, _ in self.ring.reap():
+                try:
+                    self.on_cqe(user_data, res)
+                except Exception:  # noqa: BLE001 - answer EIO, keep serving
+                    self._on_exception(user_data, res)
+        self.counters.doc["exit_reason"] = "all entries released"
+
+    def _on_exception(self, user_data: int, res: int) -> None:
+        """A bug while serving: log it, count it, fail that request with EIO."""
+        traceback.print_exc(file=sys.stderr)
+        self.counters.bump("exception", "")
+        kind, idx = user_data >> 48, user_data & 0xFFFFFFFFFFFF
+        if kind in (ENT, FIXED) and res >= 0 and idx < len(self.entries):
+            with contextlib.suppress(Exception):
+                self.commit(self.entries[idx], -errno.EIO, b"")
+
+    def on_cqe(self, user_data: int, res: int) -> None:
+        """Route one completion."""
+        kind, idx = user_data >> 48, user_data & 0xFFFFFFFFFFFF
+        if kind == ENT:
+            e = self.entries[idx]
+            if res < 0:
+                self.counters.cqe_error(res, teardown=res in TEARDOWN)
+                if e.live:
+                    e.live = False
+                    self.live -= 1
+                return
+            self.serve(e)
+        elif kind == FIXED:
+            self.fixed_done(self.entries[idx], res)
+        elif kind == TIMER:
+            self.flush_delayed()
+            if self.stopping:
+                self.ring.prep_timeout(0.25, ud(TIMER))
+        elif kind == WAKE:
+            self.stopping = True
+
+    def serve(self, e: Entry) -> None:
+        """A request landed in entry e: dispatch it and reply."""
+        base = e.hdr_off
+        h = P.parse_in_header(self.hdr, base)
+        flags, commit_id, payload_sz, offset = ENT_IN_OUT.unpack(self.hdr, base + 256)[:4]
+        e.commit_id = commit_id
+        op = h.opcode
+        self.counters.request("io_uring", P.op_name(op), e.qid)
+        n0 = P.ARG0_SIZE.get(op, 0)
+        arg0 = self.hdr[base + 128:base + 128 + n0]
+        try:
+            e.loc = self.payload_loc(e, offset)
+        except SetupError:
+            self.counters.bump("malformed", "")
+            e.loc = None
+            self.reply(e, -errno.EIO, b"")
+            return
+        zc = flags & P.URING_ENT_ZERO_COPY
+        if self.uses_pool and op not in NO_PAYLOAD_OPS and not (zc and op == P.Op.READ):
+            e.held = offset
+            self.counters.pool_take(e.qid, offset)
+        if zc:
+            self.zero_copy_request(e, h, arg0)
+            return
+        if payload_sz > self.payload_size:
+            self.counters.bump("malformed", "")
+            self.reply(e, -errno.EIO, b"")
+            return
+        mm, off = e.loc
+        reply = self.server.dispatch(h, arg0, mm[off:off + payload_sz])
+        if reply is None:
+            reply = (-errno.ENOSYS, b"")
+        if reply[1] and op in NO_PAYLOAD_OPS:
+            reply = (-errno.EIO, b"")
+        self.reply(e, *reply)
+
+    def reply(self, e: Entry, error: int, data: bytes, payload_sz: int | None = None) -> None:
+        """Commit now, or after --delay-ms."""
+        if self.opts.delay <= 0:
+            self.commit(e, error, data, payload_sz)
+            return
+        due = time.monotonic() + self.opts.delay
+        heapq.heappush(self.delayed, (due, next(self._seq), e.gid, error, data, payload_sz))
+        if not self.timer_at or due < self.timer_at or self.timer_at < time.monotonic():
+            self.timer_at = due
+            self.ring.prep_timeout(max(0.0, due - time.monotonic()), ud(TIMER))
+
+    def flush_delayed(self) -> None:
+        """Commit every delayed reply that is due; re-arm the timer."""
+        now = time.monotonic()
+        while self.delayed and self.delayed[0][0] <= now + 0.0005:
+            _, _, gid, error, data, psz = heapq.heappop(self.delayed)
+            self.commit(self.entries[gid], error, data, psz)
+        self.timer_at = 0.0
+        if self.delayed:
+            self.timer_at = self.delayed[0][0]
+            self.ring.prep_timeout(max(0.0, self.timer_at - now), ud(TIMER))
+
+    def commit(self, e: Entry, error: int, data: bytes, payload_sz: int | None = None) -> None:
+        """Write the reply into the entry's memory and queue COMMIT_AND_FETCH."""
+        if len(data) > self.payload_size:
+            error, data = -errno.EIO, b""
+        if data and e.loc is not None:
+            mm, off = e.loc
+            mm[off:off + len(data)] = data
+        if error:
+            data, payload_sz = b"", 0
+        P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data), error,
+                               e.commit_id)
+        psz = len(data) if payload_sz is None else payload_sz
+        PAYLOAD_SZ.pack_into(self.hdr, e.hdr_off + 256 + 16, psz)
+        if e.held is not None:
+            self.counters.pool_release(e.qid, e.held)
+            e.held = None
+        flags, bi = self.fixed_args(e.qid)
+        cmd = CMD_REQ.pack(0, e.commit_id, e.qid, b"", 0, 0, 0)
+        self.ring.prep_uring_cmd(self.devfd, P.URING_CMD_COMMIT_AND_FETCH, ud(ENT, e.gid),
+                                 cmd, cmd_flags=flags, buf_index=bi)

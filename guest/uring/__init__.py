@@ -1,0 +1,1 @@
+"""Raw io_uring through ctypes: syscalls, uapi layouts, the Ring object."""

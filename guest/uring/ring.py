@@ -1,0 +1,182 @@
+"""Ring: owns an io_uring fd, its mmapped SQ/CQ/SQE areas, submit and reap.
+
+No FUSE knowledge. Not thread-safe: one thread submits and reaps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+from collections import deque
+
+from guest.uring import abi, syscall
+
+
+def addr_of(buf: object) -> int:
+    """Address of a writable buffer (mmap, bytearray, ctypes array)."""
+    if isinstance(buf, ctypes.Array | ctypes.Structure):
+        return ctypes.addressof(buf)
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+class Ring:
+    """An io_uring with 128-byte SQEs."""
+
+    def __init__(self, entries: int, cq_entries: int = 0, flags: int = 0) -> None:
+        self.params = abi.Params()
+        flags |= abi.Setup.SQE128
+        if cq_entries:
+            flags |= abi.Setup.CQSIZE
+            self.params.cq_entries = cq_entries
+        self.params.flags = flags
+        self.fd = syscall.io_uring_setup(entries, ctypes.addressof(self.params))
+        try:
+            self._map()
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._refs: list[object] = []  # memory the kernel may read later
+        self._timespecs: deque[abi.KernelTimespec] = deque(maxlen=1024)
+
+    def _map(self) -> None:
+        p = self.params
+        sq_size = p.sq_off.array + p.sq_entries * 4
+        cq_size = p.cq_off.cqes + p.cq_entries * abi.CQE.size
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+        if p.features & abi.FEAT_SINGLE_MMAP:
+            sq_size = cq_size = max(sq_size, cq_size)
+            self.sq_mm = mmap.mmap(self.fd, sq_size, flags, prot, offset=abi.OFF_SQ_RING)
+            self.cq_mm = self.sq_mm
+        else:
+            self.sq_mm = mmap.mmap(self.fd, sq_size, flags, prot, offset=abi.OFF_SQ_RING)
+            self.cq_mm = mmap.mmap(self.fd, cq_size, flags, prot, offset=abi.OFF_CQ_RING)
+        self.sqes = mmap.mmap(self.fd, p.sq_entries * abi.SQE_SIZE, flags, prot,
+                              offset=abi.OFF_SQES)
+        u32 = ctypes.c_uint32
+        self._sq_head = u32.from_buffer(self.sq_mm, p.sq_off.head)
+        self._sq_tail = u32.from_buffer(self.sq_mm, p.sq_off.tail)
+        self.sq_mask = u32.from_buffer(self.sq_mm, p.sq_off.ring_mask).value
+        self.sq_entries = p.sq_entries
+        self._sq_array = (u32 * p.sq_entries).from_buffer(self.sq_mm, p.sq_off.array)
+        self._cq_head = u32.from_buffer(self.cq_mm, p.cq_off.head)
+        self._cq_tail = u32.from_buffer(self.cq_mm, p.cq_off.tail)
+        self._cq_overflow = u32.from_buffer(self.cq_mm, p.cq_off.overflow)
+        self.cq_mask = u32.from_buffer(self.cq_mm, p.cq_off.ring_mask).value
+        self.cq_entries = p.cq_entries
+        self._cqes_off = p.cq_off.cqes
+        self._local_tail = self._sq_tail.value
+
+    # -- submission -------------------------------------------------------
+    def pending(self) -> int:
+        """SQEs queued in the ring but not yet consumed by the kernel."""
+        return (self._local_tail - self._sq_head.value) & 0xFFFFFFFF
+
+    def free_slots(self) -> int:
+        """SQ slots still available before the next submit."""
+        return self.sq_entries - self.pending()
+
+    def get_sqe(self) -> int:
+        """Reserve and zero the next SQE slot; return its byte offset in self.sqes."""
+        if self.free_slots() == 0:
+            self.submit()
+            if self.free_slots() == 0:
+                raise OSError(errno.EBUSY, "submission queue full")
+        idx = self._local_tail & self.sq_mask
+        off = idx * abi.SQE_SIZE
+        self.sqes[off:off + abi.SQE_SIZE] = bytes(abi.SQE_SIZE)
+        self._sq_array[idx] = idx
+        self._local_tail = (self._local_tail + 1) & 0xFFFFFFFF
+        return off
+
+    def keep(self, obj: object) -> None:
+        """Keep obj alive as long as the ring (iovecs, timespecs, buffers)."""
+        self._refs.append(obj)
+
+    def submit(self, wait_nr: int = 0) -> int:
+        """Publish queued SQEs and enter the kernel; EINTR is returned as -1.
+
+        The number still pending is recomputed from sq head/tail, so an
+        interrupted call loses nothing; the caller simply calls again.
+        """
+        self._sq_tail.value = self._local_tail
+        to_submit = self.pending()
+        if to_submit == 0 and wait_nr == 0:
+            return 0
+        flags = abi.ENTER_GETEVENTS if wait_nr else 0
+        try:
+            return syscall.io_uring_enter(self.fd, to_submit, wait_nr, flags)
+        except InterruptedError:
+            return -1
+
+    # -- completion -------------------------------------------------------
+    def reap(self) -> list[tuple[int, int, int]]:
+        """Return all available CQEs as (user_data, res, flags) and consume them."""
+        head = self._cq_head.value
+        tail = self._cq_tail.value
+        out = []
+        unpack = abi.CQE.unpack_from
+        while head != tail:
+            off = self._cqes_off + (head & self.cq_mask) * abi.CQE.size
+            out.append(unpack(self.cq_mm, off))
+            head = (head + 1) & 0xFFFFFFFF
+        self._cq_head.value = head
+        return out
+
+    def overflow(self) -> int:
+        """Kernel count of CQEs dropped on overflow."""
+        return self._cq_overflow.value
+
+    # -- SQE builders -----------------------------------------------------
+    def prep_uring_cmd(self, fd: int, cmd_op: int, user_data: int, cmd: bytes,
+                       addr: int = 0, length: int = 0, cmd_flags: int = 0,
+                       buf_index: int = 0) -> None:
+        """Queue an IORING_OP_URING_CMD; `cmd` goes to sqe->cmd (byte 48)."""
+        off = self.get_sqe()
+        abi.SQE_CMD_HEAD.pack_into(self.sqes, off, abi.Op.URING_CMD, 0, 0, fd, cmd_op, 0,
+                                   addr, length, cmd_flags, user_data, buf_index, 0, 0)
+        start = off + abi.SQE_CMD_OFFSET
+        self.sqes[start:start + len(cmd)] = cmd
+
+    def prep_rw(self, op: int, fd: int, addr: int, length: int, file_off: int,
+                user_data: int, buf_index: int = 0) -> None:
+        """Queue a read/write style op (READ_FIXED, WRITE_FIXED, READ, WRITE)."""
+        off = self.get_sqe()
+        abi.SQE_HEAD.pack_into(self.sqes, off, op, 0, 0, fd, file_off, addr, length, 0,
+                               user_data, buf_index, 0, 0)
+
+    def prep_timeout(self, seconds: float, user_data: int) -> None:
+        """Queue an IORING_OP_TIMEOUT that completes with -ETIME after `seconds`."""
+        ts = abi.KernelTimespec(int(seconds), int((seconds % 1) * 1e9))
+        self._timespecs.append(ts)  # read at submit time; a short history suffices
+        off = self.get_sqe()
+        abi.SQE_HEAD.pack_into(self.sqes, off, abi.Op.TIMEOUT, 0, 0, -1, 0,
+                               ctypes.addressof(ts), 1, 0, user_data, 0, 0, 0)
+
+    # -- registration -----------------------------------------------------
+    def register_buffers(self, iovecs: list[tuple[int, int]]) -> None:
+        """IORING_REGISTER_BUFFERS; (0, 0) entries are empty (sparse) slots."""
+        arr = (abi.Iovec * len(iovecs))(*[abi.Iovec(b or None, n) for b, n in iovecs])
+        syscall.io_uring_register(self.fd, abi.Register.BUFFERS, ctypes.addressof(arr),
+                                  len(iovecs))
+
+    def register_buffers_sparse(self, nr: int) -> None:
+        """IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_SPARSE: nr empty slots."""
+        rr = abi.RsrcRegister(nr=nr, flags=abi.RSRC_REGISTER_SPARSE)
+        syscall.io_uring_register(self.fd, abi.Register.BUFFERS2, ctypes.addressof(rr),
+                                  ctypes.sizeof(rr))
+
+    def update_buffers(self, offset: int, iovecs: list[tuple[int, int]]) -> None:
+        """IORING_REGISTER_BUFFERS_UPDATE: fill (or clear with (0,0)) slots."""
+        arr = (abi.Iovec * len(iovecs))(*[abi.Iovec(b or None, n) for b, n in iovecs])
+        up = abi.RsrcUpdate2(offset=offset, data=ctypes.addressof(arr), nr=len(iovecs))
+        syscall.io_uring_register(self.fd, abi.Register.BUFFERS_UPDATE,
+                                  ctypes.addressof(up), ctypes.sizeof(up))
+
+    def close(self) -> None:
+        """Close the ring fd (the kernel cancels parked commands)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
