@@ -168,6 +168,14 @@ def kernel_release(tree: Path, build_dir: Path) -> str:
     return out.splitlines()[-1] if out else "unknown"
 
 
+def _stamp(path: Path) -> dict:
+    """A build dir's stamp, {} when absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def build(
     tree: Path,
     label: str,
@@ -175,16 +183,21 @@ def build(
     fragments: list[Path],
     mutable: bool = False,
     metadata: dict | None = None,
+    build_dir: Path | None = None,
 ) -> Built:
-    """Configure and build tree into the cache's build dir for key; reuse when possible."""
+    """Configure and build tree into the cache's build dir for key; reuse when possible.
+
+    `build_dir` pins the build directory (bisect: every step builds incrementally in one
+    folder); the stamp's key must then match for a reuse without make.
+    """
     check_tools()
-    build_dir = cache_dir("builds") / safe_name(f"{label}-{key}")
+    build_dir = build_dir or cache_dir("builds") / safe_name(f"{label}-{key}")
     stamp = build_dir / STAMP
     logfile = build_dir / "build.log"
     start = time.monotonic()
-    if stamp.exists() and not mutable and (build_dir / IMAGE).exists():
+    info = _stamp(stamp)
+    if info.get("key") == key and not mutable and (build_dir / IMAGE).exists():
         log.info("build: reusing %s (key %s)", build_dir, key)
-        info = json.loads(stamp.read_text())
         return Built(key, build_dir, build_dir / IMAGE, build_dir / ".config", logfile, True,
                      time.monotonic() - start, info.get("kernel_release", "unknown"))
     stamp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from harness.config import Target
 from harness.log import Phases
 
 log = logging.getLogger(__name__)
+
+#: Pins the build folder for every source state (set by `fuse-harness bisect` for its pytest runs).
+BUILD_DIR_ENV = "FUSE_HARNESS_BUILD_DIR"
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,17 @@ class Kernel:
 
 
 def obtain(target: Target, profile: str = "default", phases: Phases | None = None,
-           source_override: str | None = None, series_override: str | None = None) -> Kernel:
-    """Prepare the source, apply the series (if any) and build; cached at every step."""
+           source_override: str | None = None, series_override: str | None = None,
+           build_dir: Path | None = None) -> Kernel:
+    """Prepare the source, apply the series (if any) and build; cached at every step.
+
+    `build_dir` (else $FUSE_HARNESS_BUILD_DIR) pins one build folder for every source state,
+    so successive commits of a tree build incrementally (bisect). There, a clean git tree's
+    identity is exact, so an unchanged key is reused without running make.
+    """
     phases = phases or Phases()
+    pinned = build_dir or os.environ.get(BUILD_DIR_ENV)
+    build_dir = Path(pinned).expanduser().resolve() if pinned else None
     spec = source_override or target.source
     src = source.parse(spec)
     fragments = list(target.fragments(profile))
@@ -84,7 +96,8 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     key = build.build_key(identity, series_identity, fragments)
     label = f"{target.name}-{profile}"
     with phases.measure("build"):
-        built = build.build(tree, label, key, fragments, mutable=src.mutable and series_ref is None,
+        mutable = src.mutable and series_ref is None and not (build_dir and identity.endswith("+clean"))
+        built = build.build(tree, label, key, fragments, mutable=mutable, build_dir=build_dir,
                             metadata={"source": identity, "series": series_identity, "target": target.name,
                                       "profile": profile})
     from harness.series import detect_abi

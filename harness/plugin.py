@@ -239,13 +239,21 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 def _classify_death(machine) -> tuple[str, str]:
-    from harness.vm.console import classify
+    """panic / hang / died, from the console (a panicking guest's QEMU exits a moment later)."""
+    from harness.vm.console import Outcome, classify
 
+    deadline = time.monotonic() + 15
+    while machine.running() and time.monotonic() < deadline:
+        if classify(None, machine.console(), False)[0] is Outcome.PANIC:
+            break
+        time.sleep(0.5)
     rc = machine.proc.poll() if machine.proc else None
     outcome, why = classify(rc, machine.console(), timed_out=rc is None)
+    if outcome is Outcome.PANIC:
+        return outcome.value, why
     if rc is None:
         return "hang", "the guest stopped answering SSH (task dump saved)"
-    return outcome.value, why
+    return "died", f"QEMU exited ({why})"
 
 
 def _dump_tasks(machine, run_dir: Path, name: str) -> None:

@@ -7,8 +7,6 @@ import textwrap
 
 import pytest
 
-from harness.cache import cache_root
-
 PY = "/usr/bin/python3"
 
 
@@ -89,12 +87,13 @@ def test_io_uring_not_disabled(vm):
 
 
 @pytest.mark.slow
-def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, target, profile, run_dir):
+def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
     exactly that test, and a guest crashed mid-test is classified and replaced by a fresh
     one for the next test."""
-    # pytester gives the inner session a fresh HOME: keep it on our cache (source, build).
-    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(cache_root()))
+    # pytester gives the inner session (and this test) a fresh HOME: keep the inner session
+    # on the cache that holds this kernel's source and build (<cache>/builds/<key>).
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(kernel.built.build_dir.parents[1]))
     pytester.makepyfile(
         test_inner=r'''
         import pytest

@@ -1,0 +1,120 @@
+"""compare: two synthetic run folders -> new passes, regressions, findings, one-sided tests, timings."""
+
+import json
+
+import pytest
+
+from harness import compare as C
+from harness.cli import main
+from harness.errors import UserError
+
+T = "tests/vm/test_transports.py::test_guest_checks"
+
+
+def case(nodeid, verdict, seconds=0.5, reason="", findings=()):
+    return {"nodeid": nodeid, "verdict": verdict, "seconds": seconds, "reason": reason,
+            "findings": [{"kind": "WARNING", "line": f"WARNING: {fp}", "fingerprint": fp} for fp in findings]}
+
+
+def run_folder(path, target, release, cases):
+    path.mkdir(parents=True)
+    (path / "metadata.json").write_text(json.dumps({"kernel": {"target": target, "kernel_release": release}}))
+    (path / "summary.json").write_text(json.dumps({"counts": {}, "exitstatus": 0, "cases": cases}))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    base = run_folder(tmp_path / "001-v7.2-default", "v7.2", "7.2.9", [
+        case(f"{T}[legacy]", "PASS", 30.0),
+        case(f"{T}[bufpool]", "SKIP", reason="target v7.2 does not promise transport bufpool"),
+        case(f"{T}[zero-copy]", "SKIP"),
+        case("tests/vm/test_a.py::test_slow", "PASS", 2.0),
+        case("tests/vm/test_a.py::test_fast_anyway", "PASS", 0.2),
+        case("tests/vm/test_a.py::test_breaks", "PASS", findings=["old_warn"]),
+        case("tests/vm/test_a.py::test_gone", "PASS"),
+        case("tests/vm/test_a.py::test_fixed", "FAIL"),
+        case("tests/vm/test_a.py::test_newly_failing", "SKIP"),
+    ])
+    head = run_folder(tmp_path / "002-v7.3-default", "v7.3", "7.3.4", [
+        case(f"{T}[legacy]", "PASS", 31.0, findings=["old_warn", "new_warn"]),
+        case(f"{T}[bufpool]", "PASS", 40.0),
+        case(f"{T}[zero-copy]", "PASS", 41.0),
+        case("tests/vm/test_a.py::test_slow", "PASS", 5.0),
+        case("tests/vm/test_a.py::test_fast_anyway", "PASS", 0.9),
+        case("tests/vm/test_a.py::test_breaks", "TIMEOUT", reason="Timeout"),
+        case("tests/vm/test_a.py::test_fixed", "PASS"),
+        case("tests/vm/test_a.py::test_newly_failing", "FAIL", reason="boom"),
+        case("tests/vm/test_b.py::test_new", "PASS"),
+    ])
+    return base, head
+
+
+def test_new_transports_show_as_new_passes(runs):
+    r = C.compare(*runs)
+    assert [(x["nodeid"], x["base"], x["head"]) for x in r["new_pass"]] == [
+        (f"{T}[bufpool]", "SKIP", "PASS"), (f"{T}[zero-copy]", "SKIP", "PASS"),
+        ("tests/vm/test_a.py::test_fixed", "FAIL", "PASS")]
+
+
+def test_regressions_findings_one_sided_and_other_changes(runs):
+    r = C.compare(*runs)
+    assert r["regressions"] == [{"nodeid": "tests/vm/test_a.py::test_breaks", "base": "PASS", "head": "TIMEOUT",
+                                 "reason": "Timeout"}]
+    assert [(f["nodeid"], f["fingerprint"]) for f in r["new_findings"]] == [(f"{T}[legacy]", "new_warn")]
+    assert r["only_base"] == [{"nodeid": "tests/vm/test_a.py::test_gone", "verdict": "PASS"}]
+    assert r["only_head"] == [{"nodeid": "tests/vm/test_b.py::test_new", "verdict": "PASS"}]
+    assert [(x["nodeid"], x["base"], x["head"]) for x in r["changed"]] == [
+        ("tests/vm/test_a.py::test_newly_failing", "SKIP", "FAIL")]
+    assert r["base_kernel"]["kernel_release"] == "7.2.9" and r["head"] == str(runs[1])
+
+
+def test_timing_only_when_both_above_one_second(runs):
+    r = C.compare(*runs)
+    assert r["timing"] == [{"nodeid": "tests/vm/test_a.py::test_slow", "base": 2.0, "head": 5.0, "ratio": 2.5}]
+
+
+def test_text_table_and_saved_files(runs):
+    r = C.compare(*runs)
+    text = C.render(r)
+    assert "new passes: 3" in text and "   SKIP -> PASS    test_transports.py::test_guest_checks[bufpool]" in text
+    assert "regressions (PASS on base, failing on head): 1" in text and "only in base: 1" in text
+    path = C.save(r, runs[1])
+    assert json.loads(path.read_text())["new_pass"][0]["head"] == "PASS"
+    assert (runs[1] / "compare.txt").read_text() == text
+
+
+def test_report_renders_compare_json(runs):
+    from harness.report.data import load
+    from harness.report.sections import compare as section
+
+    C.save(C.compare(*runs), runs[1])
+    html = section(load(runs[1]))
+    assert "Regressions" in html and "test_breaks" in html and "Newly passing (3)" in html
+
+
+def test_missing_summary_is_a_user_error(tmp_path, runs):
+    (tmp_path / "003-x").mkdir()
+    (tmp_path / "003-x" / "metadata.json").write_text("{}")
+    with pytest.raises(UserError, match="no summary.json"):
+        C.compare(runs[0], tmp_path / "003-x")
+
+
+def test_cli_on_run_folders(runs, capsys):
+    assert main(["compare", *map(str, runs)]) == 1  # a regression and a new finding
+    out = capsys.readouterr().out
+    assert "new passes: 3" in out and (runs[1] / "compare.json").is_file()
+
+
+def test_cli_argument_errors(runs, capsys):
+    assert main(["compare", str(runs[0])]) == 4
+    assert "two run folders" in capsys.readouterr().err
+    assert main(["compare"]) == 4
+    assert main(["compare", *map(str, runs), "--base-target", "v7.2"]) == 4
+    assert main(["compare", "--base-target", "v9.9", "--head-target", "v7.3"]) == 4
+
+
+def test_suite_argv_matches_run():
+    assert C.suite_argv("v7.2", "default", "/r", k="bufpool", accel="tcg") == [
+        "tests/vm", "-p", "no:cacheprovider", "--results-dir", "/r", "--target", "v7.2", "--profile", "default",
+        "--accel", "tcg", "-k", "bufpool"]
