@@ -4,7 +4,7 @@ PROFILE ?= default
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit vm lint clean-results
+.PHONY: setup run test test-slow unit vm lint clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -13,7 +13,10 @@ run: setup
 	$(VENV)/bin/fuse-harness run --target $(TARGET) --profile $(PROFILE)
 
 test: setup
-	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE)
+	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE) -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE) -m slow
 
 unit: setup
 	$(PY) -m pytest tests/unit

@@ -1,8 +1,9 @@
-"""CLI: `python3 -m guest {serve,check,probe}`.
+"""CLI: `python3 -m guest {serve,check,probe,edge}`.
 
 serve: run the FUSE server in the foreground (exit 0, or 3 on setup failure).
 check: start a server, run client checks, print KTAP (exit 0 pass, 1 fail, 4 skip).
 probe: print JSON describing what the running kernel offers.
+edge: run one edge-case scenario (KTAP; see guest/edge/__init__.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--keep", action="store_true", help="keep the work dir under /tmp")
     c.add_argument("--list", action="store_true", help="list case names and exit")
     sub.add_parser("probe", help="print what the running kernel offers (JSON)")
+    from guest.edge import add_parser as add_edge_parser
+    add_edge_parser(sub)
     return ap
 
 
@@ -74,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # /dev/fuse, mount(2), ... before serving began
             print(f"E: serve: {exc}", file=sys.stderr)
             return 3
+    if args.cmd == "edge":
+        from guest.edge import main as edge_main
+        return edge_main(args)
     if args.cmd == "probe":
         from guest.probe import main as probe_main
         return probe_main()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import textwrap
 
-import pytest
-
 PY = "/usr/bin/python3"
 
 
@@ -86,7 +84,6 @@ def test_io_uring_not_disabled(vm):
     assert result.ok and result.stdout.strip() == "0"
 
 
-@pytest.mark.slow
 def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
     exactly that test, and a guest crashed mid-test is classified and replaced by a fresh

@@ -1,0 +1,119 @@
+"""Edge-case scenarios: misbehave on purpose with raw uring commands on a real mount.
+
+`python3 -m guest edge SCENARIO [--transport T] [--budget S] [--iterations N]`
+prints KTAP (one case per assertion, `# ` lines with the observed CQE res or
+errno) and exits 0/1/4. Each scenario is bounded by --budget; when it runs out
+every connection is aborted through fusectl and lazily unmounted.
+Catalog ids refer to /work/shared/reference/fuse-uring-abi.md sections 7 and 10.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+
+class Scenario(NamedTuple):
+    module: str
+    func: str
+    cases: tuple[str, ...]
+    budget: float
+    catalog: str
+
+
+_T = ("client_gets_enotconn", "held_commit_enotconn", "idle_entries_enotconn")
+SCENARIOS = {
+    "no-sqe128": Scenario("cmds", "no_sqe128", ("no_sqe128_einval", "sqe128_ring_still_works"),
+                          30, "G1"),
+    "before-mount": Scenario("cmds", "before_mount", ("before_mount_eperm",), 20, "G2"),
+    "before-init": Scenario("cmds", "before_init", ("before_init_eagain", "after_init_ok"),
+                            30, "G3"),
+    "unknown-cmd": Scenario("cmds", "unknown_cmd", ("cmd_op_0_einval", "cmd_op_5_einval",
+                                                    "cmd_op_127_einval", "no_poison"), 30, "G7"),
+    "add-queue-errors": Scenario("cmds", "add_queue_errors", (
+        "qid_out_of_range_einval", "unknown_flag_einval", "first_ok", "twice_eexist",
+        "after_register_eexist"), 30, "Q1 Q2 Q4"),
+    "add-queue-zc-unpriv": Scenario("cmds", "add_queue_zc_unpriv", (
+        "zc_unprivileged_eperm", "zc_root_ok"), 30, "Q3"),
+    "add-bufpool-flags": Scenario("cmds", "add_bufpool_flags", (
+        "add_queue_ok", "flags_einval", "qid_out_of_range_einval", "valid_after_ok"), 20, "B1"),
+    "add-bufpool-errors": Scenario("cmds", "add_bufpool_errors", (
+        "no_queue_einval", "reserved_einval", "too_small_einval", "first_ok",
+        "second_einval"), 30, "B2 B3 B4 B5"),
+    "register-bad-qid": Scenario("cmds", "register_bad_qid", (
+        "register_bad_qid_einval", "later_register_eopnotsupp", "later_add_queue_eopnotsupp",
+        "file_ops_over_devfuse", "no_ring_traffic"), 60, "R1 P1"),
+    "register-bad-fields": Scenario("cmds", "register_bad_fields", (
+        "zc_index_plain_queue_einval", "zc_index_plain_queue_poisons",
+        "payload_iov_bufpool_queue_einval", "payload_iov_bufpool_queue_poisons"), 40, "R5 R7"),
+    "commit-errors": Scenario("commit", "commit_errors", (
+        "qid_out_of_range_einval", "unknown_id_enoent", "int_bit_id_enoent",
+        "wrong_qid_enoent", "request_still_pending", "corrected_commit_completes",
+        "double_commit_enoent"), 90, "C1 C5"),
+    "reply-int-bit": Scenario("commit", "reply_int_bit", (
+        "client_completes", "no_userspace_reachable_warn"), 60, "E4 W1"),
+    "starve-one-buffer": Scenario("starve", "starve_one_buffer", (
+        "second_waits_for_buffer", "handed_to_committing_entry", "all_complete",
+        "data_intact"), 120, "S1"),
+    "starve-hol": Scenario("starve", "starve_hol", ("all_complete", "results_intact"),
+                           150, "S3"),
+    "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
+        "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),
+    "umount-inflight": Scenario("teardown", "umount_inflight", _T, 90, "T1"),
+    "abort-fusectl": Scenario("teardown", "abort_fusectl", (
+        "abort_written", *_T, "later_ops_enotconn"), 90, "T2"),
+    "kill-server": Scenario("teardown", "kill_server", (
+        "server_holds_request", "client_gets_enotconn", "later_ops_enotconn"), 90, "T3"),
+    "ring-closed": Scenario("teardown", "ring_closed", (
+        "served_before_close", "client_killable", "abort_written",
+        "blocked_client_released"), 90, "T4"),
+    "mount-loop": Scenario("teardown", "mount_loop", (
+        "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)"),
+    "register-after-ready": Scenario("teardown", "register_after_ready", (
+        "served_before", "bad_register_einval", "connection_survives_bad_register",
+        "abort_written", "abort_releases_client"), 90, "P2"),
+}
+
+
+def supported() -> tuple[str, ...]:
+    """Scenario names."""
+    return tuple(SCENARIOS)
+
+
+def add_parser(sub) -> None:  # noqa: ANN001
+    """The `edge` subcommand's arguments."""
+    e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
+    e.add_argument("scenario", choices=(*SCENARIOS, "list"))
+    e.add_argument("--transport", default="bufpool", choices=("iovec", "bufpool"),
+                   help="ring transport of the served connection (default bufpool)")
+    e.add_argument("--budget", type=float, default=None, help="seconds (default per scenario)")
+    e.add_argument("--iterations", type=int, default=20, help="mount-loop iterations")
+
+
+def main(args) -> int:  # noqa: ANN001
+    """Run args.scenario; returns the KTAP exit code."""
+    if args.scenario == "list":
+        for name, s in SCENARIOS.items():
+            print(f"{name:22} {s.catalog:12} {' '.join(s.cases)}")
+        return 0
+    s = SCENARIOS[args.scenario]
+    from guest.edge.conn import ensure_enable_uring
+    from guest.edge.core import run
+
+    ensure_enable_uring()
+    fn = getattr(importlib.import_module(f"guest.edge.{s.module}"), s.func)
+    return run(args.scenario, list(s.cases), fn, args, args.budget or s.budget)
+
+
+def parser_cases_ok() -> bool:
+    """Every scenario names an existing module function (checked without running it)."""
+    import ast
+    import os
+
+    here = os.path.dirname(__file__)
+    for s in SCENARIOS.values():
+        with open(os.path.join(here, f"{s.module}.py")) as f:
+            tree = ast.parse(f.read())
+        if s.func not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}:
+            return False
+    return True

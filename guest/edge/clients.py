@@ -1,0 +1,129 @@
+"""Client processes: forked children that touch the mount and report back.
+
+A child may block forever inside the kernel; the parent only polls a pipe,
+so a wedged client never wedges the scenario. Children pin themselves to a
+CPU so their requests land on that CPU's queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+
+from guest.edge.core import Ctx
+
+
+class Client:
+    """One forked client running fn() (which returns a JSON-able value)."""
+
+    def __init__(self, ctx: Ctx, name: str, fn: Callable[[], object], cpu: int | None = 0,
+                 gate: bool = False) -> None:
+        self.name = name
+        self.result: dict | None = None
+        self.t_start = time.monotonic()
+        r, w = os.pipe()
+        gr, gw = os.pipe() if gate else (-1, -1)
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            os.close(r)
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
+                if gate:
+                    os.close(gw)
+                    os.read(gr, 1)
+                t0 = time.monotonic()
+                try:
+                    out = {"ok": True, "value": fn()}
+                except OSError as exc:
+                    out = {"ok": False, "errno": exc.errno, "error": str(exc)}
+                out.update(t0=t0, t1=time.monotonic())
+                os.write(w, json.dumps(out).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        if gate:
+            os.close(gr)
+        self.pid, self.rfd, self.gate_fd = pid, r, gw
+        ctx.pids.append(pid)
+        ctx.closers.append(self._close)
+
+    def go(self) -> None:
+        """Release a gated client."""
+        self.t_start = time.monotonic()
+        os.write(self.gate_fd, b"g")
+
+    def poll(self, timeout: float = 0.0) -> dict | None:
+        """The client's result once it finished, else None after timeout."""
+        if self.result is not None:
+            return self.result
+        ready, _, _ = select.select([self.rfd], [], [], max(0.0, timeout))
+        if not ready:
+            return None
+        data = b""
+        while True:
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        self.result = json.loads(data) if data else {"ok": False, "errno": None,
+                                                      "error": "client died"}
+        return self.result
+
+    def done(self) -> bool:
+        return self.poll() is not None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def alive_after_kill(self, timeout: float) -> bool:
+        """SIGKILL, then True if the process still exists after timeout."""
+        self.kill()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if done:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def state(self) -> str:
+        """The task state letter from /proc (R, S, D, Z, ...) or '-' when gone."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "-"
+
+    def _close(self) -> None:
+        for fd in (self.rfd, self.gate_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.rfd = self.gate_fd = -1
+
+
+def wait_all(clients: list[Client], timeout: float) -> bool:
+    """True when every client finished within timeout."""
+    end = time.monotonic() + timeout
+    return all(c.poll(max(0.0, end - time.monotonic())) is not None for c in clients)
+
+
+def read_file(path: str) -> str:
+    """Client op: the file's content (hex digest-free: short files only)."""
+    with open(path, "rb") as f:
+        return f.read().decode("latin-1")
+
+
+def stat_size(path: str) -> int:
+    return os.stat(path).st_size

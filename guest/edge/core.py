@@ -1,0 +1,177 @@
+"""Scenario context: KTAP per assertion, a watchdog, and cleanup that never wedges.
+
+Every mount a scenario makes is registered here; at the end (or when the
+watchdog fires) each is aborted through fusectl and lazily unmounted. The
+mount point is never stat()ed. Client children are killed and reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from guest import mount as M
+from guest.ktap import FAIL, PASS, SKIP, Ktap
+
+
+def ename(res: int | None) -> str:
+    """-22 -> '-EINVAL', None -> 'no CQE'."""
+    if res is None:
+        return "no CQE"
+    if res >= 0:
+        return str(res)
+    return "-" + errno.errorcode.get(-res, str(-res))
+
+
+class Timeout(Exception):
+    """The scenario's time budget ran out."""
+
+
+class Ctx:
+    """One scenario run: its case names, KTAP output, deadline and resources."""
+
+    def __init__(self, scenario: str, cases: list[str], budget: float) -> None:
+        self.scenario = scenario
+        self.cases = list(cases)
+        self.done: set[str] = set()
+        self.k = Ktap()
+        self.start = time.monotonic()
+        self.pid = os.getpid()
+        self.deadline = self.start + budget
+        self.mounts: list[str] = []
+        self.pids: list[int] = []
+        self.closers: list = []
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.timed_out = False
+
+    # -- results -----------------------------------------------------------
+    def _name(self, case: str) -> str:
+        return f"{self.scenario}.{case}"
+
+    def result(self, case: str, ok: bool | None, diag: str = "", reason: str = "") -> bool:
+        """Report one case once: True pass, False fail, None skip (reason)."""
+        with self.lock:
+            if case in self.done or self.finished.is_set():
+                return bool(ok)
+            self.done.add(case)
+            if diag:
+                self.k.diag(f"{case}: {diag}")
+            status = PASS if ok else (SKIP if ok is None else FAIL)
+            self.k.result(self._name(case), status, reason)
+        return bool(ok)
+
+    def expect_res(self, case: str, got: int | None, want: int, what: str = "") -> bool:
+        """A CQE result must equal want (a negative errno or 0)."""
+        diag = f"{what} CQE res {ename(got)} (expected {ename(want)})".strip()
+        return self.result(case, got == want, diag)
+
+    def diag(self, text: str) -> None:
+        with self.lock:
+            self.k.diag(text)
+
+    def left(self) -> float:
+        """Seconds left in the budget (raises Timeout when none)."""
+        rest = self.deadline - time.monotonic()
+        if rest <= 0 or self.timed_out:
+            raise Timeout(f"budget of {self.deadline - self.start:.0f}s exhausted")
+        return rest
+
+    # -- resources ---------------------------------------------------------
+    def mountpoint(self, tag: str) -> str:
+        path = f"/tmp/fh-edge-{self.scenario}-{tag}-{self.pid}"
+        os.makedirs(path, exist_ok=True)
+        if path not in self.mounts:
+            self.mounts.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        """Abort every connection, lazily unmount, kill clients, close fds."""
+        for path in self.mounts:
+            try:
+                M.teardown(path)
+            except Exception:  # noqa: BLE001 - best effort
+                traceback.print_exc(file=sys.stderr)
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self.pids:
+            _reap(pid, 5.0)
+        for fn in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                fn()
+        for path in self.mounts:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+def _reap(pid: int, timeout: float) -> int | None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if done:
+            return status
+        time.sleep(0.02)
+    return None
+
+
+def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
+    """Run fn(ctx, args) under a watchdog; print KTAP; return the exit code."""
+    ctx = Ctx(scenario, cases, budget)
+    ctx.k.header(len(cases))
+    ctx.diag(f"scenario {scenario}, budget {budget:.0f}s, kernel {os.uname().release}")
+
+    def watchdog() -> None:
+        if ctx.finished.wait(budget):
+            return
+        ctx.timed_out = True
+        ctx.diag(f"watchdog: {budget:.0f}s budget exhausted, aborting every connection")
+        for path in ctx.mounts:
+            M.abort(path)
+        if ctx.finished.wait(15.0):
+            return
+        _finish(ctx, "timeout", "scenario wedged even after abort")
+        for path in ctx.mounts:
+            with contextlib.suppress(OSError):
+                M.umount(path, M.MNT_DETACH)
+        sys.stdout.flush()
+        os._exit(1)
+
+    wd = threading.Thread(target=watchdog, name="watchdog", daemon=True)
+    wd.start()
+    try:
+        fn(ctx, args)
+    except Timeout as exc:
+        ctx.diag(f"timeout: {exc}")
+        _finish(ctx, "timeout", "budget exhausted")
+    except Exception:  # noqa: BLE001 - becomes # ERROR lines, not a traceback
+        for line in traceback.format_exc().splitlines():
+            ctx.diag(line)
+        _finish(ctx, "error", "exception")
+    finally:
+        if ctx.timed_out:
+            _finish(ctx, "timeout", "budget exhausted")
+        ctx.cleanup()
+        _finish(ctx, "error", "not reached")
+        ctx.diag(f"elapsed {time.monotonic() - ctx.start:.2f}s")
+        ctx.k.totals()
+        ctx.finished.set()
+    return ctx.k.exit_code()
+
+
+def _finish(ctx: Ctx, status: str, reason: str) -> None:
+    """Report every case not reported yet with status (timeout/error)."""
+    with ctx.lock:
+        for case in ctx.cases:
+            if case not in ctx.done:
+                ctx.done.add(case)
+                ctx.k.result(ctx._name(case), status, reason)

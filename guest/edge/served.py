@@ -1,0 +1,159 @@
+"""A real mount served by a transport engine that the scenario steps by hand.
+
+`Served` mounts, answers INIT, starts the named ring transport (bufpool by
+default) and a /dev/fuse reader, but delivers ring requests to the scenario:
+with `auto` off a request stays held until `answer()`; `pump()` reaps CQEs
+for a bounded time. Raw (possibly wrong) commands go through `raw()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+from guest.counters import Counters
+from guest.devfuse import DevFuseReader
+from guest.edge import sqe as S
+from guest.edge.conn import CMD_UD, Conn
+from guest.edge.core import Ctx
+from guest.fuse import proto as P
+from guest.fuse.fs import MemoryFs
+from guest.server import Server
+from guest.transports import base
+from guest.transports.engine import ENT, ENT_IN_OUT, RingEngine
+from guest.uring import abi
+
+
+def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
+    """A subclass of transport cls whose requests the scenario answers."""
+
+    class Manual(cls):  # type: ignore[misc, valid-type]
+        auto = False  # answer requests at once (unless hold() says otherwise)
+        hold = None  # callable(info) -> True to keep that request for the scenario
+        zero_pool_qid: int | None = None  # ADD_BUFPOOL with uaddr=0 on this queue
+        int_bit_once = False  # next reply's unique gets bit 0 (catalog E4)
+
+        def queue_setup(self, qid: int) -> None:
+            if qid != self.zero_pool_qid:
+                return super().queue_setup(qid)
+            from guest.transports.base import SetupError
+            from guest.transports.pool import add_bufpool, add_queue
+            add_queue(self, qid)
+            req = S.add_bufpool(qid, 0, self.payload_size)
+            try:
+                self.zero_pool_res = self.sync_cmd("ADD_BUFPOOL(uaddr=0)",
+                                                   P.URING_CMD_ADD_BUFPOOL, req)
+            except SetupError as exc:  # refused (the correct answer): use a real pool
+                self.zero_pool_res = -exc.errno
+                add_bufpool(self, qid, self.pools[qid], None)
+
+        def serve(self, e) -> None:  # noqa: ANN001
+            h = P.parse_in_header(self.hdr, e.hdr_off)
+            flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr, e.hdr_off + 256)[:4]
+            info = {"op": P.op_name(h.opcode), "unique": h.unique, "commit_id": cid,
+                    "entry": e.gid, "qid": e.qid, "offset": off, "payload_sz": psz,
+                    "pid": h.pid, "t": time.monotonic()}
+            self.log.append(info)
+            self.infos[e.gid] = info
+            if self.auto and not (self.hold and self.hold(info)):
+                self.answer(e)
+            else:
+                self.held.append(e)
+
+        def answer(self, e) -> None:  # noqa: ANN001
+            if e in self.held:
+                self.held.remove(e)
+            self.answered.append((e.gid, e.commit_id, time.monotonic()))
+            cls.serve(self, e)
+
+        def commit(self, e, error, data, payload_sz=None) -> None:  # noqa: ANN001
+            super().commit(e, error, data, payload_sz)
+            if self.int_bit_once:
+                self.int_bit_once = False
+                P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data),
+                                       error, S.unique_with_int_bit(e.commit_id))
+
+        def on_cqe(self, user_data: int, res: int) -> None:
+            if user_data >> 48 == CMD_UD >> 48:
+                self.aux[user_data] = res
+                return
+            if user_data >> 48 == ENT and res < 0:
+                self.ent_errors.append((user_data & 0xFFFF, res, time.monotonic()))
+            super().on_cqe(user_data, res)
+
+    Manual.__name__ = f"Manual{cls.__name__}"
+    return Manual
+
+
+class Served:
+    """Mount + INIT + engine + /dev/fuse reader, stepped by the scenario."""
+
+    def __init__(self, ctx: Ctx, tag: str, transport: str = "bufpool", queue_depth: int = 4,
+                 pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
+                 zero_pool_qid: int | None = None, start: bool = True) -> None:
+        self.ctx = ctx
+        self.conn = Conn(ctx, tag)
+        self.init = self.conn.setup()
+        self.mnt = self.conn.mnt
+        self.counters = Counters(transport)
+        self.fs = MemoryFs()
+        for name, data in (files or {}).items():
+            _, ino = self.fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
+            self.fs.write(ino, ino, 0, data)
+        self.server = Server(self.fs, self.counters)
+        opts = base.Options(queue_depth, pool_bufs, 0.0)
+        cls = manual_class(base.get(transport))
+        self.engine = cls(self.conn.fd, self.server, self.counters, self.init, opts)
+        e = self.engine
+        e.log, e.held, e.answered, e.aux, e.ent_errors, e.infos = [], [], [], {}, [], {}
+        e.zero_pool_qid = zero_pool_qid
+        ctx.closers.append(e.ring.close)
+        bufsize = max(self.init.max_payload_sz, self.init.max_write) + 8192
+        self.reader = DevFuseReader(self.conn.fd, self.server, self.counters, bufsize)
+        self.reader.start()
+        self._seq = 0
+        if start:
+            e.start()
+
+    def path(self, name: str) -> str:
+        return f"{self.mnt}/{name}"
+
+    def pump(self, timeout: float, until=None) -> bool:  # noqa: ANN001
+        """Reap and route CQEs for up to timeout s; True as soon as until() holds."""
+        end = time.monotonic() + min(timeout, self.ctx.left())
+        ring = self.engine.ring
+        while True:
+            ring.submit()
+            for ud, res, _ in ring.reap():
+                self.engine.on_cqe(ud, res)
+            if until is not None and until():
+                ring.submit()
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.003)
+
+    def wait_held(self, n: int, timeout: float) -> bool:
+        """Pump until at least n requests are held."""
+        return self.pump(timeout, lambda: len(self.engine.held) >= n)
+
+    def raw(self, cmd_op: int, req: bytes, addr: int = 0, length: int = 0,
+            timeout: float = 3.0) -> int | None:
+        """One command on the engine's ring; its CQE res, or None if none came."""
+        self._seq += 1
+        ud = CMD_UD | (0x8000 + self._seq)
+        flags, bi = (0, 0)
+        ring = self.engine.ring
+        off = ring.get_sqe()
+        ring.sqes[off:off + S.SQE_SIZE] = S.uring_cmd_sqe(self.conn.fd, cmd_op, ud, req, addr,
+                                                         length, flags, bi)
+        self.pump(timeout, lambda: ud in self.engine.aux)
+        return self.engine.aux.get(ud)
+
+    def bad_register(self, qid: int) -> int | None:
+        """REGISTER with a valid header iovec but the given (bad) qid."""
+        iov = (abi.Iovec * 2)(abi.Iovec(self.engine.hdr_addr, P.URING_HDR_SIZE),
+                              abi.Iovec(None, 0))
+        self.engine.ring.keep(iov)
+        return self.raw(P.URING_CMD_REGISTER, S.register(qid), ctypes.addressof(iov), 2,
+                        timeout=2.0)

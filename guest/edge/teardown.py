@@ -1,0 +1,205 @@
+"""Teardown with requests in flight (T1-T4), a mount/umount loop, and P2.
+
+Clients must end with ENOTCONN/ECONNABORTED, never hang. P2 (a bad REGISTER
+on a serving connection) is destructive; it always ends with an abort.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from guest import mount as M
+from guest.edge.clients import Client, read_file, wait_all
+from guest.edge.core import Ctx, _reap, ename
+from guest.edge.served import Served
+
+E = errno
+DEAD = (E.ENOTCONN, E.ECONNABORTED)
+DATA = {b"f": b"teardown\n" * 100}
+
+
+def _errno_case(ctx: Ctx, case: str, c: Client, timeout: float) -> None:
+    out = c.poll(min(timeout, ctx.left()))
+    ok = bool(out) and not out.get("ok") and out.get("errno") in DEAD
+    ctx.result(case, ok, f"client {c.name}: {out or 'still blocked, state ' + c.state()}")
+
+
+def _hold_read(ctx: Ctx, tag: str, args) -> tuple[Served, Client]:  # noqa: ANN001
+    srv = Served(ctx, tag, transport=args.transport, files=DATA)
+    srv.engine.auto = True
+    srv.engine.hold = lambda i: i["op"] == "READ"
+    c = Client(ctx, "reader", lambda: read_file(srv.path("f")), cpu=0)
+    if not srv.wait_held(1, 20.0):
+        raise RuntimeError(f"READ never reached the ring: {srv.engine.log}")
+    return srv, c
+
+
+def _after_abort(ctx: Ctx, srv: Served, c: Client, how: str) -> None:
+    eng = srv.engine
+    live_before = eng.live
+    srv.pump(5.0, lambda: eng.live <= len(eng.held))
+    idle_res = sorted({ename(r) for _, r, _ in eng.ent_errors})
+    ctx.result("idle_entries_enotconn", eng.live <= len(eng.held) and idle_res == ["-ENOTCONN"],
+               f"after {how}: {live_before} live entries, {eng.live} left; CQE res {idle_res}")
+    _errno_case(ctx, "client_gets_enotconn", c, 10.0)
+    n = len(eng.ent_errors)
+    held = list(eng.held)
+    for e in held:
+        eng.answer(e)
+    srv.pump(3.0, lambda: len(eng.ent_errors) > n)
+    late = [ename(r) for _, r, _ in eng.ent_errors[n:]]
+    ctx.result("held_commit_enotconn", bool(held) and late == ["-ENOTCONN"] * len(held),
+               f"COMMIT of the {len(held)} held request(s): {late}")
+
+
+def umount_inflight(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """T1: umount (MNT_FORCE, then lazy) while the server holds a READ."""
+    srv, c = _hold_read(ctx, "t1", args)
+    try:
+        M.umount(srv.mnt, M.MNT_FORCE)
+        ctx.diag("umount2(MNT_FORCE): 0")
+    except OSError as exc:
+        ctx.diag(f"umount2(MNT_FORCE): {exc}")
+    _after_abort(ctx, srv, c, "umount -f")
+
+
+def abort_fusectl(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """T2: write 1 to /sys/fs/fuse/connections/N/abort while a READ is held."""
+    srv, c = _hold_read(ctx, "t2", args)
+    ctx.result("abort_written", srv.conn.abort(), f"minor {M.minor_of(srv.mnt)}")
+    _after_abort(ctx, srv, c, "fusectl abort")
+    later = Client(ctx, "later", lambda: os.stat(srv.path("f")).st_size, cpu=0)
+    _errno_case(ctx, "later_ops_enotconn", later, 10.0)
+
+
+def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """T3: SIGKILL the server process while it holds a request."""
+    mnt = ctx.mountpoint("t3")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            srv = Served(ctx, "t3", transport=args.transport, files=DATA)
+            os.write(w, b"R")
+            srv.wait_held(1, 60.0)
+            os.write(w, b"H")
+            time.sleep(120)
+        finally:
+            os._exit(0)
+    os.close(w)
+    ctx.pids.append(pid)
+    got = b""
+    end = time.monotonic() + min(30.0, ctx.left())
+    c = None
+    while time.monotonic() < end and b"H" not in got:
+        import select
+        if select.select([r], [], [], 0.2)[0]:
+            chunk = os.read(r, 8)
+            if not chunk:
+                break
+            got += chunk
+            if chunk.startswith(b"R") and c is None:
+                c = Client(ctx, "reader", lambda: read_file(f"{mnt}/f"), cpu=0)
+    os.close(r)
+    ctx.result("server_holds_request", b"H" in got, f"server said {got!r}")
+    os.kill(pid, signal.SIGKILL)
+    ctx.diag(f"server reaped: {_reap(pid, 10.0) is not None}")
+    if c is None:
+        ctx.result("client_gets_enotconn", False, "no client was started")
+        return
+    _errno_case(ctx, "client_gets_enotconn", c, 10.0)
+    later = Client(ctx, "later", lambda: os.stat(f"{mnt}/f").st_size, cpu=0)
+    _errno_case(ctx, "later_ops_enotconn", later, 10.0)
+
+
+def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """T4: close the ring fd, keep /dev/fuse: clients stay killable, abort recovers."""
+    srv = Served(ctx, "t4", transport=args.transport, files=DATA)
+    srv.engine.auto = True
+    a = Client(ctx, "before", lambda: read_file(srv.path("f")), cpu=0)
+    srv.pump(20.0, a.done)
+    out = a.poll(0.0)
+    ctx.result("served_before_close", bool(out and out.get("ok")), f"client {str(out)[:120]}")
+    srv.engine.ring.close()
+    time.sleep(0.5)
+    b = Client(ctx, "after", lambda: os.stat(srv.path("f")).st_size, cpu=0)
+    out = b.poll(5.0)
+    ctx.diag(f"request after the ring closed: {out or 'blocked after 5 s, state ' + b.state()}")
+    c = Client(ctx, "victim", lambda: os.stat(srv.path("f")).st_size, cpu=0)
+    time.sleep(1.0)
+    if c.poll(0.0) is None:
+        ctx.result("client_killable", not c.alive_after_kill(5.0),
+                   f"SIGKILL of a blocked client (state before {c.state()})")
+    else:
+        ctx.result("client_killable", True, f"client did not block: {c.poll(0.0)}")
+    ctx.result("abort_written", srv.conn.abort(), "fusectl abort")
+    if b.poll(0.0) is None:
+        _errno_case(ctx, "blocked_client_released", b, 10.0)
+    else:
+        ctx.result("blocked_client_released", True, f"client had finished: {b.poll(0.0)}")
+
+
+def _connections() -> set[str]:
+    M.ensure_fusectl()
+    try:
+        return set(os.listdir(M.FUSECTL))
+    except OSError:
+        return set()
+
+
+def mount_loop(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """Mount, serve one read, umount, release every entry: N times, nothing leaks."""
+    base = _connections()
+    fails = []
+    t0 = time.monotonic()
+    for i in range(args.iterations):
+        srv = Served(ctx, f"loop{i}", transport=args.transport, queue_depth=1, pool_bufs=1,
+                     files=DATA)
+        srv.engine.auto = True
+        c = Client(ctx, f"c{i}", lambda s=srv: read_file(s.path("f")), cpu=i % srv.conn.nr_queues)
+        srv.pump(20.0, c.done)
+        out = c.poll(0.0)
+        try:
+            M.umount(srv.mnt)
+            um = "0"
+        except OSError as exc:
+            um = str(exc)
+        released = srv.pump(10.0, lambda s=srv: s.engine.live == 0)
+        res = sorted({ename(r) for _, r, _ in srv.engine.ent_errors})
+        if not (out and out.get("ok") and um == "0" and released and res == ["-ENOTCONN"]):
+            fails.append(f"#{i}: client {str(out)[:80]} umount {um} released {released} {res}")
+        srv.engine.ring.close()
+        srv.conn.close()
+        srv.reader.join(2.0)
+        ctx.left()
+    ctx.diag(f"{args.iterations} iterations in {time.monotonic() - t0:.1f}s")
+    for f in fails[:5]:
+        ctx.diag(f)
+    ctx.result("all_iterations_ok", not fails, f"{len(fails)} failed iterations")
+    leaked = _connections() - base
+    ctx.result("no_leaked_connections", not leaked, f"leftover fusectl entries {sorted(leaked)}")
+
+
+def register_after_ready(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """P2: one bad REGISTER on a serving connection must not strand later requests."""
+    srv = Served(ctx, "p2", transport=args.transport, files=DATA)
+    srv.engine.auto = True
+    a = Client(ctx, "before", lambda: read_file(srv.path("f")), cpu=0)
+    srv.pump(20.0, a.done)
+    ctx.result("served_before", bool(a.poll(0.0) and a.poll(0.0).get("ok")), str(a.poll(0.0))[:120])
+    n = srv.conn.nr_queues
+    ctx.expect_res("bad_register_einval", srv.bad_register(n), -E.EINVAL, f"REGISTER qid={n}:")
+    b = Client(ctx, "after", lambda: read_file(srv.path("f")), cpu=0)
+    srv.pump(10.0, b.done)
+    out = b.poll(0.0)
+    errs = [ename(r) for _, r, _ in srv.engine.ent_errors]
+    ctx.result("connection_survives_bad_register", bool(out and out.get("ok")),
+               f"client after 10 s: {out or 'blocked, state ' + b.state()}; "
+               f"deliveries {len(srv.engine.log)}, entry CQE errors {errs[:8]}")
+    ctx.result("abort_written", srv.conn.abort(), "fusectl abort (recovery)")
+    ok = wait_all([b], 10.0)
+    ctx.result("abort_releases_client", ok, f"client {b.poll(0.0) or 'state ' + b.state()}")

@@ -1,0 +1,77 @@
+"""guest/edge pure parts: SQE and fuse_uring_cmd_req encoders for malformed commands."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from guest.edge import SCENARIOS, parser_cases_ok
+from guest.edge import sqe as S
+from guest.fuse import proto as P
+from guest.uring import abi
+
+
+def test_cmd_req_layout_matches_uapi_offsets():
+    req = S.cmd_req(qid=3, flags=1, commit_id=0x1122, uaddr=0xABCD0000, length=4096, reserved=7)
+    assert len(req) == 40
+    assert struct.unpack_from("<Q", req, 0)[0] == 1
+    assert struct.unpack_from("<Q", req, 8)[0] == 0x1122
+    assert struct.unpack_from("<H", req, 16)[0] == 3
+    assert req[18:24] == bytes(6)
+    assert struct.unpack_from("<QII", req, 24) == (0xABCD0000, 4096, 7)
+    assert req == P.URING_CMD_REQ["C"].pack(1, 0x1122, 3, bytes(6), 0xABCD0000, 4096, 7)
+
+
+def test_register_zc_index_overlays_low_uaddr_bytes():
+    req = S.register(0, zc_index=1)
+    assert req[24:26] == b"\x01\x00" and req[26:40] == bytes(14)
+    assert S.register(2)[24:] == bytes(16)
+    assert S.cmd_req(uaddr=0x10000, zc_index=5)[24:32] == struct.pack("<Q", 0x10005)
+
+
+def test_add_bufpool_malformed_fields():
+    assert struct.unpack_from("<Q", S.add_bufpool(0, 0x1000, 8192, flags=1), 0)[0] == 1
+    assert struct.unpack_from("<I", S.add_bufpool(0, 0x1000, 8192, reserved=1), 36)[0] == 1
+    assert struct.unpack_from("<Q", S.add_bufpool(1, 0, 8192), 24)[0] == 0  # S5 uaddr=0
+
+
+def test_commit_and_int_bit():
+    req = S.commit(1, 0x20)
+    assert struct.unpack_from("<QH", req, 8) == (0x20, 1)
+    assert S.unique_with_int_bit(0x20) == 0x21
+    assert S.out_header(0x21, -5) == P.OUT_HEADER.pack(16, -5, 0x21)
+
+
+@pytest.mark.parametrize("pad1", [0, 1])
+def test_uring_cmd_sqe_128(pad1):
+    cmd = S.add_queue(2, flags=2)
+    slot = S.uring_cmd_sqe(9, P.URING_CMD_ADD_QUEUE, 0xDEAD, cmd, addr=0x1000, length=2,
+                           cmd_flags=abi.URING_CMD_FIXED, buf_index=3, pad1=pad1)
+    assert len(slot) == 128
+    assert slot[0] == abi.Op.URING_CMD
+    assert struct.unpack_from("<iII", slot, 4) == (9, P.URING_CMD_ADD_QUEUE, pad1)
+    assert struct.unpack_from("<QII", slot, 16) == (0x1000, 2, abi.URING_CMD_FIXED)
+    assert struct.unpack_from("<QH", slot, 32) == (0xDEAD, 3)
+    assert slot[48:88] == cmd and slot[88:] == bytes(40)
+
+
+def test_uring_cmd_sqe_64_truncates_cmd():
+    cmd = S.add_queue(1)
+    slot = S.uring_cmd_sqe(3, P.URING_CMD_ADD_QUEUE, 1, cmd, size=S.SMALL_SQE_SIZE)
+    assert len(slot) == 64 and slot[48:64] == cmd[:16]
+
+
+def test_unknown_cmd_ops_are_unknown():
+    known = {P.URING_CMD_REGISTER, P.URING_CMD_COMMIT_AND_FETCH, P.URING_CMD_ADD_QUEUE,
+             P.URING_CMD_ADD_BUFPOOL}
+    assert not known & set(S.UNKNOWN_CMD_OPS)
+
+
+def test_scenarios_are_well_formed():
+    assert "add-bufpool-flags" in SCENARIOS
+    assert parser_cases_ok()
+    for name, s in SCENARIOS.items():
+        assert len(set(s.cases)) == len(s.cases), name
+        assert all("#" not in c and " " not in c for c in s.cases), name
+        assert 0 < s.budget <= 300, name

@@ -1,0 +1,98 @@
+"""Shared by tests/vm/test_edge_*.py: run one guest edge scenario, record, judge, reproduce.
+
+Each test runs `python3 -m guest edge NAME` in the session guest, records the guest's KTAP
+cases as subtests, and fails with the failing cases and their `# ` diagnostics. A failing
+(or known-issue) test leaves `reproducer-<test>.sh` in the run dir. A scenario that overran
+its host timeout gets a recovery pass (abort every FUSE connection, lazy umount) so the
+next test does not inherit a wedged mount.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from harness.config import REPO
+from harness.plugin import ktap_subtests, record_subtests
+
+PY = "/usr/bin/python3"
+RECOVER = (
+    "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
+    "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "
+    "for c in /sys/fs/fuse/connections/*/abort; do [ -e \"$c\" ] && echo 1 > \"$c\"; done; "
+    "awk '$2 ~ /^\\/tmp\\/fh-edge-/ {print $2}' /proc/mounts | sort -r | "
+    "while read -r m; do umount -l \"$m\"; done; true"
+)
+
+
+def guest_command(scenario: str, extra: str = "") -> str:
+    return f"cd {shlex.quote(str(REPO))} && {PY} -m guest edge {scenario} {extra}".strip()
+
+
+def _diags(stdout: str, case: str) -> list[str]:
+    short = case.split(".", 1)[-1]
+    return [ln[2:] for ln in stdout.splitlines() if ln.startswith(f"# {short}:")]
+
+
+def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, command: str,
+                     catalog: str) -> Path:
+    """reproducer-<test>.sh: the guest command and the kernel it needs."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    tgt = kernel.target
+    kconfig = "+".join(getattr(tgt, "kconfig", ()) or ())
+    boot = f".venv/bin/fuse-harness shell --target {tgt.name} --profile {kernel.profile}"
+    lines = [
+        "#!/bin/sh",
+        f"# {request.node.nodeid} (catalog {catalog}, fuse-uring-abi.md)",
+        f"# kernel: Linux {kernel.built.kernel_release} ({kernel.source_spec}), "
+        f"config: kconfigs/{kconfig}, target {tgt.name}, profile {kernel.profile}",
+        "# boot it and run the scenario in the guest:",
+        f"#   cd {REPO} && {boot} {shlex.quote(command)}",
+        "# or, inside an already booted guest:",
+        command,
+        "",
+    ]
+    path = run_dir / f"reproducer-{name}.sh"
+    path.write_text("\n".join(lines))
+    path.chmod(0o755)
+    return path
+
+
+def run_edge(vm, request, run_dir: Path, kernel, scenario: str, catalog: str,
+             timeout: float, extra: str = "") -> list[dict[str, str]]:
+    """Run the scenario; record subtests; fail (with a reproducer) unless every case passed."""
+    cmd = guest_command(scenario, extra)
+    result = vm.run(cmd, timeout=timeout)
+    out = result.stdout
+    (run_dir / f"edge-{scenario}.ktap").write_text(out + "\n# stderr:\n" + result.stderr)
+    subtests = ktap_subtests(out)
+    record_subtests(request, subtests)
+    problems: list[str] = []
+    if result.timed_out or result.lost:
+        problems.append(f"the guest command {'timed out' if result.timed_out else 'lost its connection'}"
+                        f" after {timeout}s")
+        if not result.lost:
+            vm.run(RECOVER, timeout=60)
+    if not subtests:
+        problems.append(f"the guest printed no KTAP; stderr: {result.stderr[-1500:]}")
+    for s in subtests:
+        if s["verdict"] in ("PASS", "SKIP", "XFAIL"):
+            continue
+        why = "; ".join(_diags(out, s["name"])) or s["reason"]
+        problems.append(f"{s['name']}: {s['verdict']}: {why}")
+    if subtests and all(s["verdict"] == "SKIP" for s in subtests):
+        problems.append("every case was skipped: "
+                        + "; ".join(f"{s['name']}: {s['reason']}" for s in subtests))
+    if not problems and result.rc != 0:
+        problems.append(f"guest exited {result.rc}: {result.stderr[-800:]}")
+    known = any(k == "known_issue" for k, _ in request.node.user_properties)
+    if problems or known:
+        path = write_reproducer(run_dir, request, kernel, cmd, catalog)
+        problems.append(f"reproducer: {path}")
+    if problems and not (len(problems) == 1 and known):
+        pytest.fail(f"edge scenario {scenario} ({catalog}) misbehaved:\n  " + "\n  ".join(problems),
+                    pytrace=False)
+    return subtests

@@ -1,0 +1,31 @@
+"""Pool starvation: with fewer buffers than entries every request still completes, intact.
+
+The guest prints each request's delivery gap (head-of-line waits) as KTAP diagnostics,
+kept in edge-<scenario>.ktap in the run dir.
+"""
+
+from __future__ import annotations
+
+import pytest
+from edge_helpers import run_edge
+
+
+@pytest.mark.transport("bufpool")
+def test_one_buffer_many_entries_all_complete(vm, request, run_dir, kernel):
+    """S1: 1 pool buffer, 4 entries, 4 readers pinned to one queue: the second request waits
+    for the buffer, is handed to the committing entry, and every read returns its data."""
+    run_edge(vm, request, run_dir, kernel, "starve-one-buffer", "S1", timeout=300)
+
+
+@pytest.mark.transport("bufpool")
+def test_head_of_line_all_complete(vm, request, run_dir, kernel):
+    """S3: a no-payload request queued behind a starved one: every request completes once
+    the buffer returns (its head-of-line wait is printed)."""
+    run_edge(vm, request, run_dir, kernel, "starve-hol", "S3", timeout=360)
+
+
+@pytest.mark.transport("bufpool")
+def test_bufpool_uaddr_zero_rejected(vm, request, run_dir, kernel):
+    """S5: ADD_BUFPOOL with uaddr=0 must be refused; 7.3.4 accepts it, the first request
+    fails, its buffer leaks and later requests starve until abort (known issue)."""
+    run_edge(vm, request, run_dir, kernel, "bufpool-uaddr-zero", "S5", timeout=240)
