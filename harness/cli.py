@@ -130,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--accel", args.accel]
     if args.k:
         argv += ["-k", args.k]
+    if not args.slow:
+        argv += ["-m", "not slow"]
     os.chdir(config.REPO)
     return int(pytest.main(argv + args.pytest_args))
 
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
     p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
     p.add_argument("-k", default=None, help="only tests matching this pytest expression")
+    p.add_argument("--slow", action="store_true", help="also run tests marked slow (bisect self-test, bench smoke)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
 
@@ -173,6 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="render report.html, a mailing-list table or a 0-day summary of a run")
     report.add_arguments(p)
     p.set_defaults(func=report.run)
+
+    from harness import bench
+
+    p = sub.add_parser("bench", help="fio + small-file throughput of every transport side by side in one VM")
+    _target_args(p)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
+
+    from harness import bisect, compare
+
+    p = sub.add_parser("compare", help="run the suite on two targets (or take two run folders) and diff them")
+    compare.add_arguments(p)
+    p.set_defaults(func=compare.run)
+    p = sub.add_parser("bisect", help="git bisect one test over a kernel tree (private clone, incremental builds)")
+    bisect.add_arguments(p)
+    p.set_defaults(func=bisect.run)
 
     args = parser.parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
