@@ -29,7 +29,8 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("PANIC", r"Kernel panic - not syncing"),
         ("OOPS", r"Oops: |general protection fault|BUG: unable to handle (page fault|kernel)"),
         ("BUG", r"kernel BUG at |BUG: [A-Za-z]"),
-        ("WARNING", r"WARNING: CPU: \d+ PID: \d+ at |WARNING: .* at [\w/.]+:\d+|------------\[ cut here \]"),
+        ("WARNING", r"WARNING: CPU: \d+ PID: \d+ at |WARNING: .* at [\w/.]+:\d+|WARNING: [\w/.-]+:\d+ at "
+                    r"|------------\[ cut here \]"),
         ("MEMLEAK", r"kmemleak: \d+ new suspected memory leaks"),
     )
 )
@@ -59,7 +60,7 @@ def strip_ts(line: str) -> str:
     return _TS.sub("", line)
 
 
-_IN = re.compile(r" in (?P<fn>[A-Za-z_][\w.]*)\+0x")
+_IN = re.compile(r" (?:in|at) (?P<fn>[A-Za-z_][\w.]*)\+0x")
 
 
 def _function(lines: list[str], first: str) -> str:

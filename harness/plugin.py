@@ -35,6 +35,8 @@ FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
 DMESG_FILE = pytest.StashKey[str]()
 VM_OUTCOME = pytest.StashKey[str]()
 SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
+ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
+_CONFIG: dict[str, pytest.Config] = {}
 
 MARKERS = (
     "vm: needs a booted guest kernel (added automatically to tests under tests/vm)",
@@ -72,6 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     config.stash[CASES] = []
     config.stash[PHASES] = Phases()
+    config.stash[ITEMS] = {}
+    _CONFIG["config"] = config
 
 
 def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
@@ -203,17 +207,20 @@ def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
+    """Slice the guest's dmesg around the test; a finding not declared with expect_dmesg,
+    or a guest that died, fails the test's call phase (so xfail/known issues apply)."""
     machine = item.config.stash.get(_VM, None)
     if item.get_closest_marker("vm") is None or machine is None:
-        yield
+        outcome = yield
+        _judge(item, outcome)
         return
-    from harness.vm.machine import Vm
+    start = machine.mark(f"BEGIN {item.nodeid}") if machine.alive() else None
+    outcome = yield
+    _collect_dmesg(item, machine, start)
+    _judge(item, outcome)
 
-    assert isinstance(machine, Vm)
-    start = None
-    if machine.alive():
-        start = machine.mark(f"BEGIN {item.nodeid}")
-    yield
+
+def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     run_dir = item.config.stash[RUN_DIR]
     name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
     path = run_dir / "dmesg" / f"{name}.log"
@@ -235,7 +242,23 @@ def pytest_runtest_call(item: pytest.Item):
             item.stash[VM_OUTCOME] += f"; restart failed: {exc}"
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
-    item.stash[FINDINGS] = dmesg.scan(text)
+    item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + dmesg.scan(text)
+
+
+def _judge(item: pytest.Item, outcome) -> None:
+    """Turn a passing call into a failure for a dead guest or unexpected dmesg findings."""
+    if outcome.excinfo is not None:
+        return
+    vm_outcome = item.stash.get(VM_OUTCOME, None)
+    if vm_outcome:
+        outcome.force_exception(pytest.fail.Exception(f"guest died during the test: {vm_outcome}", pytrace=False))
+        return
+    expected = _expected_patterns(item)
+    unexpected = [f for f in item.stash.get(FINDINGS, []) if not any(f.matches(p) for p in expected)]
+    if unexpected:
+        lines = "\n".join(f"  {f.kind}: {f.line}" for f in unexpected)
+        outcome.force_exception(pytest.fail.Exception(
+            f"kernel log findings during this test (not declared with expect_dmesg):\n{lines}", pytrace=False))
 
 
 def _classify_death(machine) -> tuple[str, str]:
@@ -266,15 +289,14 @@ def _dump_tasks(machine, run_dir: Path, name: str) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Attach the test's dmesg findings, dmesg file and guest outcome to its report."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    item.config.stash[ITEMS][item.nodeid] = item
     if report.when != "call":
-        if report.when == "setup" and report.outcome != "passed":
-            _record(item, report)
         return
     findings = item.stash.get(FINDINGS, [])
     expected = _expected_patterns(item)
-    unexpected = [f for f in findings if not any(f.matches(p) for p in expected)]
     if findings:
         report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
         report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))
@@ -284,16 +306,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if vm_outcome:
         report.user_properties.append(("vm_outcome", vm_outcome))
         report.sections.append(("vm", f"the guest did not survive this test: {vm_outcome}"))
-        if report.passed:
-            report.outcome = "failed"
-            report.longrepr = f"guest died during the test: {vm_outcome}"
-    if unexpected and report.passed and not hasattr(report, "wasxfail"):
-        report.outcome = "failed"
-        lines = "\n".join(f"  {f.kind}: {f.line}" for f in unexpected)
-        report.longrepr = f"kernel log findings during this test (not declared with expect_dmesg):\n{lines}"
     if expected and not findings and report.passed:
         report.sections.append(("dmesg", "note: expect_dmesg declared but nothing matched"))
-    _record(item, report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record the final verdict (after xfail handling) of setup errors/skips and calls."""
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        item = _items_of(report).get(report.nodeid)
+        if item is not None:
+            _record(item, report)
+
+
+def _items_of(report: pytest.TestReport) -> dict:
+    config = _CONFIG.get("config")
+    return config.stash[ITEMS] if config is not None else {}
 
 
 def _record(item: pytest.Item, report: pytest.TestReport) -> None:

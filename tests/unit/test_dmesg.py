@@ -58,3 +58,13 @@ def test_finding_matches_expected_patterns():
     assert f.matches(r"fuse_uring_out_header_has_err")
     assert f.matches(r"^WARNING$")
     assert not f.matches(r"KASAN")
+
+
+def test_warning_in_the_7x_format():
+    """7.x prints `WARNING: file:line at fn+off, CPU#n: comm/pid` (no `CPU: n PID: n at`)."""
+    findings = dmesg.scan((DATA / "warn73.log").read_text())
+    assert [f.kind for f in findings] == ["WARNING"]
+    assert findings[0].fingerprint == "WARNING:fuse_uring_cmd"
+    assert "dev_uring.c:653" in findings[0].line
+    # the same line without its "cut here" header is still a finding
+    assert dmesg.scan((DATA / "warn73.log").read_text().splitlines()[1])[0].kind == "WARNING"

@@ -1,0 +1,60 @@
+"""The plugin's verdict logic, driven through a nested pytest run (no VM: findings are
+planted on the test item the way the per-test dmesg hook stores them)."""
+
+import json
+
+PLANT = '''
+import pytest
+from harness import plugin
+from harness.dmesg import Finding
+
+WARN = Finding("WARNING", "WARNING: fs/fuse/dev_uring.c:653 at fuse_uring_cmd+0x1/0x2",
+               "WARNING:fuse_uring_cmd", "...")
+
+
+def plant(request):
+    request.node.stash[plugin.FINDINGS] = [WARN]
+
+
+def test_finding_fails(request, run_dir):
+    plant(request)
+
+
+@pytest.mark.expect_dmesg("fuse_uring_cmd")
+def test_expected_finding_passes(request, run_dir):
+    plant(request)
+
+
+@pytest.mark.xfail(strict=True, reason="known issue")
+def test_known_issue_is_xfail(request, run_dir):
+    plant(request)
+
+
+@pytest.mark.xfail(strict=True, reason="known issue, fixed kernel")
+def test_fixed_known_issue_is_xpass(request, run_dir):
+    pass
+
+
+def test_clean(run_dir):
+    pass
+'''
+
+
+def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
+    pytester.makepyfile(test_inner=PLANT)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-v")
+    result.assert_outcomes(passed=2, failed=2, xfailed=1)
+    out = result.stdout.str()
+    assert "test_finding_fails FAILED" in out and "kernel log findings during this test" in out
+    assert "test_known_issue_is_xfail XFAIL" in out
+    assert "test_fixed_known_issue_is_xpass FAILED" in out  # strict XPASS fails the run
+    (run,) = tmp_path.iterdir()
+    cases = {c["nodeid"].split("::")[-1]: c for c in json.loads((run / "summary.json").read_text())["cases"]}
+    assert cases["test_finding_fails"]["verdict"] == "FAIL"
+    assert cases["test_finding_fails"]["findings"][0]["fingerprint"] == "WARNING:fuse_uring_cmd"
+    assert cases["test_expected_finding_passes"]["verdict"] == "PASS"
+    assert cases["test_known_issue_is_xfail"]["verdict"] == "XFAIL"
+    assert cases["test_fixed_known_issue_is_xpass"]["verdict"] == "FAIL"
+    assert cases["test_clean"]["verdict"] == "PASS"
+    for name in ("junit.xml", "results.ktap", "metadata.json", "report.html", "report.txt"):
+        assert (run / name).is_file(), name
