@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PHASES] = Phases()
     config.stash[ITEMS] = {}
     _CONFIG["config"] = config
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # A CI timeout or `kill` stops the session like Ctrl-C: fixtures tear down, QEMU goes.
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -67,6 +68,7 @@ class Vm:
         with self.console_path.open("wb") as err, stdout_path.open("wb") as out:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          env=vng_env(), start_new_session=True)
+        atexit.register(self.kill)  # never leave a QEMU behind, whatever ends this process
         self.guest = Guest(port)
         try:
             self.guest.connect(start + self.settings.boot_timeout, alive=self.running)

@@ -84,7 +84,8 @@ def test_shell_clients(vm, transport, run_dir):
         pytest.fail(f"the {t} server never became ready:\n{log[-3000:]}")
     clients = vm.run(SHELL_CLIENTS.format(mnt=mnt, t=t), timeout=600)
     umount = vm.run(f"umount {mnt}", timeout=120)
-    waited = vm.run(f"for i in $(seq 60); do pgrep -f 'guest serve --mount {mnt} ' >/dev/null || exit 0; "
+    # [g]: the pattern must not match this very shell's command line
+    waited = vm.run(f"for i in $(seq 60); do pgrep -f '[g]uest serve --mount {mnt} ' >/dev/null || exit 0; "
                     f"sleep 1; done; exit 1", timeout=90)
     counters_text = vm.run(f"cat {work}/counters.json", timeout=20).stdout
     (run_dir / f"shell-clients-{t}.counters.json").write_text(counters_text)
