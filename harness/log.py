@@ -20,11 +20,23 @@ class _Formatter(logging.Formatter):
         return f"{prefix}: {record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time (pytest swaps and closes its captures)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(verbose: bool = False, quiet: bool = False) -> None:
     """Configure the `harness` logger once: I: lines by default, D: with --verbose."""
     root = logging.getLogger("harness")
     root.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
