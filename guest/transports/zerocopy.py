@@ -8,21 +8,20 @@ CAP_SYS_ADMIN (ADD_QUEUE answers EPERM otherwise) and the passthrough backend.
 from __future__ import annotations
 
 import errno
-import mmap
 
 from guest.fuse import proto as P
 from guest.transports.base import SetupError
-from guest.transports.engine import FIXED, Entry, RingEngine, ud
+from guest.transports.engine import FIXED, Entry, ud
 from guest.transports.pool import Pool, add_bufpool, add_queue
+from guest.transports.registered import RegisteredTransport
 from guest.uring import abi
 
 
-class ZeroCopyTransport(RingEngine):
-    """Registered bufpool plus one kernel-buffer slot per entry."""
+class ZeroCopyTransport(RegisteredTransport):
+    """Registered bufpool plus one kernel-buffer slot per entry (fixed args, entry iovec
+    and payload location are the registered pool's)."""
 
     name = "zero-copy"
-    needs_bufpool = True
-    uses_pool = True
     zero_copy = True
 
     def alloc(self) -> None:
@@ -41,18 +40,6 @@ class ZeroCopyTransport(RingEngine):
     def queue_setup(self, qid: int) -> None:
         add_queue(self, qid, P.URING_ZERO_COPY)
         add_bufpool(self, qid, self.pools[qid], qid)
-
-    def fixed_args(self, qid: int) -> tuple[int, int]:
-        return abi.URING_CMD_FIXED, qid
-
-    def entry_iov(self, e: Entry) -> tuple[int, int]:
-        return 0, 0
-
-    def payload_loc(self, e: Entry, offset: int) -> tuple[mmap.mmap, int]:
-        pool = self.pools[e.qid]
-        if not pool.contains(offset):
-            raise SetupError("REQUEST", errno.EFAULT, f"pool offset {offset} out of range")
-        return pool.mm, offset
 
     def zero_copy_request(self, e: Entry, h: P.InHeader, arg0: bytes) -> None:
         if h.opcode == P.Op.READ:
