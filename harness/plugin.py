@@ -7,6 +7,7 @@ test is classified (panic, hang, died), the test fails, and the next test gets a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -77,6 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PHASES] = Phases()
     config.stash[ITEMS] = {}
     _CONFIG["config"] = config
+    if not logging.getLogger("harness").handlers:  # not started by the fuse-harness CLI
+        from harness import log as hlog
+
+        hlog.setup(verbose=config.getoption("verbose", 0) > 1)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # A CI timeout or `kill` stops the session like Ctrl-C: fixtures tear down, QEMU goes.
         signal.signal(signal.SIGTERM, _terminate)
@@ -139,14 +144,27 @@ def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_d
 
     phases = pytestconfig.stash[PHASES]
     try:
-        k = obtain(target, profile, phases, source_override=_opt(pytestconfig, "source", env="FUSE_HARNESS_SOURCE"),
-                   series_override=_opt(pytestconfig, "series", env="FUSE_HARNESS_SERIES"))
+        with _uncaptured(pytestconfig):  # a cold build takes minutes: show its progress
+            k = obtain(target, profile, phases,
+                       source_override=_opt(pytestconfig, "source", env="FUSE_HARNESS_SOURCE"),
+                       series_override=_opt(pytestconfig, "series", env="FUSE_HARNESS_SERIES"))
     except HarnessError as exc:
         pytestconfig.stash[META].update(status="ERROR", error=str(exc))
         pytest.exit(f"fuse-harness: cannot build the kernel: {exc}", returncode=exc.exit_code)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
     pytestconfig.stash[META].update(kernel=k.describe())
     return k
+
+
+@contextlib.contextmanager
+def _uncaptured(config: pytest.Config):
+    """Let progress lines of long session-fixture steps (build, boot) reach the terminal."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +178,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,))
     phases = pytestconfig.stash[PHASES]
     try:
-        with phases.measure("boot"):
+        with phases.measure("boot"), _uncaptured(pytestconfig):
             machine.start()
     except HarnessError as exc:
         pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
@@ -222,7 +240,7 @@ def pytest_runtest_call(item: pytest.Item):
         outcome = yield
         _judge(item, outcome)
         return
-    start = machine.mark(f"BEGIN {item.nodeid}") if machine.alive() else None
+    start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True) if machine.alive() else None
     outcome = yield
     _collect_dmesg(item, machine, start)
     _judge(item, outcome)

@@ -43,6 +43,11 @@ SCENARIOS = {
     "register-bad-qid": Scenario("cmds", "register_bad_qid", (
         "register_bad_qid_einval", "later_register_eopnotsupp", "later_add_queue_eopnotsupp",
         "file_ops_over_devfuse", "no_ring_traffic"), 60, "R1 P1"),
+    "register-bad-iov": Scenario("register", "register_bad_iov", (
+        "iov_count_1_einval", "iov_count_1_poisons", "iov_array_unmapped_efault",
+        "iov_array_unmapped_poisons", "iov_len_top_bit_einval", "iov_len_top_bit_poisons",
+        "header_too_short_einval", "header_too_short_poisons", "payload_too_short_einval",
+        "payload_too_short_poisons"), 90, "R2 R3 R4 R6 R9"),
     "register-bad-fields": Scenario("cmds", "register_bad_fields", (
         "zc_index_plain_queue_einval", "zc_index_plain_queue_poisons",
         "payload_iov_bufpool_queue_einval", "payload_iov_bufpool_queue_poisons"), 40, "R5 R7"),

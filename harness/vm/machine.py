@@ -29,6 +29,12 @@ KEEPALIVE = (
     "exec sleep 2147483647"
 )
 
+#: Re-arm WARN_ONCE & co. (needs CONFIG_DEBUG_FS; silently nothing without it).
+REARM_WARN_ONCE = (
+    "{ [ -e /sys/kernel/debug/clear_warn_once ] || mount -t debugfs none /sys/kernel/debug; "
+    "echo 1 > /sys/kernel/debug/clear_warn_once; } 2>/dev/null"
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -126,11 +132,16 @@ class Vm:
             raise VmError("the VM is not running")
         return self.guest.run(cmd, timeout=timeout or self.settings.exec_timeout)
 
-    def mark(self, text: str) -> str:
-        """Write a unique marker line into the guest's kernel log; return it."""
+    def mark(self, text: str, rearm_warn_once: bool = False) -> str:
+        """Write a unique marker line into the guest's kernel log; return it.
+
+        rearm_warn_once also resets every WARN_ONCE/pr_*_once flag (debugfs
+        clear_warn_once), so a once-per-boot warning is reported to each test that
+        reaches it, not only to the first one."""
         marker = f"fuse-harness-mark {uuid.uuid4().hex[:12]} {text}"
         safe = marker.replace("'", "")
-        self.run(f"echo '{safe}' > /dev/kmsg", timeout=20)
+        rearm = f"{REARM_WARN_ONCE}; " if rearm_warn_once else ""
+        self.run(f"{rearm}echo '{safe}' > /dev/kmsg", timeout=20)
         return safe
 
     def dmesg(self, timeout: float = 30.0) -> str | None:

@@ -75,3 +75,9 @@ def test_scenarios_are_well_formed():
         assert len(set(s.cases)) == len(s.cases), name
         assert all("#" not in c and " " not in c for c in s.cases), name
         assert 0 < s.budget <= 300, name
+
+
+def test_register_bad_iov_cases_match_the_module():
+    from guest.edge import SCENARIOS, register
+
+    assert SCENARIOS["register-bad-iov"].cases == register.case_names()

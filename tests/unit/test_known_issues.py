@@ -23,3 +23,22 @@ def test_unknown_key(tmp_path):
     p.write_text("- id: X\n  test: a\n  kernel: b\n  reason: c\n  severity: high\n")
     with pytest.raises(ConfigError, match="severity"):
         known_issues.load(p)
+
+
+def test_every_shipped_entry_names_a_collected_test():
+    """A renamed or re-parametrized test must not silently orphan its known issue."""
+    import fnmatch
+    import subprocess
+    import sys
+
+    from harness.config import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/vm", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    ).stdout
+    nodeids = [line for line in out.splitlines() if "::" in line]
+    assert nodeids, out[-2000:]
+    for issue in known_issues.load():
+        hits = [n for n in nodeids if fnmatch.fnmatchcase(n, issue.test)]
+        assert hits, f"known issue {issue.id}: pattern {issue.test!r} matches no test in tests/vm"

@@ -19,6 +19,9 @@ from harness.config import REPO
 from harness.plugin import ktap_subtests, record_subtests
 
 PY = "/usr/bin/python3"
+#: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
+#: ABI (the only one 7.2 has; 7.3's A-compatible mode) and 7.3's bufpool.
+RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in ("iovec", "bufpool")]
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "

@@ -8,7 +8,7 @@ fuse-uring-abi.md sections 7 and 10. Tests that need the 7.3 ADD_QUEUE/ADD_BUFPO
 from __future__ import annotations
 
 import pytest
-from edge_helpers import run_edge
+from edge_helpers import RINGS, run_edge
 
 
 def test_uring_cmd_without_sqe128_einval(vm, request, run_dir, kernel):
@@ -57,10 +57,17 @@ def test_add_bufpool_argument_errors(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "add-bufpool-errors", "B2 B3 B4 B5", timeout=120)
 
 
-def test_register_bad_qid_falls_back_to_devfuse(vm, request, run_dir, kernel):
+@pytest.mark.parametrize("ring", RINGS)
+def test_register_bad_qid_falls_back_to_devfuse(vm, request, run_dir, kernel, ring):
     """R1/P1: REGISTER qid >= nr_queues -> -EINVAL; later commands -EOPNOTSUPP; file
     operations still work over /dev/fuse."""
-    run_edge(vm, request, run_dir, kernel, "register-bad-qid", "R1 P1", timeout=180)
+    run_edge(vm, request, run_dir, kernel, "register-bad-qid", "R1 P1", timeout=180, extra=f"--transport {ring}")
+
+
+def test_register_bad_iovec_einval_and_poisons(vm, request, run_dir, kernel):
+    """R2 one iovec, R3 unreadable iovec array (-EFAULT), R4 negative length, R6 short
+    header, R9 short payload -> -EINVAL, and each failure poisons its connection (7.1)."""
+    run_edge(vm, request, run_dir, kernel, "register-bad-iov", "R2 R3 R4 R6 R9", timeout=180)
 
 
 @pytest.mark.transport("bufpool")
@@ -69,15 +76,15 @@ def test_register_bad_fields_einval(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "register-bad-fields", "R5 R7", timeout=150)
 
 
-@pytest.mark.transport("bufpool")
-def test_commit_errors_keep_request_pending(vm, request, run_dir, kernel):
+@pytest.mark.parametrize("ring", RINGS)
+def test_commit_errors_keep_request_pending(vm, request, run_dir, kernel, ring):
     """C1 -EINVAL, C5 -ENOENT; the request stays pending and a corrected commit completes it."""
-    run_edge(vm, request, run_dir, kernel, "commit-errors", "C1 C5", timeout=240)
+    run_edge(vm, request, run_dir, kernel, "commit-errors", "C1 C5", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.transport("bufpool")
-def test_reply_unique_int_bit_no_warn(vm, request, run_dir, kernel):
+@pytest.mark.parametrize("ring", RINGS)
+def test_reply_unique_int_bit_no_warn(vm, request, run_dir, kernel, ring):
     """E4/W1: a reply whose unique has the interrupt bit must not reach a WARN from
     userspace. The host's dmesg scan is the judge (7.3.4: WARN_ON_ONCE(oh->unique &
     FUSE_INT_REQ_BIT) in the commit path; listed in known-issues.yaml)."""
-    run_edge(vm, request, run_dir, kernel, "reply-int-bit", "E4 W1", timeout=180)
+    run_edge(vm, request, run_dir, kernel, "reply-int-bit", "E4 W1", timeout=180, extra=f"--transport {ring}")
