@@ -68,6 +68,13 @@ class VmSettings:
     boot_timeout: float = 180.0
     exec_timeout: float = 600.0
     append: tuple[str, ...] = ("fuse.enable_uring=1",)
+    #: Multiplies every boot/command timeout (and guest edge budgets): a KASAN + lockdep
+    #: kernel under TCG is several times slower. Default 1, or DEBUG_TIME_SCALE for debug.
+    time_scale: float = 1.0
+
+
+#: Default time_scale of the debug profile (KASAN, lockdep, UBSAN under TCG).
+DEBUG_TIME_SCALE = 3.0
 
 
 _TARGET_KEYS = {f for f in Target.__dataclass_fields__ if f != "path"}
@@ -149,6 +156,7 @@ def vm_settings(**overrides: Any) -> VmSettings:
         "cpus": "FUSE_HARNESS_CPUS",
         "accel": "FUSE_HARNESS_ACCEL",
         "boot_timeout": "FUSE_HARNESS_BOOT_TIMEOUT",
+        "time_scale": "FUSE_HARNESS_TIME_SCALE",
     }
     values: dict[str, Any] = {}
     for key, var in env_map.items():
@@ -158,12 +166,15 @@ def vm_settings(**overrides: Any) -> VmSettings:
     try:
         if "cpus" in values:
             values["cpus"] = int(values["cpus"])
-        if "boot_timeout" in values:
-            values["boot_timeout"] = float(values["boot_timeout"])
+        for key in ("boot_timeout", "time_scale"):
+            if key in values:
+                values[key] = float(values[key])
     except ValueError as exc:
         raise ConfigError(f"bad VM setting: {exc}") from None
     if values.get("accel", "auto") not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"bad accel {values['accel']!r}", hint="use auto, kvm or tcg")
+    if values.get("time_scale", 1.0) <= 0:
+        raise ConfigError(f"bad time scale {values['time_scale']}", hint="use a factor such as 1 or 3")
     return VmSettings(**values)
 
 

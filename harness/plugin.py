@@ -173,7 +173,9 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     from harness.vm.boot import choose_accel
     from harness.vm.machine import Vm
 
-    settings = hcfg.vm_settings(accel=_opt(pytestconfig, "accel"))
+    scale = None if "FUSE_HARNESS_TIME_SCALE" in os.environ else (
+        hcfg.DEBUG_TIME_SCALE if kernel.profile == "debug" else None)
+    settings = hcfg.vm_settings(accel=_opt(pytestconfig, "accel"), time_scale=scale)
     accel = choose_accel(settings.accel)
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,))
     phases = pytestconfig.stash[PHASES]
@@ -372,6 +374,32 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
         subtests=item.stash.get(SUBTESTS, []),
     )
     item.config.stash[CASES].append(case)
+    if case.verdict in (Verdict.FAIL, Verdict.XFAIL, Verdict.TIMEOUT, Verdict.ERROR, Verdict.XPASS):
+        _test_reproducer(item)
+
+
+def _test_reproducer(item: pytest.Item) -> None:
+    """reproducer-<test>.sh: rerun this one test on the same kernel (tests that know a
+    shorter guest-only command, like the edge scenarios, write their own first)."""
+    run_dir = item.config.stash.get(RUN_DIR, None)
+    if run_dir is None or item.get_closest_marker("vm") is None:
+        return
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)
+    path = run_dir / f"reproducer-{name}.sh"
+    if path.exists():
+        return
+    cfg = item.config
+    cmd = [".venv/bin/python", "-m", "pytest", item.nodeid]
+    for opt, env in (("target", None), ("profile", None), ("source", "FUSE_HARNESS_SOURCE"),
+                     ("series", "FUSE_HARNESS_SERIES"), ("accel", None)):
+        value = _opt(cfg, opt, env=env)
+        if value:
+            cmd += [f"--{opt}", str(value)]
+    write_reproducer(run_dir, hcfg.REPO, [
+        f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
+        "# runs just this test (its dmesg slice lands in the new run folder).",
+        shlex.join(cmd),
+    ], name=path.name)
 
 
 def record_subtests(request: pytest.FixtureRequest, subtests: list[dict[str, str]]) -> None:

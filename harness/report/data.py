@@ -203,6 +203,11 @@ class Stats:
     q1: float
     q3: float
 
+    @property
+    def spread_pct(self) -> float:
+        """Half the min..max range as a percentage of the median (0 for one sample)."""
+        return 50.0 * (self.high - self.low) / self.median if self.median else 0.0
+
 
 def stats(samples: list[float]) -> Stats | None:
     values = sorted(float(x) for x in samples)

@@ -96,15 +96,16 @@ def bench_table(run: Run) -> list[str]:
     """Medians and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
     if not run.bench:
         return []
-    out = ["Benchmarks (median of n samples; vs = relative performance, >1 is better)",
-           f"{'workload':<16}{'transport':<19}{'n':>3}{'median':>12} {'unit':<7}"
+    out = ["Benchmarks (median of n samples; +- = half the min..max range of the samples;",
+           "vs = relative performance of the medians, >1 is better)",
+           f"{'workload':<14}{'transport':<19}{'n':>3}{'median':>9} {'unit':<6}{'+-':>6}"
            + "".join(f"{'vs ' + b[:7]:>11}" for b in BASELINES)]
     out.append("-" * len(out[-1]))
     for r in bench_rows(run.bench):
         s = r["stats"]
         ratios = "".join(f"{v:>10.2f}x" if v is not None else f"{'-':>11}" for v in r["vs"].values())
-        out.append(_fit(f"{r['workload'][:15]:<16}{r['transport'][:18]:<19}{s.n:>3}{s.median:>12.4g} "
-                        f"{r['unit'][:7]:<7}{ratios}"))
+        out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>3}{s.median:>9.4g} "
+                        f"{r['unit'][:6]:<6}{s.spread_pct:>5.0f}%{ratios}"))
     cpu = run.bench.get("cpu_us_per_request") or {}
     if cpu:
         out.append(_fit("CPU us/request: " + ", ".join(f"{t} {float(v):.3g}" for t, v in cpu.items()), WIDTH))

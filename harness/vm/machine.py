@@ -77,7 +77,8 @@ class Vm:
         atexit.register(self.kill)  # never leave a QEMU behind, whatever ends this process
         self.guest = Guest(port)
         try:
-            self.guest.connect(start + self.settings.boot_timeout, alive=self.running)
+            self.guest.connect(start + self.settings.boot_timeout * self.settings.time_scale,
+                               alive=self.running)
         except VmError as exc:
             rc = self.proc.poll()
             outcome, why = classify(rc, self.console(), timed_out=rc is None)
@@ -130,7 +131,7 @@ class Vm:
     def run(self, cmd: str, timeout: float | None = None) -> CommandResult:
         if self.guest is None:
             raise VmError("the VM is not running")
-        return self.guest.run(cmd, timeout=timeout or self.settings.exec_timeout)
+        return self.guest.run(cmd, timeout=(timeout or self.settings.exec_timeout) * self.settings.time_scale)
 
     def mark(self, text: str, rearm_warn_once: bool = False) -> str:
         """Write a unique marker line into the guest's kernel log; return it.

@@ -56,3 +56,16 @@ def test_vm_settings_resolution(monkeypatch):
     assert s.cpus == 4 and s.memory == "1G"
     with pytest.raises(ConfigError):
         config.vm_settings(accel="hvf")
+
+
+def test_time_scale_from_env_and_validation(monkeypatch):
+    from harness import config as hcfg
+    from harness.errors import ConfigError
+
+    assert hcfg.vm_settings().time_scale == 1.0
+    assert hcfg.vm_settings(time_scale=3.0).time_scale == 3.0
+    monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "2.5")
+    assert hcfg.vm_settings().time_scale == 2.5
+    monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "0")
+    with pytest.raises(ConfigError, match="time scale"):
+        hcfg.vm_settings()

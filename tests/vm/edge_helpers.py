@@ -31,8 +31,9 @@ RECOVER = (
 )
 
 
-def guest_command(scenario: str, extra: str = "") -> str:
-    return f"cd {shlex.quote(str(REPO))} && {PY} -m guest edge {scenario} {extra}".strip()
+def guest_command(scenario: str, extra: str = "", time_scale: float = 1.0) -> str:
+    env = f"FUSE_HARNESS_TIME_SCALE={time_scale:g} " if time_scale != 1.0 else ""
+    return f"cd {shlex.quote(str(REPO))} && {env}{PY} -m guest edge {scenario} {extra}".strip()
 
 
 def _diags(stdout: str, case: str) -> list[str]:
@@ -67,7 +68,7 @@ def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, comm
 def run_edge(vm, request, run_dir: Path, kernel, scenario: str, catalog: str,
              timeout: float, extra: str = "") -> list[dict[str, str]]:
     """Run the scenario; record subtests; fail (with a reproducer) unless every case passed."""
-    cmd = guest_command(scenario, extra)
+    cmd = guest_command(scenario, extra, getattr(vm.settings, "time_scale", 1.0))
     result = vm.run(cmd, timeout=timeout)
     out = result.stdout
     (run_dir / f"edge-{scenario}.ktap").write_text(out + "\n# stderr:\n" + result.stderr)
