@@ -73,6 +73,8 @@ SCENARIOS = {
     "ring-closed": Scenario("teardown", "ring_closed", (
         "served_before_close", "client_killable", "abort_written",
         "blocked_client_released"), 90, "T4"),
+    "thread-exit": Scenario("teardown", "thread_exit", (
+        "submitter_registered_and_exited", "client_not_stranded", "abort_written"), 60, "T5"),
     "mount-loop": Scenario("teardown", "mount_loop", (
         "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)"),
     "register-after-ready": Scenario("teardown", "register_after_ready", (

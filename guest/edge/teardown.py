@@ -1,4 +1,4 @@
-"""Teardown with requests in flight (T1-T4), a mount/umount loop, and P2.
+"""Teardown with requests in flight (T1-T5), a mount/umount loop, and P2.
 
 Clients must end with ENOTCONN/ECONNABORTED, never hang. P2 (a bad REGISTER
 on a serving connection) is destructive; it always ends with an abort.
@@ -141,6 +141,44 @@ def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
         _errno_case(ctx, "blocked_client_released", b, 10.0)
     else:
         ctx.result("blocked_client_released", True, f"client had finished: {b.poll(0.0)}")
+
+
+def thread_exit(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """T5: the thread that REGISTERed the entries exits; the ring stays open (this thread
+    keeps it). A request then delivered to one of its idle entries must end with an error
+    for the client (7.3 by code reading: -ECANCELED to client and CQE), never a hang."""
+    import threading
+
+    srv = Served(ctx, "t5", transport=args.transport, files=DATA, start=False)
+    eng = srv.engine
+    eng.auto = True
+    failed: list[BaseException] = []
+
+    def register() -> None:
+        try:
+            eng.start()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    t = threading.Thread(target=register, name="t5-submitter")
+    t.start()
+    t.join(20.0)
+    ctx.result("submitter_registered_and_exited", not t.is_alive() and not failed,
+               f"thread alive={t.is_alive()} error={failed[:1]}; {eng.live} live entries")
+    n0 = len(eng.ent_errors)
+    c = Client(ctx, "reader", lambda: read_file(srv.path("f")), cpu=0)
+    srv.pump(10.0, c.done)
+    out = c.poll(0.0)
+    if out is None:
+        out = c.poll(min(5.0, ctx.left()))
+    ok = bool(out) and (out.get("ok") or out.get("errno") in (*DEAD, E.ECANCELED, E.EIO))
+    ctx.result("client_not_stranded", ok,
+               f"client {str(out)[:160] if out else 'still blocked after 15 s, state ' + c.state()}")
+    srv.pump(1.0)
+    res = [ename(r) for _, r, _ in eng.ent_errors[n0:]]
+    ctx.diag(f"entry CQEs after the delivery: {res or 'none'}; {eng.live} live entries; "
+             f"requests served {len(eng.answered)}")
+    ctx.result("abort_written", srv.conn.abort(), "fusectl abort")
 
 
 def _connections() -> set[str]:

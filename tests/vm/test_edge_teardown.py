@@ -36,6 +36,13 @@ def test_ring_fd_closed(vm, request, run_dir, kernel, ring):
 
 
 @pytest.mark.parametrize("ring", RINGS)
+def test_submitting_thread_exits(vm, request, run_dir, kernel, ring):
+    """T5: the thread that submitted the entries exits, the ring stays open: the next
+    request delivered to one of its entries ends with an error, the client never hangs."""
+    run_edge(vm, request, run_dir, kernel, "thread-exit", "T5", timeout=180, extra=f"--transport {ring}")
+
+
+@pytest.mark.parametrize("ring", RINGS)
 def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
     """20 x (mount, serve a read, umount, every entry -ENOTCONN); no fuse connection leaks."""
     run_edge(vm, request, run_dir, kernel, "mount-loop", "T1 loop", timeout=600,
