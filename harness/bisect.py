@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import config
-from harness.cache import cache_dir, new_run_dir, safe_name, write_json_atomic
+from harness.cache import INTREE_PREFIX, cache_dir, new_run_dir, safe_name, write_json_atomic
 from harness.errors import HarnessError, InfraError, MissingTool, UserError
 from harness.log import fmt_duration
 
@@ -162,7 +162,7 @@ def validate(tree: Path, good: str, bad: str) -> tuple[Path, str, str]:
 
 
 def workspace(tree: Path) -> Path:
-    """The private folder of a tree's bisections: src/ (clone) and build-<target>-<profile>/."""
+    """The private folder of a tree's bisections: src/ (the clone, with its build folder)."""
     key = hashlib.sha256(str(tree).encode()).hexdigest()[:10]
     return cache_dir("bisect", safe_name(f"{tree.name}-{key}"))
 
@@ -180,7 +180,7 @@ def private_clone(tree: Path, dest: Path, start: str) -> Path:
     _git("bisect", "reset", "--quiet", cwd=dest, check=False)
     log.info("bisect: checking out %s in %s", start[:12], dest)
     _git("checkout", "--quiet", "--force", "--detach", start, cwd=dest)
-    _git("clean", "-fdxq", cwd=dest)
+    _git("clean", "-fdxq", "-e", f"/{INTREE_PREFIX}*", cwd=dest)  # keep the step build folder
     return dest
 
 
@@ -265,7 +265,9 @@ class Bisection:
             except OSError:
                 raise UserError(f"another bisection of {tree} is running (lock {ws / 'lock'})") from None
             worktree = private_clone(tree, ws / "src", bad)
-            build_dir = ws / safe_name(f"build-{self.target}-{self.profile}")
+            # Inside the clone: Kbuild then calls the source `..`, like every cache-owned build,
+            # so the first step is a warm ccache build (harness.build.place).
+            build_dir = worktree / f"{INTREE_PREFIX}{safe_name(f'bisect-{self.target}-{self.profile}')}"
             run_dir = new_run_dir(self.results, f"bisect-{self.target}")
             meta = Metadata(run_dir, ["fuse-harness", "bisect", "--tree", str(tree), "--good", self.good, "--bad",
                                       self.bad, "--test", self.test, "--repeat", str(self.repeat), "--target",

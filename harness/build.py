@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import kconfig
-from harness.cache import cache_dir, cache_root, key_of, safe_name, write_json_atomic
+from harness.cache import INTREE_PREFIX, cache_dir, cache_root, key_of, safe_name, write_json_atomic
 from harness.errors import BuildError, MissingTool
 from harness.log import fmt_duration
 
@@ -176,6 +176,25 @@ def _stamp(path: Path) -> dict:
         return {}
 
 
+def place(tree: Path, name: str) -> Path:
+    """builds/<name>; for a source tree the cache owns, a symlink to `<tree>/.fh-build-<name>`.
+
+    Kbuild names the source `..` when the output folder is a direct subfolder of it, so every
+    such build (plain sources, series scratch trees, bisect clones) compiles with the same
+    command lines and ccache hits across them: a series build after the plain one is a warm
+    build. A user's tree (path:) is never written to; its builds stay under builds/.
+    """
+    link = cache_dir("builds") / name
+    if link.is_symlink() and not link.exists():  # its scratch tree was replaced
+        link.unlink()
+    if link.exists() or not tree.resolve().is_relative_to(cache_root().resolve()):
+        return link
+    real = tree / f"{INTREE_PREFIX}{name}"
+    real.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(real)
+    return link
+
+
 def build(
     tree: Path,
     label: str,
@@ -191,7 +210,7 @@ def build(
     folder); the stamp's key must then match for a reuse without make.
     """
     check_tools()
-    build_dir = build_dir or cache_dir("builds") / safe_name(f"{label}-{key}")
+    build_dir = build_dir or place(tree, safe_name(f"{label}-{key}"))
     stamp = build_dir / STAMP
     logfile = build_dir / "build.log"
     start = time.monotonic()

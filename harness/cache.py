@@ -8,6 +8,10 @@ import os
 import re
 from pathlib import Path
 
+#: Build folders inside cache-owned source trees (harness.build.place): never indexed, copied
+#: or cleaned as part of the source.
+INTREE_PREFIX = ".fh-build-"
+
 
 def cache_root() -> Path:
     """$FUSE_HARNESS_CACHE, else $XDG_CACHE_HOME/fuse-harness, else ~/.cache/fuse-harness."""

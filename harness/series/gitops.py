@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.cache import INTREE_PREFIX
 from harness.errors import MissingTool, SeriesError, SourceError
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ def base_repo_for_tree(source: Path, repos: Path, source_id: str) -> tuple[Path,
     env = git_env(GIT_INDEX_FILE=str(index), **_BASE_AUTHOR)
     gd = ["--git-dir", str(repo), "--work-tree", str(source)]
     # -f: Debian's top-level .gitignore ignores everything; take the tree exactly as it is.
-    git(*gd, "add", "-A", "-f", env=env, what=f"indexing {source}")
+    git(*gd, "add", "-A", "-f", "--", ".", f":(exclude,glob){INTREE_PREFIX}*/**", env=env,
+        what=f"indexing {source}")
     tree = git(*gd, "write-tree", env=env).stdout.strip()
     msg = f"fuse-harness: plain tree {source}\n\nsource-id: {source_id}\n"
     commit = git("--git-dir", str(repo), "commit-tree", tree, "-m", msg, env=env).stdout.strip()
@@ -144,7 +146,8 @@ def copy_worktree(repo: Path, source: Path, tree: Path, commit: str) -> None:
         drop_worktree(repo, tree)
     tree.parent.mkdir(parents=True, exist_ok=True)
     git("--git-dir", str(repo), "worktree", "add", "--quiet", "--no-checkout", "--detach", str(tree), commit)
-    proc = subprocess.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(tree)], capture_output=True, text=True)
+    entries = sorted(str(e) for e in source.iterdir() if not e.name.startswith(INTREE_PREFIX))
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", *entries, f"{tree}/"], capture_output=True, text=True)
     if proc.returncode != 0:
         drop_worktree(repo, tree)
         raise SeriesError(f"copying {source} into {tree} failed: {proc.stderr.strip()[-300:]}", "is the disk full?")

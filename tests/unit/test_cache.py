@@ -27,3 +27,39 @@ def test_atomic_json(tmp_path):
     cache.write_json_atomic(p, {"b": 1, "a": 2})
     assert json.loads(p.read_text()) == {"a": 2, "b": 1}
     assert p.read_text().index('"a"') < p.read_text().index('"b"')
+
+
+def test_build_folder_lives_inside_cache_owned_trees(tmp_path, monkeypatch):
+    """Kbuild calls the source `..` from a direct subfolder: same command lines, ccache hits."""
+    from harness.build import place
+    from harness.cache import INTREE_PREFIX
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path / "cache"))
+    owned = tmp_path / "cache" / "sources" / "linux"
+    owned.mkdir(parents=True)
+    link = place(owned, "v7.3-default-abc")
+    assert link.is_symlink() and link.resolve() == (owned / f"{INTREE_PREFIX}v7.3-default-abc").resolve()
+    assert link.resolve().parent == owned.resolve()
+    assert place(owned, "v7.3-default-abc") == link  # reused
+    (owned / f"{INTREE_PREFIX}v7.3-default-abc").rmdir()  # the scratch tree was replaced
+    assert place(owned, "v7.3-default-abc").resolve().is_dir()
+    users = tmp_path / "home" / "linux"
+    users.mkdir(parents=True)
+    plain = place(users, "v7.3-default-def")
+    assert not plain.is_symlink() and not plain.exists() and not any(users.iterdir())
+
+
+def test_indexing_and_copying_a_tree_skip_its_build_folders(tmp_path):
+    from harness.cache import INTREE_PREFIX
+    from harness.series import gitops
+
+    src = tmp_path / "src"
+    (src / "fs").mkdir(parents=True)
+    (src / "fs" / "a.c").write_text("int a;\n")
+    (src / f"{INTREE_PREFIX}x" / "fs").mkdir(parents=True)
+    (src / f"{INTREE_PREFIX}x" / "fs" / "a.o").write_text("obj")
+    repo, base = gitops.base_repo_for_tree(src, tmp_path / "repos", "id-1")
+    files = gitops.git("--git-dir", str(repo), "ls-tree", "-r", "--name-only", base).stdout.split()
+    assert files == ["fs/a.c"]
+    gitops.copy_worktree(repo, src, tmp_path / "tree", base)
+    assert sorted(p.name for p in (tmp_path / "tree").iterdir()) == [".git", "fs"]
