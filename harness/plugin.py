@@ -315,12 +315,17 @@ def _dump_tasks(machine, run_dir: Path, name: str) -> None:
     (run_dir / "dmesg" / f"{name}.console-tail.log").write_text(machine.console()[-200000:])
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: sees the xfail verdict
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Attach the test's dmesg findings, dmesg file and guest outcome to its report."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     item.config.stash[ITEMS][item.nodeid] = item
+    if report.when == "setup" and hasattr(report, "wasxfail") and call.excinfo is not None:
+        # A known issue is about the kernel's behaviour inside the test, never an excuse for
+        # a setup that failed (no kernel, no VM): that stays an error.
+        del report.wasxfail
+        report.outcome = "failed"
     if report.when != "call":
         return
     findings = item.stash.get(FINDINGS, [])

@@ -37,13 +37,23 @@ def test_fixed_known_issue_is_xpass(request, run_dir):
 
 def test_clean(run_dir):
     pass
+
+
+@pytest.fixture
+def broken_kernel():
+    raise FileNotFoundError("bzImage vanished")
+
+
+@pytest.mark.xfail(strict=True, reason="known issue")
+def test_known_issue_with_broken_setup_is_an_error(broken_kernel):
+    pass
 '''
 
 
 def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     pytester.makepyfile(test_inner=PLANT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-v")
-    result.assert_outcomes(passed=2, failed=2, xfailed=1)
+    result.assert_outcomes(passed=2, failed=2, xfailed=1, errors=1)
     out = result.stdout.str()
     assert "test_finding_fails FAILED" in out and "kernel log findings during this test" in out
     assert "test_known_issue_is_xfail XFAIL" in out
@@ -56,5 +66,6 @@ def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     assert cases["test_known_issue_is_xfail"]["verdict"] == "XFAIL"
     assert cases["test_fixed_known_issue_is_xpass"]["verdict"] == "FAIL"
     assert cases["test_clean"]["verdict"] == "PASS"
+    assert cases["test_known_issue_with_broken_setup_is_an_error"]["verdict"] == "ERROR"
     for name in ("junit.xml", "results.ktap", "metadata.json", "report.html", "report.txt"):
         assert (run / name).is_file(), name
