@@ -71,7 +71,9 @@ def run_edge(vm, request, run_dir: Path, kernel, scenario: str, catalog: str,
     cmd = guest_command(scenario, extra, getattr(vm.settings, "time_scale", 1.0))
     result = vm.run(cmd, timeout=timeout)
     out = result.stdout
-    (run_dir / f"edge-{scenario}.ktap").write_text(out + "\n# stderr:\n" + result.stderr)
+    ring = re.search(r"--transport (\S+)", extra)
+    ktap = run_dir / f"edge-{scenario}{'-' + ring.group(1) if ring else ''}.ktap"
+    ktap.write_text(out + "\n# stderr:\n" + result.stderr)
     subtests = ktap_subtests(out)
     record_subtests(request, subtests)
     problems: list[str] = []
