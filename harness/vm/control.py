@@ -56,7 +56,7 @@ class Guest:
             try:
                 client.connect(
                     "127.0.0.1", port=self.port, username=self.user, key_filename=str(self.key_path),
-                    timeout=5, banner_timeout=10, auth_timeout=10, look_for_keys=False, allow_agent=False,
+                    timeout=10, banner_timeout=30, auth_timeout=30, look_for_keys=False, allow_agent=False,
                 )
                 self.client = client
                 transport = client.get_transport()
