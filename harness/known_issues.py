@@ -18,7 +18,7 @@ import yaml
 from harness.errors import ConfigError
 
 PATH = Path(__file__).resolve().parent.parent / "known-issues.yaml"
-_KEYS = {"id", "test", "kernel", "reason", "reproducer", "reference"}
+_KEYS = {"id", "test", "kernel", "reason", "reproducer", "reference", "dmesg"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class KnownIssue:
     reason: str
     reproducer: str = ""
     reference: str = ""
+    #: Regexes of the kernel log findings this issue produces. Any other finding in the
+    #: test (a KASAN report, a new WARN) still fails it: an XFAIL never hides it.
+    dmesg: tuple[str, ...] = ()
 
     def applies(self, nodeid: str, kernel_version: str | None) -> bool:
         if not fnmatch.fnmatchcase(nodeid, self.test):
@@ -54,7 +57,10 @@ def load(path: Path = PATH) -> list[KnownIssue]:
         missing = [k for k in ("id", "test", "kernel", "reason") if k not in entry]
         if missing:
             raise ConfigError(f"{path}: entry {entry.get('id', i)}: missing key {missing[0]!r}")
-        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}))
+        dmesg = entry.pop("dmesg", None) or []
+        if not isinstance(dmesg, list):
+            dmesg = [dmesg]
+        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}, dmesg=tuple(map(str, dmesg))))
     return issues
 
 

@@ -30,6 +30,7 @@ from harness.results.model import CaseResult, Verdict, verdict_of
 log = logging.getLogger("harness.plugin")
 
 RUN_DIR = pytest.StashKey[Path]()
+KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
 META = pytest.StashKey[Metadata]()
 CASES = pytest.StashKey[list[CaseResult]]()
 PHASES = pytest.StashKey[Phases]()
@@ -116,6 +117,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if issue is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known issue {issue.id}: {issue.reason}"))
             item.user_properties.append(("known_issue", issue.id))
+            item.stash[KNOWN_DMESG] = issue.dmesg
 
 
 # -- fixtures ------------------------------------------------------------------------
@@ -330,6 +332,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     findings = item.stash.get(FINDINGS, [])
     expected = _expected_patterns(item)
+    if hasattr(report, "wasxfail"):
+        allowed = expected + list(item.stash.get(KNOWN_DMESG, ()))
+        other = [f for f in findings if not any(f.matches(p) for p in allowed)]
+        if other:  # the known issue does not explain these: they fail the test
+            lines = "\n".join(f"  {f.kind}: {f.line}" for f in other)
+            report.longrepr = (f"{report.wasxfail}\nbut the kernel log has findings this known issue "
+                               f"does not explain:\n{lines}")
+            del report.wasxfail
+            report.outcome = "failed"
     if findings:
         report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
         report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))

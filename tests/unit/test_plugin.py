@@ -10,6 +10,8 @@ from harness.dmesg import Finding
 
 WARN = Finding("WARNING", "WARNING: fs/fuse/dev_uring.c:653 at fuse_uring_cmd+0x1/0x2",
                "WARNING:fuse_uring_cmd", "...")
+KASAN = Finding("KASAN", "BUG: KASAN: slab-use-after-free in fuse_uring_commit+0x1/0x2",
+                "KASAN:fuse_uring_commit", "...")
 
 
 def plant(request):
@@ -27,6 +29,18 @@ def test_expected_finding_passes(request, run_dir):
 
 @pytest.mark.xfail(strict=True, reason="known issue")
 def test_known_issue_is_xfail(request, run_dir):
+    request.node.stash[plugin.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)  # what the issue explains
+    plant(request)
+
+
+@pytest.mark.xfail(strict=True, reason="known issue")
+def test_known_issue_with_another_finding_fails(request, run_dir):
+    request.node.stash[plugin.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)
+    request.node.stash[plugin.FINDINGS] = [WARN, KASAN]
+
+
+@pytest.mark.xfail(strict=True, reason="known issue")
+def test_known_issue_with_no_declared_findings_fails_on_one(request, run_dir):
     plant(request)
 
 
@@ -53,7 +67,7 @@ def test_known_issue_with_broken_setup_is_an_error(broken_kernel):
 def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     pytester.makepyfile(test_inner=PLANT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-v")
-    result.assert_outcomes(passed=2, failed=2, xfailed=1, errors=1)
+    result.assert_outcomes(passed=2, failed=4, xfailed=1, errors=1)
     out = result.stdout.str()
     assert "test_finding_fails FAILED" in out and "kernel log findings during this test" in out
     assert "test_known_issue_is_xfail XFAIL" in out
@@ -66,6 +80,9 @@ def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     assert cases["test_known_issue_is_xfail"]["verdict"] == "XFAIL"
     assert cases["test_fixed_known_issue_is_xpass"]["verdict"] == "FAIL"
     assert cases["test_clean"]["verdict"] == "PASS"
+    assert cases["test_known_issue_with_another_finding_fails"]["verdict"] == "FAIL"
+    assert "does not explain" in out and "KASAN" in out
+    assert cases["test_known_issue_with_no_declared_findings_fails_on_one"]["verdict"] == "FAIL"
     assert cases["test_known_issue_with_broken_setup_is_an_error"]["verdict"] == "ERROR"
     for name in ("junit.xml", "results.ktap", "metadata.json", "report.html", "report.txt"):
         assert (run / name).is_file(), name
