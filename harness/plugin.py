@@ -188,11 +188,11 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
         pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
+    opts = _kernel_options(pytestconfig)
     write_reproducer(run_dir, hcfg.REPO, [
         f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build dir {kernel.built.build_dir}",
-        f".venv/bin/fuse-harness build --target {shlex.quote(kernel.target.name)} --profile {kernel.profile}",
-        f".venv/bin/python -m pytest tests/vm --target {shlex.quote(kernel.target.name)} "
-        f"--profile {kernel.profile}",
+        shlex.join([".venv/bin/fuse-harness", "build", *opts]),
+        shlex.join([".venv/bin/python", "-m", "pytest", "tests/vm", *opts]),
         "# the guest alone, booted by hand:",
         "# " + shlex.join(machine.command),
     ])
@@ -394,6 +394,18 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
         _test_reproducer(item)
 
 
+def _kernel_options(cfg: pytest.Config) -> list[str]:
+    """--target/--profile/--source/--series as this session resolved them (for reproducers)."""
+    target = _opt(cfg, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET") or hcfg.DEFAULT_TARGET
+    profile = _opt(cfg, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
+    opts = ["--target", str(target), "--profile", str(profile)]
+    for opt, env in (("source", "FUSE_HARNESS_SOURCE"), ("series", "FUSE_HARNESS_SERIES")):
+        value = _opt(cfg, opt, env=env)
+        if value:
+            opts += [f"--{opt}", str(value)]
+    return opts
+
+
 def _test_reproducer(item: pytest.Item) -> None:
     """reproducer-<test>.sh: rerun this one test on the same kernel (tests that know a
     shorter guest-only command, like the edge scenarios, write their own first)."""
@@ -404,13 +416,9 @@ def _test_reproducer(item: pytest.Item) -> None:
     path = run_dir / f"reproducer-{name}.sh"
     if path.exists():
         return
-    cfg = item.config
-    cmd = [".venv/bin/python", "-m", "pytest", item.nodeid]
-    for opt, env in (("target", None), ("profile", None), ("source", "FUSE_HARNESS_SOURCE"),
-                     ("series", "FUSE_HARNESS_SERIES"), ("accel", None)):
-        value = _opt(cfg, opt, env=env)
-        if value:
-            cmd += [f"--{opt}", str(value)]
+    cmd = [".venv/bin/python", "-m", "pytest", item.nodeid, *_kernel_options(item.config)]
+    if _opt(item.config, "accel"):
+        cmd += ["--accel", str(_opt(item.config, "accel"))]
     write_reproducer(run_dir, hcfg.REPO, [
         f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
         "# runs just this test (its dmesg slice lands in the new run folder).",
