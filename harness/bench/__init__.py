@@ -54,13 +54,13 @@ def select_transports(available: tuple[str, ...], requested: list[str] | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (cached), boot once, measure, write bench.json + report.html, print the table."""
+    """Build (cached), boot once, measure, write bench.json + report.html + report.txt, print the table."""
     from harness import config
     from harness.bench.driver import measure, save_bench
     from harness.cache import new_run_dir
     from harness.kernel import obtain
     from harness.log import Phases
-    from harness.report import render_html
+    from harness.report import render_html, render_text
     from harness.results.meta import Metadata, write_reproducer
     from harness.vm.boot import choose_accel
     from harness.vm.machine import Vm
@@ -101,5 +101,6 @@ def run(args: argparse.Namespace) -> int:
         meta.finish(status, phases.durations)
     print(f"bench: {k.built.kernel_release}, transports {', '.join(transports)}; run folder {run_dir}\n")
     sys.stdout.write(table(bench))
-    print(f"\nreport: {render_html(run_dir)}")
+    (run_dir / "report.txt").write_text(render_text(run_dir))  # the mailing-list form
+    print(f"\nreport: {render_html(run_dir)} (and report.txt)")
     return 1 if result.failures else 0
