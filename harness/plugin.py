@@ -124,14 +124,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> hcfg.Target:
     try:
-        return hcfg.load_target(_opt(pytestconfig, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET"))
+        return hcfg.load_target(_target_name(pytestconfig))
     except HarnessError as exc:
         pytest.exit(f"fuse-harness: {exc}", returncode=4)
 
 
 @pytest.fixture(scope="session")
 def profile(pytestconfig: pytest.Config) -> str:
-    return _opt(pytestconfig, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
+    return _profile_name(pytestconfig)
+
+
+def _target_name(cfg: pytest.Config) -> str | None:
+    """--target, the ini value or $FUSE_HARNESS_TARGET (None: the default target)."""
+    return _opt(cfg, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET")
+
+
+def _profile_name(cfg: pytest.Config) -> str:
+    return _opt(cfg, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
 
 
 @pytest.fixture(scope="session")
@@ -326,8 +335,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.when == "setup" and hasattr(report, "wasxfail") and call.excinfo is not None:
         # A known issue is about the kernel's behaviour inside the test, never an excuse for
         # a setup that failed (no kernel, no VM): that stays an error.
-        del report.wasxfail
-        report.outcome = "failed"
+        _unxfail(report)
     if report.when != "call":
         return
     findings = item.stash.get(FINDINGS, [])
@@ -337,10 +345,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         other = [f for f in findings if not any(f.matches(p) for p in allowed)]
         if other:  # the known issue does not explain these: they fail the test
             lines = "\n".join(f"  {f.kind}: {f.line}" for f in other)
-            report.longrepr = (f"{report.wasxfail}\nbut the kernel log has findings this known issue "
-                               f"does not explain:\n{lines}")
-            del report.wasxfail
-            report.outcome = "failed"
+            _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
+                             f"does not explain:\n{lines}")
     if findings:
         report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
         report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))
@@ -352,6 +358,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.sections.append(("vm", f"the guest did not survive this test: {vm_outcome}"))
     if expected and not findings and report.passed:
         report.sections.append(("dmesg", "note: expect_dmesg declared but nothing matched"))
+
+
+def _unxfail(report: pytest.TestReport, why: str | None = None) -> None:
+    """Turn an xfail verdict back into the failure it was (optionally saying why)."""
+    del report.wasxfail
+    report.outcome = "failed"
+    if why is not None:
+        report.longrepr = why
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -396,14 +410,17 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
 
 def _kernel_options(cfg: pytest.Config) -> list[str]:
     """--target/--profile/--source/--series as this session resolved them (for reproducers)."""
-    target = _opt(cfg, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET") or hcfg.DEFAULT_TARGET
-    profile = _opt(cfg, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
-    opts = ["--target", str(target), "--profile", str(profile)]
+    opts = ["--target", _target_name(cfg) or hcfg.DEFAULT_TARGET, "--profile", _profile_name(cfg)]
     for opt, env in (("source", "FUSE_HARNESS_SOURCE"), ("series", "FUSE_HARNESS_SERIES")):
         value = _opt(cfg, opt, env=env)
         if value:
             opts += [f"--{opt}", str(value)]
     return opts
+
+
+def reproducer_path(item: pytest.Item, run_dir: Path) -> Path:
+    """run_dir/reproducer-<test>.sh, the one name every per-test reproducer uses."""
+    return run_dir / f"reproducer-{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.name)}.sh"
 
 
 def _test_reproducer(item: pytest.Item) -> None:
@@ -412,8 +429,7 @@ def _test_reproducer(item: pytest.Item) -> None:
     run_dir = item.config.stash.get(RUN_DIR, None)
     if run_dir is None or item.get_closest_marker("vm") is None:
         return
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)
-    path = run_dir / f"reproducer-{name}.sh"
+    path = reproducer_path(item, run_dir)
     if path.exists():
         return
     cmd = [".venv/bin/python", "-m", "pytest", item.nodeid, *_kernel_options(item.config)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import REPO
-from harness.plugin import ktap_subtests, record_subtests
+from harness.plugin import ktap_subtests, record_subtests, reproducer_path
 
 PY = "/usr/bin/python3"
 #: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
@@ -44,7 +44,6 @@ def _diags(stdout: str, case: str) -> list[str]:
 def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, command: str,
                      catalog: str) -> Path:
     """reproducer-<test>.sh: the guest command and the kernel it needs."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     tgt = kernel.target
     kconfig = "+".join(getattr(tgt, "kconfig", ()) or ())
     boot = f".venv/bin/fuse-harness shell --target {tgt.name} --profile {kernel.profile}"
@@ -59,7 +58,7 @@ def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, comm
         command,
         "",
     ]
-    path = run_dir / f"reproducer-{name}.sh"
+    path = reproducer_path(request.node, run_dir)
     path.write_text("\n".join(lines))
     path.chmod(0o755)
     return path
