@@ -1,6 +1,6 @@
-"""Compare two runs: new passes, regressions, new dmesg findings, one-sided tests, timings.
+"""Compare two runs: new passes, regressions, new dmesg findings, one-sided tests, timings, benchmarks.
 
-    fuse-harness compare RUN_A RUN_B                          # two existing run folders
+    fuse-harness compare RUN_A RUN_B                          # two existing run folders (suite or bench)
     fuse-harness compare --base-target v7.2 --head-target v7.3 [-k EXPR]   # run both, then compare
 
 `compare()` is pure (reads summary.json/metadata.json of both folders); `save()` writes
@@ -61,9 +61,20 @@ def _label(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict[str, Any]:
-    """The differences between two run folders as the compare.json dict."""
-    base, base_meta = load_cases(Path(base_run))
-    head, head_meta = load_cases(Path(head_run))
+    """The differences between two run folders as the compare.json dict.
+
+    Test verdicts when both have summary.json, benchmark ratios when both have bench.json
+    (harness.bench.compare); two bench runs of the same kernel are the reproducibility check.
+    """
+    from harness.bench.compare import compare_bench
+
+    base_bench, head_bench = _read(Path(base_run), "bench.json"), _read(Path(head_run), "bench.json")
+    if base_bench is not None and head_bench is not None and not (Path(base_run) / "summary.json").is_file():
+        base, base_meta, head, head_meta = {}, _read(Path(base_run), "metadata.json") or {}, {}, \
+            _read(Path(head_run), "metadata.json") or {}
+    else:
+        base, base_meta = load_cases(Path(base_run))
+        head, head_meta = load_cases(Path(head_run))
     both = [n for n in head if n in base]
     new_pass, regressions, changed, timing = [], [], [], []
     for n in both:
@@ -92,9 +103,10 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict
         "base": str(base_run), "head": str(head_run),
         "base_kernel": _label(Path(base_run), base_meta), "head_kernel": _label(Path(head_run), head_meta),
         "new_pass": new_pass, "regressions": regressions, "new_findings": new_findings, "timing": timing,
-        "changed": changed,
+        "changed": changed, "tests_compared": bool(base or head),
         "only_base": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in base.items() if n not in head],
         "only_head": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in head.items() if n not in base],
+        **({"bench": compare_bench(base_bench, head_bench)} if base_bench and head_bench else {}),
     }
 
 
@@ -122,10 +134,16 @@ def render(result: dict[str, Any]) -> str:
     titles = {"regressions": "regressions (PASS on base, failing on head)", "new_findings": "new kernel log findings",
               "new_pass": "new passes", "changed": "other verdict changes", "only_base": "only in base",
               "only_head": "only in head", "timing": f"timing changes (>= {TIMING_RATIO}x, both > {TIMING_FLOOR:g}s)"}
+    if not result.get("tests_compared", True):
+        sections = ()
     for key, fmt in sections:
         items = result.get(key) or []
         lines.append(f"{titles[key]}: {len(items) or 'none'}")
         lines += [f"  {fmt(x)}" for x in items]
+    if result.get("bench"):
+        from harness.bench.compare import render as render_bench
+
+        lines += ([""] if len(lines) > 3 else []) + render_bench(result["bench"])
     return "\n".join(lines) + "\n"
 
 
@@ -200,4 +218,4 @@ def run(args: argparse.Namespace) -> int:
     path = save(result, head)
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.json else render(result))
     print(f"written: {path} (and compare.txt; `fuse-harness report {head}` shows it)")
-    return 1 if result["regressions"] or result["new_findings"] else 0
+    return 1 if result["regressions"] or result["new_findings"] else 0  # moved benchmarks are news, not failures

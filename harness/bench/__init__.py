@@ -1,10 +1,11 @@
 """`fuse-harness bench`: fio and small-file throughput of every transport, side by side, in one VM.
 
-    fuse-harness bench [--target v7.3] [--repeat 3] [--size 64M] [--runtime 10] [--transports T ...]
+    fuse-harness bench [--target v7.3] [--repeat 5] [--size 64M] [--runtime 10] [--transports T ...]
 
-One boot; per repetition every transport the kernel's ABI has gets a fresh `guest serve`
-(passthrough backend on the guest's /tmp, FOPEN_DIRECT_IO) and runs fio (write, randwrite, read,
-randread; the series' recipe scaled to TCG) and a create/stat/unlink loop. Writes bench.json,
+One boot; every transport the kernel's ABI has gets its own `guest serve` (passthrough backend on
+a guest tmpfs, FOPEN_DIRECT_IO), all mounted at once. Each round runs fio (write, randwrite, read,
+randread; the series' recipe scaled to TCG) and a create/stat/unlink loop on every transport back
+to back; relative performance is the median of the per-round ratios. Writes bench.json,
 metadata.json and report.html into a new run folder, prints a table. Never a pass/fail on timing:
 exit 0 when every server was measured, 1 when one could not be (see bench.json "failures").
 """
@@ -27,9 +28,11 @@ log = logging.getLogger("harness.bench")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeat", type=int, default=3, help="repetitions; each runs every transport once (default 3)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="rounds; each runs every workload on every transport once (default 5)")
     p.add_argument("--size", default="64M", help="fio --size per job (default 64M; the series used 1G)")
     p.add_argument("--runtime", type=int, default=10, help="fio --runtime seconds per workload (default 10)")
+    p.add_argument("--ramp", type=int, default=2, help="fio --ramp_time seconds before each measurement (default 2)")
     p.add_argument("--meta-files", type=int, default=200, help="files in the create/stat/unlink loop (default 200)")
     p.add_argument("--transports", nargs="+", default=None, metavar="T",
                    help="only these transports (default: all the kernel's ABI has)")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.vm.boot import choose_accel
     from harness.vm.machine import Vm
 
-    settings = BenchSettings(size=args.size, runtime=args.runtime, repeat=args.repeat, meta_files=args.meta_files)
+    settings = BenchSettings(size=args.size, runtime=args.runtime, repeat=args.repeat, meta_files=args.meta_files,
+                             ramp=args.ramp)
     phases = Phases()
     k = obtain(config.load_target(args.target), args.profile, phases, source_override=args.source,
                series_override=args.series)
@@ -75,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(Path(args.results_dir), f"bench-{k.target.name}")
     meta = Metadata(run_dir, ["fuse-harness", *sys.argv[1:]])
     meta.update(kernel=k.describe(), bench={"transports": list(transports), "size": settings.size,
-                                            "runtime": settings.runtime, "repeat": settings.repeat})
+                                            "runtime": settings.runtime, "ramp": settings.ramp,
+                                            "repeat": settings.repeat})
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
-    vm_settings = config.vm_settings(accel=args.accel)
+    vm_settings = config.vm_settings(k.profile, accel=args.accel)
     accel = choose_accel(vm_settings.accel)
     vm = Vm(k.image, vm_settings, accel, run_dir, rwdirs=(run_dir,))
     status = "ERROR"

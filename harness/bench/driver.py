@@ -1,8 +1,10 @@
-"""Drive the benchmark in a running guest: one `guest serve` per transport and repetition.
+"""Drive the benchmark in a running guest: one `guest serve` per transport, measured in rounds.
 
 Works on anything with `run(cmd, timeout) -> CommandResult` (harness.vm.machine.Vm), so the CLI
-and tests/vm/test_bench_smoke.py share it. Transports run interleaved per repetition (rep 1: all
-transports, rep 2: all transports, ...) so drift in the shared host hits them all alike.
+and tests/vm/test_bench_smoke.py share it. Every transport's server is mounted at once; a round
+runs each workload on every transport back to back (the order rotated per round), so host noise
+that outlasts one workload hits all transports of that round alike and cancels out of the paired
+ratios (harness.bench.model.paired_ratios).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _cpu(vm: Runner, pid: int, clk_tck: int) -> float:
 
 
 class ServerRun:
-    """One `guest serve` lifetime: start on a fresh tmpfs backing dir, measure, unmount, counters."""
+    """One `guest serve` for the whole run: start on a fresh tmpfs backing dir, measure, unmount, counters."""
 
     def __init__(self, vm: Runner, transport: str, rep: int, out_dir: Path, clk_tck: int) -> None:
         self.vm, self.t, self.rep, self.out_dir, self.clk_tck = vm, transport, rep, out_dir, clk_tck
@@ -145,43 +147,93 @@ def save_bench(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def measure_one(vm: Runner, t: str, rep: int, settings: model.BenchSettings, result: model.BenchResult,
-                out_dir: Path, clk_tck: int) -> None:
-    """All workloads on one fresh server; samples and the server summary go into result."""
-    srv = ServerRun(vm, t, rep, out_dir, clk_tck)
-    samples: dict[str, float] = {}
-    cpu0 = cpu1 = 0.0
-    final: dict[str, Any] | None = None
-    try:
-        srv.start()
-        cpu0 = srv.cpu()
+def rotation(transports: tuple[str, ...], rnd: int) -> list[str]:
+    """The order of round rnd (1-based): rotated by one per round, so no transport always goes first."""
+    k = (rnd - 1) % len(transports) if transports else 0
+    return list(transports[k:] + transports[:k])
+
+
+class Rounds:
+    """Every transport's server mounted at once; rounds run each workload on all of them back to back."""
+
+    def __init__(self, vm: Runner, transports: tuple[str, ...], settings: model.BenchSettings,
+                 result: model.BenchResult, out_dir: Path, clk_tck: int) -> None:
+        self.vm, self.settings, self.result = vm, settings, result
+        self.servers = {t: ServerRun(vm, t, 0, out_dir, clk_tck) for t in transports}
+        self.live: list[str] = []
+        self.cpu0: dict[str, float] = {}
+
+    def start(self) -> None:
+        for t, srv in self.servers.items():
+            try:
+                srv.start()
+                self.cpu0[t] = srv.cpu()
+                self.live.append(t)
+                log.info("bench: %s server ready (pid %s) on %s", t, srv.pid, srv.mnt)
+            except StepFailed as exc:
+                self._failed(t, 0, exc)
+
+    def _failed(self, t: str, rnd: int, exc: StepFailed) -> None:
+        log.warning("bench: round %d %s failed at %s: %s", rnd, t, exc.step, exc.detail.strip()[-300:])
+        self.result.fail(t, rnd, exc.step, exc.detail)
+        srv = self.servers[t]
+        if t in self.live and srv.pid is not None and not _run(self.vm, f"kill -0 {srv.pid}", 30).ok:
+            self.live.remove(t)  # its server is gone: the later rounds go on without it
+            log.warning("bench: %s server exited; measuring the others only", t)
+
+    def round(self, rnd: int) -> None:
+        order = rotation(tuple(self.servers), rnd)
         for name, rw in model.FIO_WORKLOADS:
-            samples[name] = srv.fio(name, rw, settings)
-            log.info("bench: rep %d %-18s %-14s %9.2f MiB/s", rep, t, name, samples[name])
-        meta = srv.meta(settings.meta_files)
-        for name, phase in model.META_WORKLOADS:
-            samples[name] = meta[phase]
-        log.info("bench: rep %d %-18s %-14s %s ops/s", rep, t, "metadata",
-                 " ".join(f"{p} {meta[p]:.0f}" for _, p in model.META_WORKLOADS))
-        cpu1 = srv.cpu()
-    finally:
-        if srv.pid is not None:
-            final = srv.stop()
-        else:  # a server that never got ready exits once its mount is gone
-            _run(vm, f"umount {srv.mnt} 2>/dev/null || umount -l {srv.mnt} 2>/dev/null; rm -rf {srv.work}", 120)
-    assert final is not None
-    summary = model.server_summary(t, rep, srv.ready, final, cpu1 - cpu0)
-    if t != "legacy" and summary["transport_used"] != "io_uring":
-        raise StepFailed("counters", f"{t} did not serve over io_uring: transport_used="
-                         f"{summary['transport_used']}, setup_error={summary['setup_error']}")
-    result.servers.append(summary)
-    for name, value in samples.items():
-        result.add(name, t, value)
+            for t in (t for t in order if t in self.live):
+                srv = self.servers[t]
+                srv.rep = rnd
+                try:
+                    value = srv.fio(name, rw, self.settings)
+                except StepFailed as exc:
+                    self._failed(t, rnd, exc)
+                    continue
+                self.result.add(name, t, value, rnd)
+                log.info("bench: round %d %-18s %-14s %9.2f MiB/s", rnd, t, name, value)
+        for t in (t for t in order if t in self.live):
+            srv = self.servers[t]
+            srv.rep = rnd
+            try:
+                meta = srv.meta(self.settings.meta_files)
+            except StepFailed as exc:
+                self._failed(t, rnd, exc)
+                continue
+            for name, phase in model.META_WORKLOADS:
+                self.result.add(name, t, meta[phase], rnd)
+            log.info("bench: round %d %-18s %-14s %s ops/s", rnd, t, "metadata",
+                     " ".join(f"{p} {meta[p]:.0f}" for _, p in model.META_WORKLOADS))
+
+    def stop(self) -> None:
+        """CPU time, unmount and final counters of every server that started."""
+        for t, srv in self.servers.items():
+            if srv.pid is None:
+                _run(self.vm, f"umount {srv.mnt} 2>/dev/null || umount -l {srv.mnt} 2>/dev/null; rm -rf {srv.work}",
+                     120)
+                continue
+            srv.rep = 0
+            try:
+                cpu = srv.cpu() - self.cpu0[t] if t in self.live else 0.0
+                final = srv.stop()
+            except StepFailed as exc:
+                self._failed(t, 0, exc)
+                continue
+            if t not in self.live:  # died mid-run: no CPU figure for a partial run
+                continue
+            summary = model.server_summary(t, 0, srv.ready, final, cpu)
+            if t != "legacy" and summary["transport_used"] != "io_uring":
+                self._failed(t, 0, StepFailed("counters", f"{t} did not serve over io_uring: transport_used="
+                                              f"{summary['transport_used']}, setup_error={summary['setup_error']}"))
+                continue
+            self.result.servers.append(summary)
 
 
 def measure(vm: Runner, transports: tuple[str, ...], settings: model.BenchSettings, out_dir: Path,
             accel: str, cpus: int, memory: str) -> model.BenchResult:
-    """Every repetition runs every transport once, in order; a failing server is recorded, not fatal."""
+    """Mount every transport at once, run settings.repeat rounds; a failing server is recorded, not fatal."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # the guest's /tmp is an overlay on the 9p root: back the servers with a tmpfs of our own
     mounted = _run(vm, f"mkdir -p {BASE} && mountpoint -q {BASE} || mount -t tmpfs -o size=75% fh-bench {BASE}", 30)
@@ -191,13 +243,14 @@ def measure(vm: Runner, transports: tuple[str, ...], settings: model.BenchSettin
         guest = probe_guest(vm)
         note = model.make_note(settings, accel, cpus, memory, guest["fio_version"], guest["tmp_fs"])
         result = model.BenchResult(settings, transports, note)
-        for rep in range(1, settings.repeat + 1):
-            for t in transports:
-                try:
-                    measure_one(vm, t, rep, settings, result, out_dir, guest["clk_tck"])
-                except StepFailed as exc:
-                    log.warning("bench: rep %d %s failed at %s: %s", rep, t, exc.step, exc.detail.strip()[-300:])
-                    result.fail(t, rep, exc.step, exc.detail)
+        rounds = Rounds(vm, transports, settings, result, out_dir, guest["clk_tck"])
+        try:
+            rounds.start()
+            for rnd in range(1, settings.repeat + 1):
+                if rounds.live:
+                    rounds.round(rnd)
+        finally:
+            rounds.stop()
     finally:
         if mounted.ok:
             vm.run(f"umount {BASE} || umount -l {BASE}", timeout=60)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UserError
-from harness.report.data import BASELINES, bench_rows
+from harness.report.data import BASELINES, bench_rows, relative
 
 #: fio workloads in the order they run on one mount: the writes lay the files out for the reads.
 FIO_WORKLOADS = (("seq-write-1M", "write"), ("rand-write-1M", "randwrite"),
@@ -56,7 +56,8 @@ class BenchSettings:
 
     size: str = "64M"
     runtime: int = 10
-    repeat: int = 3
+    repeat: int = 5
+    ramp: int = 2
     meta_files: int = 200
     transports: tuple[str, ...] = ()
 
@@ -67,13 +68,15 @@ class BenchSettings:
                             ("--meta-files", self.meta_files)):
             if value < 1:
                 raise UserError(f"bad {name} {value}", f"{name} must be at least 1")
+        if self.ramp < 0:
+            raise UserError(f"bad --ramp {self.ramp}", "--ramp is seconds of fio warm-up, 0 or more")
 
 
 def fio_args(directory: str, rw: str, s: BenchSettings) -> list[str]:
-    """The series' fio recipe scaled to TCG (smaller --size, no ramp, shorter runtime)."""
+    """The series' fio recipe scaled to TCG (smaller --size, shorter ramp and runtime)."""
     return [FIO, "--name=fh-bench", f"--directory={directory}", "--ioengine=sync", "--bs=1M", "--numjobs=2",
-            f"--rw={rw}", f"--size={s.size}", f"--runtime={s.runtime}", "--time_based", "--group_reporting",
-            "--output-format=json"]
+            f"--rw={rw}", f"--size={s.size}", f"--runtime={s.runtime}", f"--ramp_time={s.ramp}", "--time_based",
+            "--group_reporting", "--output-format=json"]
 
 
 def fio_command(directory: str, rw: str, s: BenchSettings) -> str:
@@ -82,8 +85,8 @@ def fio_command(directory: str, rw: str, s: BenchSettings) -> str:
 
 def scaling_line(s: BenchSettings) -> str:
     """One sentence on how the recipe was scaled, for the terminal and the note."""
-    return (f"fio --ioengine=sync --bs=1M --numjobs=2 --size={s.size} --runtime={s.runtime} --time_based, "
-            f"no ramp (the series used {SERIES_RECIPE})")
+    return (f"fio --ioengine=sync --bs=1M --numjobs=2 --size={s.size} --runtime={s.runtime} "
+            f"--ramp_time={s.ramp} --time_based (the series used {SERIES_RECIPE})")
 
 
 def parse_fio(text: str) -> dict[str, Any]:
@@ -152,6 +155,26 @@ def server_summary(transport: str, rep: int, ready: dict[str, Any], final: dict[
     }
 
 
+def paired_ratios(samples: dict[str, list[float]], rounds: dict[str, list[int]],
+                  higher_is_better: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Per baseline and transport, the relative performance within each round both were measured in.
+
+    A round measures every transport back to back, so host noise that lasts longer than a round
+    cancels out of these ratios; their median is what the tables call "vs <baseline>".
+    """
+    by_round = {t: dict(zip(rounds.get(t, []), xs, strict=False)) for t, xs in samples.items()}
+    out: dict[str, dict[str, list[float]]] = {}
+    for base in BASELINES:
+        if base not in by_round:
+            continue
+        out[base] = {}
+        for t, values in by_round.items():
+            pairs = [(v, by_round[base][r]) for r, v in values.items() if r and r in by_round[base]]
+            ratios = [relative(v, b, higher_is_better) for v, b in pairs]
+            out[base][t] = [round(x, 4) for x in ratios if x is not None]
+    return out
+
+
 class BenchResult:
     """Samples as they arrive, assembled into bench.json."""
 
@@ -167,8 +190,10 @@ class BenchResult:
         self.servers: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
 
-    def add(self, workload: str, transport: str, value: float) -> None:
+    def add(self, workload: str, transport: str, value: float, rnd: int = 0) -> None:
+        """One sample of transport in round rnd (samples of one round are paired across transports)."""
         self.workloads[workload]["transports"].setdefault(transport, []).append(round(float(value), 3))
+        self.workloads[workload].setdefault("rounds", {}).setdefault(transport, []).append(rnd)
 
     def fail(self, transport: str, rep: int, step: str, detail: str) -> None:
         self.failures.append({"transport": transport, "rep": rep, "step": step, "detail": detail[-2000:]})
@@ -185,14 +210,18 @@ class BenchResult:
         order = {t: i for i, t in enumerate(self.transports)}
         workloads = {}
         for name, wl in self.workloads.items():
-            ts = dict(sorted(wl["transports"].items(), key=lambda kv: order.get(kv[0], 99)))
-            workloads[name] = {**wl, "transports": ts}
+            def ordered(d: dict[str, Any]) -> dict[str, Any]:
+                return dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))
+            rounds = ordered(wl.get("rounds") or {})
+            workloads[name] = {**wl, "transports": ordered(wl["transports"]), "rounds": rounds,
+                               "paired": paired_ratios(wl["transports"], rounds, wl["higher_is_better"])}
         s = self.settings
         return {
             "note": self.note,
             "workloads": workloads,
             "cpu_us_per_request": self.cpu_us_per_request(),
-            "settings": {"size": s.size, "runtime": s.runtime, "repeat": s.repeat, "meta_files": s.meta_files,
+            "settings": {"size": s.size, "runtime": s.runtime, "ramp": s.ramp, "repeat": s.repeat,
+                         "meta_files": s.meta_files,
                          "transports": list(self.transports), "fio": fio_args("MOUNT", "RW", s)},
             "servers": self.servers,
             "failures": self.failures,
@@ -204,11 +233,18 @@ def make_note(settings: BenchSettings, accel: str, cpus: int, memory: str, fio_v
     return (f"{fio_version}, {cpus} vCPUs, {memory}, {accel}; {scaling_line(settings)}; "
             f"server: guest serve --backend passthrough on {tmp_fs} with FOPEN_DIRECT_IO so every read/write "
             f"reaches the transport; metadata: {settings.meta_files} files created/stat'ed/unlinked; "
-            f"{settings.repeat} repetition(s), transports interleaved per repetition. {tcg}")
+            f"all transports mounted at once, {settings.repeat} round(s), each running every workload on every "
+            f"transport back to back (order rotated per round); ratios are medians of the per-round ratios. {tcg}")
 
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def _ratio(value: float | None, ps: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if ps is None or ps.n < 2 else f"{value:.2f}x [{ps.low:.2f}-{ps.high:.2f}]"
 
 
 def _order(bench: dict[str, Any], items: dict[str, Any]) -> list[str]:
@@ -218,16 +254,19 @@ def _order(bench: dict[str, Any], items: dict[str, Any]) -> list[str]:
 
 
 def table(bench: dict[str, Any]) -> str:
-    """Plain text: median, min-max, ratios of medians vs legacy and vs bufpool (>1 is better)."""
+    """Plain text: median, min-max, relative performance vs legacy and vs bufpool (>1 is better).
+
+    With paired samples the ratio is the median of the per-round ratios, its min-max in brackets.
+    """
     heads = ["workload", "transport", "n", "median", "min-max", "unit", *(f"vs {b}" for b in BASELINES)]
     rows = [heads]
     for r in bench_rows(bench):
         s = r["stats"]
-        ratios = [f"{v:.2f}x" if v is not None else "-" for v in r["vs"].values()]
+        ratios = [_ratio(r["vs"][b], r["vs_stats"][b]) for b in BASELINES]
         rows.append([r["workload"], r["transport"], str(s.n), _fmt(s.median), f"{_fmt(s.low)}-{_fmt(s.high)}",
                      r["unit"], *ratios])
     widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
-    right = {2, 3, 4, 6, 7}
+    right = {2, 3, 4}
     lines = []
     for k, row in enumerate(rows):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]

@@ -141,15 +141,9 @@ class Run:
 
     def test_command(self, nodeid: str) -> str:
         """A pytest command line that reruns one test against this run's kernel."""
-        k = self.kernel
-        parts = [".venv/bin/python", "-m", "pytest", nodeid]
-        for opt, key in (("--target", "target"), ("--profile", "profile"), ("--source", "source"),
-                         ("--series", "series")):
-            if k.get(key):
-                parts += [opt, str(k[key])]
-        if self.vm.get("accel"):
-            parts += ["--accel", str(self.vm["accel"])]
-        return shlex.join(parts)
+        from harness.results.meta import rerun_command
+
+        return shlex.join(rerun_command(nodeid, {**self.kernel, "accel": self.vm.get("accel")}))
 
     def excerpt(self, case: dict[str, Any], finding: dict[str, Any], context: int = 40) -> str:
         """The lines of the case's dmesg file around a finding ('' when the file is missing)."""
@@ -225,16 +219,29 @@ def relative(value: float, base: float, higher_is_better: bool) -> float | None:
 
 
 def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per workload and transport: stats plus relative performance vs each baseline."""
+    """One row per workload and transport: stats plus relative performance vs each baseline.
+
+    "vs" is the median of the per-round paired ratios when bench.json has them ("paired"), else
+    the ratio of the medians (older runs); "vs_stats" summarises the paired ratios (None without).
+    """
     rows = []
     for name, wl in (bench.get("workloads") or {}).items():
         hib = bool(wl.get("higher_is_better", True))
         medians = {t: s.median for t, xs in (wl.get("transports") or {}).items() if (s := stats(xs))}
+        paired = wl.get("paired") or {}
         for transport, samples in (wl.get("transports") or {}).items():
             s = stats(samples)
             if s is None:
                 continue
-            vs = {b: relative(s.median, medians[b], hib) if b in medians else None for b in BASELINES}
+            vs: dict[str, float | None] = {}
+            vs_stats: dict[str, Stats | None] = {}
+            for b in BASELINES:
+                ps = stats((paired.get(b) or {}).get(transport) or [])
+                vs_stats[b] = ps
+                if ps is not None:
+                    vs[b] = ps.median
+                else:
+                    vs[b] = relative(s.median, medians[b], hib) if b in medians and not paired else None
             rows.append({"workload": name, "unit": wl.get("unit", ""), "higher_is_better": hib,
-                         "transport": transport, "stats": s, "vs": vs})
+                         "transport": transport, "stats": s, "vs": vs, "vs_stats": vs_stats})
     return rows

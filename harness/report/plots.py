@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from harness.errors import MissingTool
-from harness.report.data import stats
+from harness.report.data import bench_rows, stats
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,49 @@ def cpu_chart(cpu: dict[str, float]) -> str:
     return _data_uri(fig, plt)
 
 
+def ratio_chart(bench: dict[str, Any], base: str) -> str | None:
+    """A workload x transport grid coloured by relative performance vs base (green better, 0.5x..2x).
+
+    Each cell says the median ratio and, with paired rounds, the min..max over the rounds; a cell
+    whose range crosses 1 is drawn pale: the run cannot tell that transport from the baseline there.
+    """
+    rows = [r for r in bench_rows(bench) if r["transport"] != base and r["vs"].get(base) is not None]
+    if not rows:
+        return None
+    import math
+
+    plt = _pyplot()
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    transports = list(dict.fromkeys(r["transport"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.5 * len(transports) + 1.6, 0.55 * len(workloads) + 1.1))
+    cmap = plt.get_cmap("RdYlGn")
+    for r in rows:
+        x, y = transports.index(r["transport"]), workloads.index(r["workload"])
+        value, ps = r["vs"][base], r["vs_stats"].get(base)
+        level = max(-1.0, min(1.0, math.log2(value)))
+        unsure = ps is not None and ps.n > 1 and ps.low < 1 < ps.high
+        ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color=cmap(0.5 + level / 2),
+                                   alpha=0.35 if unsure else 1.0, linewidth=0))
+        label = f"{value:.2f}x" + (f"\n{ps.low:.2f}-{ps.high:.2f}" if ps is not None and ps.n > 1 else "")
+        ax.text(x, y, label, ha="center", va="center", fontsize=7.5)
+    ax.set_xlim(-0.5, len(transports) - 0.5)
+    ax.set_ylim(len(workloads) - 0.5, -0.5)
+    ax.set_xticks(range(len(transports)), transports, rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(workloads)), workloads, fontsize=8)
+    ax.set_title(f"Relative performance vs {base} (>1 better; pale: range crosses 1)", fontsize=9,
+                 fontweight="bold")
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    return _data_uri(fig, plt)
+
+
 def bench_charts(bench: dict[str, Any]) -> list[tuple[str, str]]:
-    """(title, data URI) for every workload plus the CPU chart when present."""
-    charts = [(name, workload_chart(name, wl)) for name, wl in (bench.get("workloads") or {}).items()
-              if any(wl.get("transports", {}).values())]
+    """(title, data URI): the ratio grids vs each baseline, every workload, the CPU chart when present."""
+    from harness.report.data import BASELINES
+
+    charts = [(f"vs {b}", uri) for b in BASELINES if (uri := ratio_chart(bench, b))]
+    charts += [(name, workload_chart(name, wl)) for name, wl in (bench.get("workloads") or {}).items()
+               if any(wl.get("transports", {}).values())]
     if bench.get("cpu_us_per_request"):
         charts.append(("CPU cost", cpu_chart(bench["cpu_us_per_request"])))
     log.debug("rendered %d benchmark charts", len(charts))

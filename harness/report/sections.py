@@ -65,7 +65,28 @@ def compare(run: Run) -> str:
             + _items("Regressions", c.get("regressions") or [], "worse")
             + _items("New kernel log findings", c.get("new_findings") or [], "worse")
             + _items("Newly passing", c.get("new_pass") or [], "good")
-            + _items("Timing changes", c.get("timing") or []))
+            + _items("Timing changes", c.get("timing") or [])
+            + _bench_compare(c.get("bench")))
+
+
+def _bench_compare(b: dict[str, Any] | None) -> str:
+    """The moved/unmoved ratio table of two bench runs (harness.bench.compare)."""
+    if not b or not b.get("rows"):
+        return ""
+
+    def cell(v: float, rng: list[float] | None) -> str:
+        return f"{v:.2f}×" + (f" <small class='muted'>{rng[0]:.2f} – {rng[1]:.2f}</small>" if rng else "")
+
+    rows = "".join(
+        f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
+        f"<td class='num'>{cell(r['base_vs'], r['base_range'])}</td>"
+        f"<td class='num'>{cell(r['head_vs'], r['head_range'])}</td>"
+        f"<td class='{ {'up': 'good', 'down': 'worse'}.get(r['moved'] or '', '') }'>"
+        f"{e({'up': 'up', 'down': 'down', '': 'inside', None: '?'}[r['moved']])}</td></tr>" for r in b["rows"])
+    return (f"<h3>Benchmark ratios vs {e(b.get('baseline'))}</h3><p class='muted'>{b.get('moved')} of "
+            f"{b.get('compared')} head medians lie outside the base run's min – max of per-round ratios.</p>"
+            "<table><tr><th>workload</th><th>transport</th><th class='num'>base</th><th class='num'>head</th>"
+            f"<th>moved</th></tr>{rows}</table>")
 
 
 def bisect(run: Run) -> str:
@@ -83,11 +104,14 @@ def bisect(run: Run) -> str:
             f"<table><tr><th>commit</th><th>verdict</th><th class='num'>time</th></tr>{rows}</table>{repro}")
 
 
-def _ratio(value: float | None) -> str:
+def _ratio(value: float | None, ps: Any = None) -> str:
+    """A ratio cell; green/red only when the whole min..max range of the paired ratios is past 5%."""
     if value is None:
         return "<td class='num muted'>—</td>"
-    cls = "good" if value >= 1.05 else "worse" if value <= 0.95 else ""
-    return f"<td class='num {cls}'>{value:.2f}×</td>"
+    low, high = (ps.low, ps.high) if ps is not None and ps.n > 1 else (value, value)
+    cls = "good" if low >= 1.05 else "worse" if high <= 0.95 else ""
+    rng = f"<br><small class='muted'>{ps.low:.2f} – {ps.high:.2f}</small>" if ps is not None and ps.n > 1 else ""
+    return f"<td class='num {cls}'>{value:.2f}×{rng}</td>"
 
 
 def bench(run: Run) -> str:
@@ -103,11 +127,13 @@ def bench(run: Run) -> str:
         rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
                     f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
                     f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
-                    + "".join(_ratio(r["vs"][base]) for base in BASELINES) + "</tr>")
+                    + "".join(_ratio(r["vs"][base], r["vs_stats"][base]) for base in BASELINES) + "</tr>")
     heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
     return (f'<h2 id="bench">Benchmarks</h2><p class="muted">{e(b.get("note", ""))}</p>'
             "<p class='muted'>Bars: median; box: interquartile range; whiskers: min–max; dots: samples. "
-            "Ratios are relative performance of the medians, &gt;1 is better in either unit direction.</p>"
+            "Ratios are relative performance, &gt;1 is better in either unit direction: the median of the "
+            "per-round ratios (every round measures all transports back to back), min – max over the rounds "
+            "below it; coloured only when the whole range is more than 5% away from 1.</p>"
             f'<div class="charts">{charts}</div>'
             "<table><tr><th>workload</th><th>transport</th><th class='num'>n</th><th class='num'>median</th>"
             f"<th class='num'>min – max</th><th class='num'>IQR</th>{heads}</tr>{''.join(rows)}</table>")

@@ -92,20 +92,33 @@ def _failures(run: Run) -> list[str]:
     return out
 
 
+def _vs(value: float | None, ps: Any) -> str:
+    """`1.35 (1.20-1.50)`: the median ratio and the min..max over rounds when paired ratios exist."""
+    if value is None:
+        return "-"
+    if ps is None or ps.n < 2:
+        return f"{value:.2f}x"
+    return f"{value:.2f} ({ps.low:.2f}-{ps.high:.2f})"
+
+
 def bench_table(run: Run) -> list[str]:
-    """Medians and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
+    """Medians, their spread, and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
     if not run.bench:
         return []
-    out = ["Benchmarks (median of n samples; +- = half the min..max range of the samples;",
-           "vs = relative performance of the medians, >1 is better)",
-           f"{'workload':<14}{'transport':<19}{'n':>3}{'median':>9} {'unit':<6}{'+-':>6}"
-           + "".join(f"{'vs ' + b[:7]:>11}" for b in BASELINES)]
-    out.append("-" * len(out[-1]))
+    paired = any(wl.get("paired") for wl in (run.bench.get("workloads") or {}).values())
+    out = ["Benchmarks: median of n samples, MiB/s (fio) or ops/s (meta-*); +- = half the",
+           "min..max range of the samples in % of the median; vs = relative performance",
+           (">1 is better: median of the per-round ratios (min-max over the rounds)" if paired
+            else ">1 is better: ratio of the medians"),
+           f"{'workload':<14}{'transport':<19}{'n':>2}{'median':>7}{'+-':>4} "
+           + "".join(f"{'vs ' + b:<17}" for b in BASELINES).rstrip()]
+    out.append("-" * WIDTH)
     for r in bench_rows(run.bench):
         s = r["stats"]
-        ratios = "".join(f"{v:>10.2f}x" if v is not None else f"{'-':>11}" for v in r["vs"].values())
-        out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>3}{s.median:>9.4g} "
-                        f"{r['unit'][:6]:<6}{s.spread_pct:>5.0f}%{ratios}"))
+        ratios = "".join(f"{_vs(r['vs'][b], r['vs_stats'][b]):<17}" for b in BASELINES).rstrip()
+        median = f"{s.median:.4g}" if s.median < 1000 else f"{s.median:.0f}"
+        out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>2}{median:>7}"
+                        f"{s.spread_pct:>3.0f}% {ratios}"))
     cpu = run.bench.get("cpu_us_per_request") or {}
     if cpu:
         out.append(_fit("CPU us/request: " + ", ".join(f"{t} {float(v):.3g}" for t, v in cpu.items()), WIDTH))

@@ -85,9 +85,9 @@ def _result() -> M.BenchResult:
     for rep in (1, 2):
         for t, base in (("bufpool", 20.0), ("legacy", 10.0)):  # out of order on purpose
             for name, _ in M.FIO_WORKLOADS:
-                r.add(name, t, base + rep)
+                r.add(name, t, base + rep, rep)
             for name, _ in M.META_WORKLOADS:
-                r.add(name, t, 10 * base + rep)
+                r.add(name, t, 10 * base + rep, rep)
             r.servers.append({"transport": t, "rep": rep, "cpu_us_per_request": base * rep})
     return r
 
@@ -116,8 +116,11 @@ def test_table_medians_spread_and_ratios():
     assert lines[0].split() == ["workload", "transport", "n", "median", "min-max", "unit", "vs", "legacy", "vs",
                                 "bufpool"]
     seq = [x.split() for x in lines if x.startswith("seq-read-1M")]
-    assert seq[0] == ["seq-read-1M", "legacy", "2", "11.5", "11-12", "MiB/s", "1.00x", "0.53x"]
-    assert seq[1] == ["seq-read-1M", "bufpool", "2", "21.5", "21-22", "MiB/s", "1.87x", "1.00x"]
+    # paired per round: bufpool/legacy = 21/11 and 22/12 -> median 1.87, range 1.83-1.91
+    assert seq[0] == ["seq-read-1M", "legacy", "2", "11.5", "11-12", "MiB/s", "1.00x", "[1.00-1.00]", "0.53x",
+                      "[0.52-0.55]"]
+    assert seq[1] == ["seq-read-1M", "bufpool", "2", "21.5", "21-22", "MiB/s", "1.87x", "[1.83-1.91]", "1.00x",
+                      "[1.00-1.00]"]
     assert "server CPU time per request" in text and "legacy 15" in text
     assert "FAILED: zero-copy rep 1 at serve: the server never became ready" in text
     assert "Note:" in text and "not bare-metal speed" in text
@@ -150,3 +153,28 @@ def test_save_bench_keeps_order_and_table_reorders_sorted_json(tmp_path):
     assert list(back["workloads"])[0] == "seq-write-1M"
     resorted = json.loads(json.dumps(doc, sort_keys=True))  # as a sorting writer would leave it
     assert "legacy 15, bufpool 30" in M.table(resorted)
+
+
+def test_paired_ratios_cancel_round_drift():
+    """A round that is slow for every transport moves the medians, not the paired ratios."""
+    samples = {"legacy": [10.0, 5.0, 10.0], "bufpool": [12.0, 6.0, 12.0], "zero-copy": [15.0, 7.5]}
+    rounds = {"legacy": [1, 2, 3], "bufpool": [1, 2, 3], "zero-copy": [1, 2]}  # zero-copy lost round 3
+    got = M.paired_ratios(samples, rounds)
+    assert got["legacy"]["bufpool"] == [1.2, 1.2, 1.2]
+    assert got["legacy"]["zero-copy"] == [1.5, 1.5]
+    assert got["bufpool"]["legacy"] == pytest.approx([0.8333, 0.8333, 0.8333])
+    lower = M.paired_ratios({"legacy": [2.0], "iovec": [4.0]}, {"legacy": [1], "iovec": [1]}, higher_is_better=False)
+    assert lower["legacy"]["iovec"] == [0.5]  # twice the latency is half the performance
+
+
+def test_mailing_list_table_states_ratio_ranges(tmp_path):
+    from harness.report.data import Run
+    from harness.report.text import bench_table
+
+    r = _result()
+    r.add("seq-read-1M", "legacy", 40.0, 3)  # an unpaired sample changes the median, not the ratios
+    lines = bench_table(Run(tmp_path, {}, None, bench=r.to_json()))
+    assert all(len(x) <= 80 for x in lines), [x for x in lines if len(x) > 80]
+    assert "median of the per-round ratios" in "\n".join(lines)
+    row = next(x for x in lines if x.startswith("seq-read-1M") and "bufpool" in x)
+    assert row.split()[-4:] == ["1.87", "(1.83-1.91)", "1.00", "(1.00-1.00)"], row

@@ -124,7 +124,7 @@ def test_text_table(tmp_path: Path, known: Path) -> None:
     assert "not-this-kernel" not in text
     assert "test_read_4k" not in text  # passing tests are not listed
     row = next(x for x in lines if x.startswith("seq-read-1M") and "zero-copy" in x)
-    assert re.search(r"1502\s+MiB/s\s+2%\s+1\.84x\s+1\.25x$", row), row  # (1530.8-1475)/2/1502
+    assert re.search(r"1502\s+2%\s+1\.84x\s+1\.25x$", row), row  # (1530.8-1475)/2/1502
     lat = next(x for x in lines if x.startswith("stat-latency") and "bufpool" in x)
     assert re.search(r"1\.50x\s+1\.00x$", lat), lat  # lower is better: 30/20
     assert "First bad commit: 7f3e2a9c0d1e fuse: add buffer pool for io-uring" in lines
@@ -167,7 +167,9 @@ def test_html_self_contained_and_escaped(tmp_path: Path, known: Path) -> None:
     assert not [u for u in urls if re.match(r"(https?:)?//", u)], urls
     assert not re.search(r"<script|<link|@import|url\(", html, re.I)
     images = [u for u in urls if u.startswith("data:")]
-    assert len(images) == 3 and all(u.startswith("data:image/png;base64,") for u in images)
+    # ratio grids vs legacy and vs bufpool, two workloads, CPU cost
+    assert len(images) == 5 and all(u.startswith("data:image/png;base64,") for u in images)
+    assert 'alt="vs legacy"' in html and 'alt="vs bufpool"' in html
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
     assert "UAF in fuse_uring_req_end on abort &lt;b&gt;" in html

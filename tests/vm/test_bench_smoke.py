@@ -1,7 +1,7 @@
 """The benchmark's plumbing works end to end on a tiny scale (no timing thresholds: never pass/fail on speed).
 
-Runs harness.bench.driver on the session guest: 2 transports, 1 repetition, 8 MiB files, 2 s per
-fio workload. Checks bench.json's shape, that every sample is positive, and that the io_uring
+Runs harness.bench.driver on the session guest: 2 transports mounted at once, 1 round, 8 MiB
+files, 2 s per fio workload. Checks bench.json's shape, that every sample is positive, and that the io_uring
 transport really served fio's reads and writes over the ring rather than /dev/fuse.
 """
 
@@ -37,6 +37,9 @@ def test_bench_smoke(vm, kernel, run_dir):
         assert list(wl["transports"]) == list(transports), name
         for t, samples in wl["transports"].items():
             assert len(samples) == 1 and all(x > 0 for x in samples), (name, t, samples)
+            assert wl["rounds"][t] == [1], (name, t, wl["rounds"])
+        paired = wl["paired"]["legacy"][uring]
+        assert len(paired) == 1 and paired[0] > 0, (name, wl["paired"])
     assert set(doc["cpu_us_per_request"]) == set(transports)
     assert all(v > 0 for v in doc["cpu_us_per_request"].values()), doc["cpu_us_per_request"]
     table = model.table(doc)
