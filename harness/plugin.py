@@ -24,7 +24,7 @@ from harness.cache import new_run_dir, safe_name, write_json_atomic
 from harness.errors import HarnessError
 from harness.log import Phases
 from harness.results import junit, ktap
-from harness.results.meta import Metadata, write_reproducer
+from harness.results.meta import Metadata, rerun_command, write_reproducer
 from harness.results.model import CaseResult, Verdict, verdict_of
 
 log = logging.getLogger("harness.plugin")
@@ -37,6 +37,8 @@ PHASES = pytest.StashKey[Phases]()
 FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
 DMESG_FILE = pytest.StashKey[str]()
 VM_OUTCOME = pytest.StashKey[str]()
+#: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
+TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
 SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
 ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
 _CONFIG: dict[str, pytest.Config] = {}
@@ -184,9 +186,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     from harness.vm.boot import choose_accel
     from harness.vm.machine import Vm
 
-    scale = None if "FUSE_HARNESS_TIME_SCALE" in os.environ else (
-        hcfg.DEBUG_TIME_SCALE if kernel.profile == "debug" else None)
-    settings = hcfg.vm_settings(accel=_opt(pytestconfig, "accel"), time_scale=scale)
+    settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
     accel = choose_accel(settings.accel)
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,))
     phases = pytestconfig.stash[PHASES]
@@ -197,11 +197,12 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
         pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
-    opts = _kernel_options(pytestconfig)
+    values = _rerun_values(pytestconfig)
+    build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
     write_reproducer(run_dir, hcfg.REPO, [
         f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build dir {kernel.built.build_dir}",
-        shlex.join([".venv/bin/fuse-harness", "build", *opts]),
-        shlex.join([".venv/bin/python", "-m", "pytest", "tests/vm", *opts]),
+        shlex.join([".venv/bin/fuse-harness", "build", *build_opts]),
+        shlex.join(rerun_command("tests/vm", values)),
         "# the guest alone, booted by hand:",
         "# " + shlex.join(machine.command),
     ])
@@ -281,7 +282,17 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
             item.stash[VM_OUTCOME] += f"; restart failed: {exc}"
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
-    item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + dmesg.scan(text)
+    findings = dmesg.scan(text)
+    item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
+    tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
+    if tainted and machine.alive():
+        # an oops may leave locks held or memory corrupt: the next test gets a fresh guest,
+        # so its findings are its own
+        log.warning("%s left the kernel tainted (%s): rebooting the guest", item.nodeid, ", ".join(tainted))
+        try:
+            machine.restart()
+        except HarnessError as exc:
+            item.stash[VM_OUTCOME] = f"guest restart after {', '.join(tainted)} failed: {exc}"
 
 
 def _judge(item: pytest.Item, outcome) -> None:
@@ -408,14 +419,11 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
         _test_reproducer(item)
 
 
-def _kernel_options(cfg: pytest.Config) -> list[str]:
-    """--target/--profile/--source/--series as this session resolved them (for reproducers)."""
-    opts = ["--target", _target_name(cfg) or hcfg.DEFAULT_TARGET, "--profile", _profile_name(cfg)]
-    for opt, env in (("source", "FUSE_HARNESS_SOURCE"), ("series", "FUSE_HARNESS_SERIES")):
-        value = _opt(cfg, opt, env=env)
-        if value:
-            opts += [f"--{opt}", str(value)]
-    return opts
+def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
+    """target/profile/source/series/accel as this session resolved them (for reproducers)."""
+    return {"target": _target_name(cfg) or hcfg.DEFAULT_TARGET, "profile": _profile_name(cfg),
+            "source": _opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
+            "series": _opt(cfg, "series", env="FUSE_HARNESS_SERIES"), "accel": _opt(cfg, "accel")}
 
 
 def reproducer_path(item: pytest.Item, run_dir: Path) -> Path:
@@ -432,9 +440,7 @@ def _test_reproducer(item: pytest.Item) -> None:
     path = reproducer_path(item, run_dir)
     if path.exists():
         return
-    cmd = [".venv/bin/python", "-m", "pytest", item.nodeid, *_kernel_options(item.config)]
-    if _opt(item.config, "accel"):
-        cmd += ["--accel", str(_opt(item.config, "accel"))]
+    cmd = rerun_command(item.nodeid, _rerun_values(item.config))
     write_reproducer(run_dir, hcfg.REPO, [
         f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
         "# runs just this test (its dmesg slice lands in the new run folder).",

@@ -86,8 +86,8 @@ def test_io_uring_not_disabled(vm):
 
 def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
-    exactly that test, and a guest crashed mid-test is classified and replaced by a fresh
-    one for the next test."""
+    exactly that test, a guest crashed mid-test is classified and replaced by a fresh one for
+    the next test, and so is a guest an oops left running (its state may be corrupt)."""
     # pytester gives the inner session (and this test) a fresh HOME: keep the inner session
     # on the cache that holds this kernel's source and build (<cache>/builds/<key>).
     monkeypatch.setenv("FUSE_HARNESS_CACHE", str(kernel.built.build_dir.parents[1]))
@@ -110,6 +110,17 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
         @pytest.mark.vm
         def test_d_after_crash(vm):
             assert vm.run("uname -r").ok
+
+        @pytest.mark.vm
+        def test_e_oops(vm):
+            with open("boot_id.txt", "w") as f:
+                f.write(vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip())
+            vm.run("echo 'kernel BUG at fs/fuse/fake.c:7!' > /dev/kmsg")
+
+        @pytest.mark.vm
+        def test_f_fresh_after_oops(vm):
+            with open("boot_id.txt") as f:
+                assert vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip() != f.read()
         '''
     )
     inner = pytester.runpytest_subprocess(
@@ -117,10 +128,13 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
         "--results-dir", str(run_dir / "nested"), "-v", timeout=900,
     )
     out = inner.stdout.str()
-    inner.assert_outcomes(passed=2, failed=2)
+    inner.assert_outcomes(passed=3, failed=3)
     assert re.search(r"test_a_warns FAILED", out)
     assert "kernel log findings during this test" in out and "fake.c:42" in out
     assert re.search(r"test_b_quiet PASSED", out)
     assert re.search(r"test_c_crash FAILED", out)
     assert "kernel-panic" in out, "the crash must be classified as a kernel panic"
     assert re.search(r"test_d_after_crash PASSED", out)
+    # an oops taints the guest: the test fails and the next one gets a freshly booted guest
+    assert re.search(r"test_e_oops FAILED", out) and "BUG" in out
+    assert re.search(r"test_f_fresh_after_oops PASSED", out), "the guest was not rebooted after the oops"
