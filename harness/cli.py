@@ -69,7 +69,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from harness.vm.console import Outcome, classify
 
     k = _kernel(args)
-    settings = config.vm_settings(accel=args.accel, memory=args.memory, cpus=args.cpus)
+    settings = config.vm_settings(k.profile, accel=args.accel, memory=args.memory, cpus=args.cpus)
     accel = choose_accel(settings.accel)
     run_dir = new_run_dir(Path(args.results_dir), f"boot-{k.target.name}")
     cmd = vng_command(k.image, settings, accel, exec_cmd=args.exec, rwdirs=(run_dir,))
@@ -101,7 +101,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
     k = _kernel(args)
     run_dir = new_run_dir(Path(args.results_dir), f"shell-{k.target.name}")
-    settings = config.vm_settings(accel=args.accel)
+    settings = config.vm_settings(k.profile, accel=args.accel)
     vm = Vm(k.image, settings, choose_accel(settings.accel), run_dir, rwdirs=(run_dir,))
     vm.start()
     try:

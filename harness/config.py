@@ -149,8 +149,9 @@ def load_target(name_or_path: str | None) -> Target:
     return load_target_file(path)
 
 
-def vm_settings(**overrides: Any) -> VmSettings:
-    """VmSettings from defaults, then FUSE_HARNESS_* env, then explicit (CLI) overrides."""
+def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
+    """VmSettings from defaults (the debug profile scales timeouts by DEBUG_TIME_SCALE), then
+    FUSE_HARNESS_* env, then explicit (CLI) overrides."""
     env_map = {
         "memory": "FUSE_HARNESS_MEMORY",
         "cpus": "FUSE_HARNESS_CPUS",
@@ -158,7 +159,7 @@ def vm_settings(**overrides: Any) -> VmSettings:
         "boot_timeout": "FUSE_HARNESS_BOOT_TIMEOUT",
         "time_scale": "FUSE_HARNESS_TIME_SCALE",
     }
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"time_scale": DEBUG_TIME_SCALE} if profile == "debug" else {}
     for key, var in env_map.items():
         if var in os.environ:
             values[key] = os.environ[var]

@@ -24,13 +24,22 @@ E = errno
 AQ, AB, REG = P.URING_CMD_ADD_QUEUE, P.URING_CMD_ADD_BUFPOOL, P.URING_CMD_REGISTER
 
 
-def _need_c(ctx: Ctx, conn: Conn, cases: list[str]) -> bool:
-    """Skip cases that need generation C (ADD_QUEUE/ADD_BUFPOOL) on older kernels."""
+def _need_c(ctx: Ctx, conn: Conn, cases: list[str] | None = None) -> bool:
+    """Skip cases (default: every case not reported yet) that need generation C
+    (ADD_QUEUE/ADD_BUFPOOL) on older kernels."""
     if conn.bufpool:
         return True
-    for c in cases:
+    for c in cases if cases is not None else [c for c in ctx.cases if c not in ctx.done]:
         ctx.result(c, None, reason="kernel lacks FUSE_HAS_IO_URING_BUFPOOL (7.3 ABI)")
     return False
+
+
+def _c_conn(ctx: Ctx, tag: str) -> Conn | None:
+    """A mounted, INIT-answered connection for a scenario that is all generation C, or None
+    (every case skipped) on older kernels."""
+    conn = Conn(ctx, tag)
+    conn.setup()
+    return conn if _need_c(ctx, conn) else None
 
 
 def _pool(conn: Conn, nbufs: int = 2) -> tuple[mmap.mmap, int]:
@@ -83,9 +92,8 @@ def unknown_cmd(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 def add_queue_errors(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Q1 qid >= nr_queues, Q2 unknown flag -> -EINVAL; Q4 existing queue -> -EEXIST."""
-    conn = Conn(ctx, "q")
-    conn.setup()
-    if not _need_c(ctx, conn, ADD_QUEUE_CASES):
+    conn = _c_conn(ctx, "q")
+    if conn is None:
         return
     n = conn.nr_queues
     ctx.diag(f"nr_queues {n}")
@@ -112,15 +120,11 @@ def add_queue_errors(ctx: Ctx, args) -> None:  # noqa: ANN001
                    f"ADD_QUEUE qid={q} after REGISTER:")
 
 
-ADD_QUEUE_CASES = ["qid_out_of_range_einval", "unknown_flag_einval", "first_ok",
-                   "twice_eexist", "after_register_eexist"]
-
 
 def add_queue_zc_unpriv(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Q3: ADD_QUEUE FUSE_URING_ZERO_COPY without CAP_SYS_ADMIN -> -EPERM."""
-    conn = Conn(ctx, "q3")
-    conn.setup()
-    if not _need_c(ctx, conn, ["zc_unprivileged_eperm", "zc_root_ok"]):
+    conn = _c_conn(ctx, "q3")
+    if conn is None:
         return
 
     def unprivileged() -> int | None:
@@ -142,9 +146,8 @@ def add_queue_zc_unpriv(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 def add_bufpool_flags(ctx: Ctx, args) -> None:  # noqa: ANN001
     """B1: ADD_BUFPOOL with flags=1 (or qid >= nr_queues) -> -EINVAL, nothing left behind."""
-    conn = Conn(ctx, "b1")
-    conn.setup()
-    if not _need_c(ctx, conn, B1_CASES):
+    conn = _c_conn(ctx, "b1")
+    if conn is None:
         return
     _, base = _pool(conn)
     length = 2 * conn.init.max_payload_sz
@@ -158,14 +161,11 @@ def add_bufpool_flags(ctx: Ctx, args) -> None:  # noqa: ANN001
                    "a correct ADD_BUFPOOL afterwards (nothing left behind):")
 
 
-B1_CASES = ["add_queue_ok", "flags_einval", "qid_out_of_range_einval", "valid_after_ok"]
-
 
 def add_bufpool_errors(ctx: Ctx, args) -> None:  # noqa: ANN001
     """B2 reserved != 0, B3 no queue, B4 pool too small, B5 mode already set -> -EINVAL."""
-    conn = Conn(ctx, "b")
-    conn.setup()
-    if not _need_c(ctx, conn, B_CASES):
+    conn = _c_conn(ctx, "b")
+    if conn is None:
         return
     _, base = _pool(conn)
     mps = conn.init.max_payload_sz
@@ -182,9 +182,6 @@ def add_bufpool_errors(ctx: Ctx, args) -> None:  # noqa: ANN001
     ctx.expect_res("second_einval", conn.cmd(AB, S.add_bufpool(0, base, mps)), -E.EINVAL,
                    "B5 second ADD_BUFPOOL:")
 
-
-B_CASES = ["no_queue_einval", "reserved_einval", "too_small_einval", "first_ok",
-           "second_einval"]
 
 
 def register_bad_qid(ctx: Ctx, args) -> None:  # noqa: ANN001

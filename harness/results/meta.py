@@ -44,6 +44,19 @@ class Metadata:
         self.save()
 
 
+#: The options that select a kernel and a VM, in the order a rerun command lists them.
+RERUN_OPTIONS = ("target", "profile", "source", "series", "accel")
+
+
+def rerun_command(nodeid: str, values: dict[str, Any]) -> list[str]:
+    """The pytest command line that reruns one test on the same kernel (empty values left out)."""
+    cmd = [".venv/bin/python", "-m", "pytest", nodeid]
+    for key in RERUN_OPTIONS:
+        if values.get(key):
+            cmd += [f"--{key}", str(values[key])]
+    return cmd
+
+
 def write_reproducer(run_dir: Path, repo: Path, lines: list[str], name: str = "reproduce.sh") -> Path:
     """A shell script that repeats this run from a checkout of the harness."""
     path = run_dir / name

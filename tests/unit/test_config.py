@@ -63,9 +63,12 @@ def test_time_scale_from_env_and_validation(monkeypatch):
     from harness.errors import ConfigError
 
     assert hcfg.vm_settings().time_scale == 1.0
+    assert hcfg.vm_settings("debug").time_scale == hcfg.DEBUG_TIME_SCALE > 1  # KASAN + lockdep under TCG
     assert hcfg.vm_settings(time_scale=3.0).time_scale == 3.0
     monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "2.5")
     assert hcfg.vm_settings().time_scale == 2.5
+    assert hcfg.vm_settings("debug").time_scale == 2.5  # the environment beats the profile default
+    assert hcfg.vm_settings("debug", time_scale=4).time_scale == 4.0  # and an explicit value beats both
     monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "0")
     with pytest.raises(ConfigError, match="time scale"):
         hcfg.vm_settings()
