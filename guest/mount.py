@@ -38,10 +38,13 @@ def umount(target: str, flags: int = 0) -> None:
 
 
 def minor_of(target: str) -> int | None:
-    """Device minor of the mount at target, from /proc/self/mountinfo (last match)."""
+    """Device minor of the mount at target, from mountinfo (last match).
+
+    /proc/thread-self, not /proc/self: it still works in a thread whose process leader the
+    kernel killed (an oops inside a system call of the main thread)."""
     real = os.path.abspath(target)
     found = None
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/thread-self/mountinfo") as f:
         for line in f:
             parts = line.split()
             if len(parts) > 4 and parts[4].encode().decode("unicode_escape") == real:

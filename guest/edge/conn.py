@@ -65,16 +65,17 @@ class Conn:
             raise RuntimeError(f"first request is {P.op_name(h.opcode)}, not INIT")
         return h, arg0
 
-    def reply_init(self, h: P.InHeader, arg0: bytes, want_uring: bool = True) -> Init:
-        payload, self.init = negotiate(arg0, want_uring, 131072, None)
+    def reply_init(self, h: P.InHeader, arg0: bytes, want_uring: bool = True, max_write: int = 131072,
+                   max_pages: int | None = None) -> Init:
+        payload, self.init = negotiate(arg0, want_uring, max_write, max_pages)
         os.write(self.fd, P.pack_devfuse_reply(h.unique, 0, payload))
         return self.init
 
-    def setup(self, want_uring: bool = True) -> Init:
-        """Mount and answer INIT (with FUSE_OVER_IO_URING when want_uring)."""
+    def setup(self, want_uring: bool = True, max_write: int = 131072, max_pages: int | None = None) -> Init:
+        """Mount and answer INIT (with FUSE_OVER_IO_URING when want_uring; max_pages asks FUSE_MAX_PAGES)."""
         self.mount()
         h, arg0 = self.read_init()
-        return self.reply_init(h, arg0, want_uring)
+        return self.reply_init(h, arg0, want_uring, max_write, max_pages)
 
     @property
     def bufpool(self) -> bool:

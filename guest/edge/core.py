@@ -135,8 +135,13 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
             return
         ctx.timed_out = True
         ctx.diag(f"watchdog: {budget:.0f}s budget exhausted, aborting every connection")
+        if _main_thread_state() in ("Z", "X", "-"):
+            ctx.diag("the scenario's main thread is gone: killed inside the kernel (see the kernel log)")
         for path in ctx.mounts:
-            M.abort(path)
+            try:
+                M.abort(path)
+            except OSError as exc:
+                ctx.diag(f"watchdog: abort of {path} failed: {exc}")
         if ctx.finished.wait(15.0):
             return
         _finish(ctx, "timeout", "scenario wedged even after abort")
@@ -166,6 +171,16 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
         ctx.k.totals()
         ctx.finished.set()
     return ctx.k.exit_code()
+
+
+def _main_thread_state() -> str:
+    """The task state letter of this process's main thread ('-' when unreadable)."""
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "-"
 
 
 def _finish(ctx: Ctx, status: str, reason: str) -> None:

@@ -32,6 +32,7 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
         hold = None  # callable(info) -> True to keep that request for the scenario
         zero_pool_qid: int | None = None  # ADD_BUFPOOL with uaddr=0 on this queue
         int_bit_once = False  # next reply's unique gets bit 0 (catalog E4)
+        claim_payload: dict[str, int] = {}  # op name -> payload_sz its next reply claims (catalog U7)
 
         def queue_setup(self, qid: int) -> None:
             if qid != self.zero_pool_qid:
@@ -67,6 +68,9 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
             cls.serve(self, e)
 
         def commit(self, e, error, data, payload_sz=None) -> None:  # noqa: ANN001
+            claim = self.claim_payload.pop(self.infos.get(e.gid, {}).get("op", ""), None)
+            if claim is not None and not error:  # what fits into the buffer, but claim more
+                data, payload_sz = data[:self.payload_size], claim
             super().commit(e, error, data, payload_sz)
             if self.int_bit_once:
                 self.int_bit_once = False
@@ -90,10 +94,11 @@ class Served:
 
     def __init__(self, ctx: Ctx, tag: str, transport: str = "bufpool", queue_depth: int = 4,
                  pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
-                 zero_pool_qid: int | None = None, start: bool = True) -> None:
+                 zero_pool_qid: int | None = None, start: bool = True, max_write: int = 131072,
+                 max_pages: int | None = None) -> None:
         self.ctx = ctx
         self.conn = Conn(ctx, tag)
-        self.init = self.conn.setup()
+        self.init = self.conn.setup(max_write=max_write, max_pages=max_pages)
         self.mnt = self.conn.mnt
         self.counters = Counters(transport)
         self.fs = MemoryFs()
@@ -107,6 +112,7 @@ class Served:
         e = self.engine
         e.log, e.held, e.answered, e.aux, e.ent_errors, e.infos = [], [], [], {}, [], {}
         e.zero_pool_qid = zero_pool_qid
+        e.claim_payload = {}
         ctx.closers.append(e.ring.close)
         bufsize = max(self.init.max_payload_sz, self.init.max_write) + 8192
         self.reader = DevFuseReader(self.conn.fd, self.server, self.counters, bufsize)

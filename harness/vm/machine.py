@@ -58,10 +58,24 @@ class Vm:
         self.console_path: Path | None = None
         self.command: list[str] = []
         self.boot_seconds = 0.0
+        self.boot_crashed = False
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
-        """Boot and wait for SSH; raise VmError with the classified outcome if it never comes up."""
+        """Boot and wait for SSH; raise VmError with the classified outcome if it never comes up.
+
+        A guest that crashed before SSH came up is booted once more (a TCG boot now and then dies
+        in early kernel code patching: "Oops: int3" at 2 s, seen on 7.2.13); a second crash, or a
+        boot that timed out, is the error."""
+        try:
+            self._boot()
+        except VmError as exc:
+            if not self.boot_crashed:
+                raise
+            log.warning("vm: %s; booting once more", exc.message)
+            self._boot()
+
+    def _boot(self) -> None:
         self.boots += 1
         port = free_port()
         self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=KEEPALIVE,
@@ -81,6 +95,7 @@ class Vm:
                                alive=self.running)
         except VmError as exc:
             rc = self.proc.poll()
+            self.boot_crashed = rc is not None  # QEMU exited (a crash), rather than a boot that timed out
             outcome, why = classify(rc, self.console(), timed_out=rc is None)
             self.kill()
             raise VmError(f"VM did not come up: {outcome.value}: {why} ({exc.message})",

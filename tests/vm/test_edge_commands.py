@@ -88,3 +88,18 @@ def test_reply_unique_int_bit_no_warn(vm, request, run_dir, kernel, ring):
     userspace. The host's dmesg scan is the judge (7.3.4: WARN_ON_ONCE(oh->unique &
     FUSE_INT_REQ_BIT) in the commit path; listed in known-issues.yaml)."""
     run_edge(vm, request, run_dir, kernel, "reply-int-bit", "E4 W1", timeout=180, extra=f"--transport {ring}")
+
+
+@pytest.mark.parametrize("ring", RINGS)
+def test_notify_retrieve_over_ring(vm, request, run_dir, kernel, ring):
+    """W3: NOTIFY_RETRIEVE reaches the server as a NOTIFY_REPLY ring request with the cached
+    data; W2: notify_unique 0 must not reach a WARN from userspace (7.2/7.3: WARN_ON in
+    fuse_uring_copy_to_ring; listed in known-issues.yaml)."""
+    run_edge(vm, request, run_dir, kernel, "notify-retrieve", "W3 W2", timeout=180, extra=f"--transport {ring}")
+
+
+@pytest.mark.parametrize("ring", RINGS)
+def test_oversize_xattr_payload(vm, request, run_dir, kernel, ring):
+    """U7: a 64 KiB xattr value or reply through an 8 KiB ring payload (max_pages=1) gets an
+    error, never an oops, and the connection keeps serving (7.2: BUG in fuse_copy_fill)."""
+    run_edge(vm, request, run_dir, kernel, "oversize-xattr", "U7", timeout=90, extra=f"--transport {ring}")
