@@ -199,7 +199,7 @@ class BenchResult:
         self.failures.append({"transport": transport, "rep": rep, "step": step, "detail": detail[-2000:]})
 
     def cpu_us_per_request(self) -> dict[str, float]:
-        """Median over repetitions of each transport's server CPU time per request."""
+        """Each transport's server CPU time per request (median if a transport had several servers)."""
         per: dict[str, list[float]] = {}
         for s in self.servers:
             if s.get("cpu_us_per_request") is not None:
@@ -275,7 +275,7 @@ def table(bench: dict[str, Any]) -> str:
             lines.append("-" * len(lines[0]))
     cpu = bench.get("cpu_us_per_request") or {}
     if cpu:
-        lines += ["", "server CPU time per request (median over repetitions, us): "
+        lines += ["", "server CPU time per request (whole run, us): "
                   + ", ".join(f"{t} {_fmt(cpu[t])}" for t in _order(bench, cpu))]
     for f in bench.get("failures") or []:
         last = (f["detail"].strip().splitlines() or [""])[-1]

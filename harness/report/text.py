@@ -121,7 +121,8 @@ def bench_table(run: Run) -> list[str]:
                         f"{s.spread_pct:>3.0f}% {ratios}"))
     cpu = run.bench.get("cpu_us_per_request") or {}
     if cpu:
-        out.append(_fit("CPU us/request: " + ", ".join(f"{t} {float(v):.3g}" for t, v in cpu.items()), WIDTH))
+        out += textwrap.wrap("Server CPU time per request (us): " + ", ".join(f"{t} {float(v):.0f}"
+                                                                             for t, v in cpu.items()), WIDTH)
     if run.bench.get("note"):
         out += textwrap.wrap("Note: " + run.bench["note"], WIDTH)
     return out
