@@ -69,9 +69,10 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict
     from harness.bench.compare import compare_bench
 
     base_bench, head_bench = _read(Path(base_run), "bench.json"), _read(Path(head_run), "bench.json")
-    if base_bench is not None and head_bench is not None and not (Path(base_run) / "summary.json").is_file():
-        base, base_meta, head, head_meta = {}, _read(Path(base_run), "metadata.json") or {}, {}, \
-            _read(Path(head_run), "metadata.json") or {}
+    bench_only = bool(base_bench and head_bench) and not (Path(base_run) / "summary.json").is_file()
+    if bench_only:  # two `fuse-harness bench` folders: no test verdicts to compare
+        base, head = {}, {}
+        base_meta, head_meta = (_read(Path(r), "metadata.json") or {} for r in (base_run, head_run))
     else:
         base, base_meta = load_cases(Path(base_run))
         head, head_meta = load_cases(Path(head_run))
@@ -103,7 +104,7 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict
         "base": str(base_run), "head": str(head_run),
         "base_kernel": _label(Path(base_run), base_meta), "head_kernel": _label(Path(head_run), head_meta),
         "new_pass": new_pass, "regressions": regressions, "new_findings": new_findings, "timing": timing,
-        "changed": changed, "tests_compared": bool(base or head),
+        "changed": changed, "tests_compared": not bench_only,
         "only_base": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in base.items() if n not in head],
         "only_head": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in head.items() if n not in base],
         **({"bench": compare_bench(base_bench, head_bench)} if base_bench and head_bench else {}),
@@ -134,9 +135,7 @@ def render(result: dict[str, Any]) -> str:
     titles = {"regressions": "regressions (PASS on base, failing on head)", "new_findings": "new kernel log findings",
               "new_pass": "new passes", "changed": "other verdict changes", "only_base": "only in base",
               "only_head": "only in head", "timing": f"timing changes (>= {TIMING_RATIO}x, both > {TIMING_FLOOR:g}s)"}
-    if not result.get("tests_compared", True):
-        sections = ()
-    for key, fmt in sections:
+    for key, fmt in sections if result.get("tests_compared", True) else ():
         items = result.get(key) or []
         lines.append(f"{titles[key]}: {len(items) or 'none'}")
         lines += [f"  {fmt(x)}" for x in items]

@@ -303,12 +303,15 @@ def _judge(item: pytest.Item, outcome) -> None:
     if vm_outcome:
         outcome.force_exception(pytest.fail.Exception(f"guest died during the test: {vm_outcome}", pytrace=False))
         return
-    expected = _expected_patterns(item)
-    unexpected = [f for f in item.stash.get(FINDINGS, []) if not any(f.matches(p) for p in expected)]
+    unexpected = _unexplained(item.stash.get(FINDINGS, []), _expected_patterns(item))
     if unexpected:
-        lines = "\n".join(f"  {f.kind}: {f.line}" for f in unexpected)
         outcome.force_exception(pytest.fail.Exception(
-            f"kernel log findings during this test (not declared with expect_dmesg):\n{lines}", pytrace=False))
+            f"kernel log findings during this test (not declared with expect_dmesg):\n{unexpected}", pytrace=False))
+
+
+def _unexplained(findings: list[dmesg.Finding], patterns: list[str]) -> str:
+    """The findings no pattern matches, one indented "kind: line" each ('' when none)."""
+    return "\n".join(f"  {f.kind}: {f.line}" for f in findings if not any(f.matches(p) for p in patterns))
 
 
 def _classify_death(machine) -> tuple[str, str]:
@@ -352,12 +355,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     findings = item.stash.get(FINDINGS, [])
     expected = _expected_patterns(item)
     if hasattr(report, "wasxfail"):
-        allowed = expected + list(item.stash.get(KNOWN_DMESG, ()))
-        other = [f for f in findings if not any(f.matches(p) for p in allowed)]
+        other = _unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())))
         if other:  # the known issue does not explain these: they fail the test
-            lines = "\n".join(f"  {f.kind}: {f.line}" for f in other)
             _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
-                             f"does not explain:\n{lines}")
+                             f"does not explain:\n{other}")
     if findings:
         report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
         report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))

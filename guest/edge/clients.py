@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from guest.edge.core import Ctx
+from guest.edge.core import Ctx, task_state
 
 
 class Client:
@@ -99,11 +99,7 @@ class Client:
 
     def state(self) -> str:
         """The task state letter from /proc (R, S, D, Z, ...) or '-' when gone."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return "-"
+        return task_state(self.pid)
 
     def _close(self) -> None:
         for fd in (self.rfd, self.gate_fd):

@@ -111,9 +111,14 @@ def reply_int_bit(ctx: Ctx, args) -> None:  # noqa: ANN001
     ctx.result("client_completes", bool(out and out.get("ok") and out["value"] == data.decode()),
                f"first reply carried unique=commit_id|1; client {str(out)[:200]}")
     srv.pump(0.5)
+    expect_no_warn_since(ctx, mark, "the reply")
+
+
+def expect_no_warn_since(ctx: Ctx, mark: str, what: str) -> bool:
+    """Case no_userspace_reachable_warn: no kernel warning after mark (kmsg_mark) was written."""
     log = kmsg()
     since = log[log.rfind(mark):] if mark in log else log
-    hits = [ln for ln in since.splitlines() if any(m in ln for m in WARN_MARKS)]
+    hits = [ln.strip() for ln in since.splitlines() if any(m in ln for m in WARN_MARKS)]
     warn = next((h for h in hits if "WARNING:" in h), hits[0] if hits else "")
-    why = f"kernel log: {warn.strip()}" if hits else "no WARN in the kernel log since the reply"
-    ctx.result("no_userspace_reachable_warn", not hits, why)
+    why = f"kernel log: {warn}" if hits else f"no WARN in the kernel log since {what}"
+    return ctx.result("no_userspace_reachable_warn", not hits, why)

@@ -135,7 +135,7 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
             return
         ctx.timed_out = True
         ctx.diag(f"watchdog: {budget:.0f}s budget exhausted, aborting every connection")
-        if _main_thread_state() in ("Z", "X", "-"):
+        if task_state(os.getpid(), os.getpid()) in ("Z", "X", "-"):  # the main thread
             ctx.diag("the scenario's main thread is gone: killed inside the kernel (see the kernel log)")
         for path in ctx.mounts:
             try:
@@ -173,11 +173,11 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
     return ctx.k.exit_code()
 
 
-def _main_thread_state() -> str:
-    """The task state letter of this process's main thread ('-' when unreadable)."""
-    pid = os.getpid()
+def task_state(pid: int, tid: int | None = None) -> str:
+    """The state letter (R, S, D, Z, ...) of a process, or of one of its threads; '-' when gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        with open(path) as f:
             return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "-"

@@ -13,7 +13,7 @@ import os
 import struct
 
 from guest.edge.clients import Client, read_file, stat_size
-from guest.edge.commit import WARN_MARKS, kmsg, kmsg_mark, rearm_warn_once
+from guest.edge.commit import expect_no_warn_since, kmsg_mark, rearm_warn_once
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -35,12 +35,6 @@ def notify_retrieve(fd: int, notify_unique: int, nodeid: int, offset: int, size:
         return os.write(fd, msg)
     except OSError as exc:
         return os.strerror(exc.errno or 0)
-
-
-def _warns_since(mark: str) -> list[str]:
-    log = kmsg()
-    since = log[log.rfind(mark):] if mark in log else log
-    return [ln.strip() for ln in since.splitlines() if any(m in ln for m in WARN_MARKS)]
 
 
 def retrieve(ctx: Ctx, args) -> None:  # noqa: ANN001
@@ -93,7 +87,4 @@ def retrieve(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.pump(20.0, c3.done)
     out = c3.poll(0.0)
     ctx.result("connection_survives", bool(out and out.get("ok") and out["value"] == 2), f"stat h: {out}")
-    hits = _warns_since(mark)
-    warn = next((h for h in hits if "WARNING:" in h), hits[0] if hits else "")
-    ctx.result("no_userspace_reachable_warn", not hits,
-               f"kernel log: {warn}" if hits else "no WARN in the kernel log since the notification")
+    expect_no_warn_since(ctx, mark, "the notification")

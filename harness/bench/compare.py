@@ -17,8 +17,8 @@ from harness.report.data import bench_rows
 BASELINE = "legacy"
 
 
-def _rng(ps: Any) -> list[float] | None:
-    return [round(ps.low, 4), round(ps.high, 4)] if ps is not None and ps.n > 1 else None
+def _rng(rng: tuple[float, float] | None) -> list[float] | None:
+    return [round(x, 4) for x in rng] if rng else None
 
 
 def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BASELINE) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BA
         bv, hv = b["vs"].get(baseline), h["vs"].get(baseline)
         if bv is None or hv is None:
             continue
-        brange, hrange = _rng(b["vs_stats"].get(baseline)), _rng(h["vs_stats"].get(baseline))
+        brange, hrange = _rng(b["vs_range"].get(baseline)), _rng(h["vs_range"].get(baseline))
         moved = None if brange is None else "up" if hv > brange[1] else "down" if hv < brange[0] else ""
         rows.append({"workload": h["workload"], "transport": h["transport"], "unit": h["unit"],
                      "base_median": b["stats"].median, "head_median": h["stats"].median,

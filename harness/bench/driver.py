@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,31 +182,31 @@ class Rounds:
             self.live.remove(t)  # its server is gone: the later rounds go on without it
             log.warning("bench: %s server exited; measuring the others only", t)
 
+    def _step(self, t: str, rnd: int, fn: Callable[[ServerRun], Any]) -> Any:
+        """fn(server of t) in round rnd; None (recorded as a failure) when it failed."""
+        srv = self.servers[t]
+        srv.rep = rnd  # names the files it saves
+        try:
+            return fn(srv)
+        except StepFailed as exc:
+            self._failed(t, rnd, exc)
+            return None
+
     def round(self, rnd: int) -> None:
         order = rotation(tuple(self.servers), rnd)
         for name, rw in model.FIO_WORKLOADS:
             for t in (t for t in order if t in self.live):
-                srv = self.servers[t]
-                srv.rep = rnd
-                try:
-                    value = srv.fio(name, rw, self.settings)
-                except StepFailed as exc:
-                    self._failed(t, rnd, exc)
-                    continue
-                self.result.add(name, t, value, rnd)
-                log.info("bench: round %d %-18s %-14s %9.2f MiB/s", rnd, t, name, value)
+                value = self._step(t, rnd, lambda srv, name=name, rw=rw: srv.fio(name, rw, self.settings))
+                if value is not None:
+                    self.result.add(name, t, value, rnd)
+                    log.info("bench: round %d %-18s %-14s %9.2f MiB/s", rnd, t, name, value)
         for t in (t for t in order if t in self.live):
-            srv = self.servers[t]
-            srv.rep = rnd
-            try:
-                meta = srv.meta(self.settings.meta_files)
-            except StepFailed as exc:
-                self._failed(t, rnd, exc)
-                continue
-            for name, phase in model.META_WORKLOADS:
-                self.result.add(name, t, meta[phase], rnd)
-            log.info("bench: round %d %-18s %-14s %s ops/s", rnd, t, "metadata",
-                     " ".join(f"{p} {meta[p]:.0f}" for _, p in model.META_WORKLOADS))
+            meta = self._step(t, rnd, lambda srv: srv.meta(self.settings.meta_files))
+            if meta is not None:
+                for name, phase in model.META_WORKLOADS:
+                    self.result.add(name, t, meta[phase], rnd)
+                log.info("bench: round %d %-18s %-14s %s ops/s", rnd, t, "metadata",
+                         " ".join(f"{p} {meta[p]:.0f}" for _, p in model.META_WORKLOADS))
 
     def stop(self) -> None:
         """CPU time, unmount and final counters of every server that started."""

@@ -241,10 +241,10 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
 
 
-def _ratio(value: float | None, ps: Any) -> str:
+def _ratio(value: float | None, rng: tuple[float, float] | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}x" if ps is None or ps.n < 2 else f"{value:.2f}x [{ps.low:.2f}-{ps.high:.2f}]"
+    return f"{value:.2f}x [{rng[0]:.2f}-{rng[1]:.2f}]" if rng else f"{value:.2f}x"
 
 
 def _order(bench: dict[str, Any], items: dict[str, Any]) -> list[str]:
@@ -262,7 +262,7 @@ def table(bench: dict[str, Any]) -> str:
     rows = [heads]
     for r in bench_rows(bench):
         s = r["stats"]
-        ratios = [_ratio(r["vs"][b], r["vs_stats"][b]) for b in BASELINES]
+        ratios = [_ratio(r["vs"][b], r["vs_range"][b]) for b in BASELINES]
         rows.append([r["workload"], r["transport"], str(s.n), _fmt(s.median), f"{_fmt(s.low)}-{_fmt(s.high)}",
                      r["unit"], *ratios])
     widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]

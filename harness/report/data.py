@@ -222,7 +222,8 @@ def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per workload and transport: stats plus relative performance vs each baseline.
 
     "vs" is the median of the per-round paired ratios when bench.json has them ("paired"), else
-    the ratio of the medians (older runs); "vs_stats" summarises the paired ratios (None without).
+    the ratio of the medians (older runs); "vs_range" is the (min, max) of the paired ratios (None
+    with fewer than two).
     """
     rows = []
     for name, wl in (bench.get("workloads") or {}).items():
@@ -234,14 +235,14 @@ def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
             if s is None:
                 continue
             vs: dict[str, float | None] = {}
-            vs_stats: dict[str, Stats | None] = {}
+            vs_range: dict[str, tuple[float, float] | None] = {}
             for b in BASELINES:
                 ps = stats((paired.get(b) or {}).get(transport) or [])
-                vs_stats[b] = ps
+                vs_range[b] = (ps.low, ps.high) if ps is not None and ps.n > 1 else None
                 if ps is not None:
                     vs[b] = ps.median
                 else:
                     vs[b] = relative(s.median, medians[b], hib) if b in medians and not paired else None
             rows.append({"workload": name, "unit": wl.get("unit", ""), "higher_is_better": hib,
-                         "transport": transport, "stats": s, "vs": vs, "vs_stats": vs_stats})
+                         "transport": transport, "stats": s, "vs": vs, "vs_range": vs_range})
     return rows

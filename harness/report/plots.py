@@ -110,12 +110,12 @@ def ratio_chart(bench: dict[str, Any], base: str) -> str | None:
     cmap = plt.get_cmap("RdYlGn")
     for r in rows:
         x, y = transports.index(r["transport"]), workloads.index(r["workload"])
-        value, ps = r["vs"][base], r["vs_stats"].get(base)
+        value, rng = r["vs"][base], r["vs_range"].get(base)
         level = max(-1.0, min(1.0, math.log2(value)))
-        unsure = ps is not None and ps.n > 1 and ps.low < 1 < ps.high
+        unsure = rng is not None and rng[0] < 1 < rng[1]
         ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color=cmap(0.5 + level / 2),
                                    alpha=0.35 if unsure else 1.0, linewidth=0))
-        label = f"{value:.2f}x" + (f"\n{ps.low:.2f}-{ps.high:.2f}" if ps is not None and ps.n > 1 else "")
+        label = f"{value:.2f}x" + (f"\n{rng[0]:.2f}-{rng[1]:.2f}" if rng else "")
         ax.text(x, y, label, ha="center", va="center", fontsize=7.5)
     ax.set_xlim(-0.5, len(transports) - 0.5)
     ax.set_ylim(len(workloads) - 0.5, -0.5)

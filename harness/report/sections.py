@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from harness.report.data import BASELINES, Run, bench_rows
@@ -75,7 +76,7 @@ def _bench_compare(b: dict[str, Any] | None) -> str:
         return ""
 
     def cell(v: float, rng: list[float] | None) -> str:
-        return f"{v:.2f}×" + (f" <small class='muted'>{rng[0]:.2f} – {rng[1]:.2f}</small>" if rng else "")
+        return f"{v:.2f}× {_range(rng)}".rstrip()
 
     rows = "".join(
         f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
@@ -104,14 +105,18 @@ def bisect(run: Run) -> str:
             f"<table><tr><th>commit</th><th>verdict</th><th class='num'>time</th></tr>{rows}</table>{repro}")
 
 
-def _ratio(value: float | None, ps: Any = None) -> str:
+def _range(rng: Sequence[float] | None) -> str:
+    """`min – max` of the paired ratios, small and muted ('' without a range)."""
+    return f"<small class='muted'>{rng[0]:.2f} – {rng[1]:.2f}</small>" if rng else ""
+
+
+def _ratio(value: float | None, rng: Sequence[float] | None = None) -> str:
     """A ratio cell; green/red only when the whole min..max range of the paired ratios is past 5%."""
     if value is None:
         return "<td class='num muted'>—</td>"
-    low, high = (ps.low, ps.high) if ps is not None and ps.n > 1 else (value, value)
+    low, high = rng or (value, value)
     cls = "good" if low >= 1.05 else "worse" if high <= 0.95 else ""
-    rng = f"<br><small class='muted'>{ps.low:.2f} – {ps.high:.2f}</small>" if ps is not None and ps.n > 1 else ""
-    return f"<td class='num {cls}'>{value:.2f}×{rng}</td>"
+    return f"<td class='num {cls}'>{value:.2f}×{'<br>' + _range(rng) if rng else ''}</td>"
 
 
 def bench(run: Run) -> str:
@@ -127,7 +132,7 @@ def bench(run: Run) -> str:
         rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
                     f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
                     f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
-                    + "".join(_ratio(r["vs"][base], r["vs_stats"][base]) for base in BASELINES) + "</tr>")
+                    + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in BASELINES) + "</tr>")
     heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
     return (f'<h2 id="bench">Benchmarks</h2><p class="muted">{e(b.get("note", ""))}</p>'
             "<p class='muted'>Bars: median; box: interquartile range; whiskers: min–max; dots: samples. "

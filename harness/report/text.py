@@ -92,13 +92,11 @@ def _failures(run: Run) -> list[str]:
     return out
 
 
-def _vs(value: float | None, ps: Any) -> str:
+def _vs(value: float | None, rng: tuple[float, float] | None) -> str:
     """`1.35 (1.20-1.50)`: the median ratio and the min..max over rounds when paired ratios exist."""
     if value is None:
         return "-"
-    if ps is None or ps.n < 2:
-        return f"{value:.2f}x"
-    return f"{value:.2f} ({ps.low:.2f}-{ps.high:.2f})"
+    return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}x"
 
 
 def bench_table(run: Run) -> list[str]:
@@ -115,7 +113,7 @@ def bench_table(run: Run) -> list[str]:
     out.append("-" * WIDTH)
     for r in bench_rows(run.bench):
         s = r["stats"]
-        ratios = "".join(f"{_vs(r['vs'][b], r['vs_stats'][b]):<17}" for b in BASELINES).rstrip()
+        ratios = "".join(f"{_vs(r['vs'][b], r['vs_range'][b]):<17}" for b in BASELINES).rstrip()
         median = f"{s.median:.4g}" if s.median < 1000 else f"{s.median:.0f}"
         out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>2}{median:>7}"
                         f"{s.spread_pct:>3.0f}% {ratios}"))
