@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         write_reproducer(run_dir, config.REPO, [".venv/bin/fuse-harness " + shlex.join(sys.argv[1:])])
         with phases.measure("bench"):
             result = measure(vm, transports, settings, run_dir / "bench", accel.kind, vm_settings.cpus,
-                             vm_settings.memory)
+                             vm_settings.memory, host=vm.host_load)
         bench = result.to_json()
         save_bench(run_dir / "bench.json", bench)
         status = "FAIL" if result.failures else "PASS"

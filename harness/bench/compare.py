@@ -43,8 +43,23 @@ def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BA
                      "base_vs": round(bv, 4), "base_range": brange, "head_vs": round(hv, 4), "head_range": hrange,
                      "moved": moved})
     judged = [r for r in rows if r["moved"] is not None]
+    noisy = [name for name, doc in (("base", base), ("head", head))
+             if (doc.get("host") or {}).get("verdict") == "noisy"]
     return {"baseline": baseline, "rows": rows, "compared": len(judged),
-            "moved": sum(1 for r in judged if r["moved"])}
+            "moved": sum(1 for r in judged if r["moved"]), "noisy": noisy,
+            "host": {"base": base.get("host"), "head": head.get("host")}}
+
+
+def caveat(result: dict[str, Any]) -> str:
+    """What the moved count means given the two runs' host load ('' when both hosts were steady)."""
+    noisy = result.get("noisy") or []
+    if noisy:
+        return (f"the {' and '.join(noisy)} run had a noisy host (see its Host load line): rows that moved "
+                "may be the host, not the kernel; rerun on a quiet host before reading them")
+    hosts = result.get("host") or {}
+    if not all(hosts.get(k) for k in ("base", "head")):
+        return "host load was not measured in both runs (older bench.json): moved rows may be the host"
+    return ""
 
 
 def render(result: dict[str, Any]) -> list[str]:
@@ -59,6 +74,7 @@ def render(result: dict[str, Any]) -> list[str]:
 
     lines = [f"benchmark, relative performance vs {base} (median of the per-round ratios, min-max):",
              f"  {result['moved']} of {result['compared']} moved outside the base run's range",
+             *([f"  NOTE: {caveat(result)}"] if caveat(result) else []),
              f"  {'workload':<14}{'transport':<19}{'base':<18}{'head':<18}moved"]
     for r in rows:
         mark = {"up": "UP", "down": "DOWN", "": "", None: "?"}[r["moved"]]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.bench import model
+from harness.bench import hostload, model
 from harness.config import REPO
 from harness.errors import MissingTool, VmError
 from harness.vm.control import CommandResult
@@ -30,6 +30,10 @@ BASE = "/tmp/fh-bench"
 
 class Runner(Protocol):
     def run(self, cmd: str, timeout: float | None = None) -> CommandResult: ...
+
+
+#: Reads the host's CPU counters now (hostload.snapshot bound to the VM's process group).
+HostProbe = Callable[[], "hostload.Snapshot | None"]
 
 
 class StepFailed(Exception):
@@ -158,8 +162,8 @@ class Rounds:
     """Every transport's server mounted at once; rounds run each workload on all of them back to back."""
 
     def __init__(self, vm: Runner, transports: tuple[str, ...], settings: model.BenchSettings,
-                 result: model.BenchResult, out_dir: Path, clk_tck: int) -> None:
-        self.vm, self.settings, self.result = vm, settings, result
+                 result: model.BenchResult, out_dir: Path, clk_tck: int, host: HostProbe | None = None) -> None:
+        self.vm, self.settings, self.result, self.host = vm, settings, result, host
         self.servers = {t: ServerRun(vm, t, 0, out_dir, clk_tck) for t in transports}
         self.live: list[str] = []
         self.cpu0: dict[str, float] = {}
@@ -182,29 +186,35 @@ class Rounds:
             self.live.remove(t)  # its server is gone: the later rounds go on without it
             log.warning("bench: %s server exited; measuring the others only", t)
 
-    def _step(self, t: str, rnd: int, fn: Callable[[ServerRun], Any]) -> Any:
-        """fn(server of t) in round rnd; None (recorded as a failure) when it failed."""
+    def _step(self, t: str, rnd: int, fn: Callable[[ServerRun], Any]) -> tuple[Any, dict[str, float] | None]:
+        """fn(server of t) in round rnd, and the host's load meanwhile; None when it failed (recorded)."""
         srv = self.servers[t]
         srv.rep = rnd  # names the files it saves
+        before = self.host() if self.host else None
         try:
-            return fn(srv)
+            value = fn(srv)
         except StepFailed as exc:
             self._failed(t, rnd, exc)
-            return None
+            return None, None
+        load = hostload.window(before, self.host() if self.host else None)
+        if hostload.disturbed(load):
+            log.info("bench: round %d %s: host busy elsewhere meanwhile (steal %s%%, other processes %s%%)",
+                     rnd, t, load["steal"], load["other"])  # type: ignore[index]
+        return value, load
 
     def round(self, rnd: int) -> None:
         order = rotation(tuple(self.servers), rnd)
         for name, rw in model.FIO_WORKLOADS:
             for t in (t for t in order if t in self.live):
-                value = self._step(t, rnd, lambda srv, name=name, rw=rw: srv.fio(name, rw, self.settings))
+                value, load = self._step(t, rnd, lambda srv, name=name, rw=rw: srv.fio(name, rw, self.settings))
                 if value is not None:
-                    self.result.add(name, t, value, rnd)
+                    self.result.add(name, t, value, rnd, load)
                     log.info("bench: round %d %-18s %-14s %9.2f MiB/s", rnd, t, name, value)
         for t in (t for t in order if t in self.live):
-            meta = self._step(t, rnd, lambda srv: srv.meta(self.settings.meta_files))
+            meta, load = self._step(t, rnd, lambda srv: srv.meta(self.settings.meta_files))
             if meta is not None:
                 for name, phase in model.META_WORKLOADS:
-                    self.result.add(name, t, meta[phase], rnd)
+                    self.result.add(name, t, meta[phase], rnd, load)
                 log.info("bench: round %d %-18s %-14s %s ops/s", rnd, t, "metadata",
                          " ".join(f"{p} {meta[p]:.0f}" for _, p in model.META_WORKLOADS))
 
@@ -233,8 +243,12 @@ class Rounds:
 
 
 def measure(vm: Runner, transports: tuple[str, ...], settings: model.BenchSettings, out_dir: Path,
-            accel: str, cpus: int, memory: str) -> model.BenchResult:
-    """Mount every transport at once, run settings.repeat rounds; a failing server is recorded, not fatal."""
+            accel: str, cpus: int, memory: str, host: HostProbe | None = None) -> model.BenchResult:
+    """Mount every transport at once, run settings.repeat rounds; a failing server is recorded, not fatal.
+
+    host, when given, reads the host's CPU counters (hostload.snapshot for the VM's process group)
+    before and after every sample, so bench.json says how steady the host was.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     # the guest's /tmp is an overlay on the 9p root: back the servers with a tmpfs of our own
     mounted = _run(vm, f"mkdir -p {BASE} && mountpoint -q {BASE} || mount -t tmpfs -o size=75% fh-bench {BASE}", 30)
@@ -244,7 +258,7 @@ def measure(vm: Runner, transports: tuple[str, ...], settings: model.BenchSettin
         guest = probe_guest(vm)
         note = model.make_note(settings, accel, cpus, memory, guest["fio_version"], guest["tmp_fs"])
         result = model.BenchResult(settings, transports, note)
-        rounds = Rounds(vm, transports, settings, result, out_dir, guest["clk_tck"])
+        rounds = Rounds(vm, transports, settings, result, out_dir, guest["clk_tck"], host)
         try:
             rounds.start()
             for rnd in range(1, settings.repeat + 1):

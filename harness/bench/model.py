@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from harness.bench import hostload
 from harness.errors import UserError
 from harness.report.data import BASELINES, bench_rows, relative
 
@@ -190,10 +191,26 @@ class BenchResult:
         self.servers: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
 
-    def add(self, workload: str, transport: str, value: float, rnd: int = 0) -> None:
-        """One sample of transport in round rnd (samples of one round are paired across transports)."""
-        self.workloads[workload]["transports"].setdefault(transport, []).append(round(float(value), 3))
-        self.workloads[workload].setdefault("rounds", {}).setdefault(transport, []).append(rnd)
+    def add(self, workload: str, transport: str, value: float, rnd: int = 0,
+            host: dict[str, float] | None = None) -> None:
+        """One sample of transport in round rnd (samples of one round are paired across transports).
+
+        host is the host's load while it ran (hostload.window), kept next to the sample.
+        """
+        wl = self.workloads[workload]
+        wl["transports"].setdefault(transport, []).append(round(float(value), 3))
+        wl.setdefault("rounds", {}).setdefault(transport, []).append(rnd)
+        wl.setdefault("host", {}).setdefault(transport, []).append(host)
+
+    def host_windows(self) -> list[dict[str, float] | None]:
+        """The host load of every measured step once (the metadata phases share one step)."""
+        seen: list[dict[str, float] | None] = []
+        for name, wl in self.workloads.items():
+            if name in (m for m, _ in META_WORKLOADS[1:]):
+                continue
+            for ws in (wl.get("host") or {}).values():
+                seen.extend(ws)
+        return seen
 
     def fail(self, transport: str, rep: int, step: str, detail: str) -> None:
         self.failures.append({"transport": transport, "rep": rep, "step": step, "detail": detail[-2000:]})
@@ -214,12 +231,14 @@ class BenchResult:
                 return dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))
             rounds = ordered(wl.get("rounds") or {})
             workloads[name] = {**wl, "transports": ordered(wl["transports"]), "rounds": rounds,
+                               "host": ordered(wl.get("host") or {}),
                                "paired": paired_ratios(wl["transports"], rounds, wl["higher_is_better"])}
         s = self.settings
         return {
             "note": self.note,
             "workloads": workloads,
             "cpu_us_per_request": self.cpu_us_per_request(),
+            "host": hostload.summary(self.host_windows()),
             "settings": {"size": s.size, "runtime": s.runtime, "ramp": s.ramp, "repeat": s.repeat,
                          "meta_files": s.meta_files,
                          "transports": list(self.transports), "fio": fio_args("MOUNT", "RW", s)},
@@ -277,6 +296,7 @@ def table(bench: dict[str, Any]) -> str:
     if cpu:
         lines += ["", "server CPU time per request (whole run, us): "
                   + ", ".join(f"{t} {_fmt(cpu[t])}" for t in _order(bench, cpu))]
+    lines += ["", hostload.sentence(bench.get("host"))]
     for f in bench.get("failures") or []:
         last = (f["detail"].strip().splitlines() or [""])[-1]
         lines.append(f"FAILED: {f['transport']} rep {f['rep']} at {f['step']}: {last}")

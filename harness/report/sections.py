@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from harness.bench import hostload
 from harness.report.data import BASELINES, Run, bench_rows
 from harness.report.markup import badge, e, secs
 from harness.report.style import COLOURS
@@ -84,8 +85,11 @@ def _bench_compare(b: dict[str, Any] | None) -> str:
         f"<td class='num'>{cell(r['head_vs'], r['head_range'])}</td>"
         f"<td class='{ {'up': 'good', 'down': 'worse'}.get(r['moved'] or '', '') }'>"
         f"{e({'up': 'up', 'down': 'down', '': 'inside', None: '?'}[r['moved']])}</td></tr>" for r in b["rows"])
+    from harness.bench.compare import caveat
+
+    note = f"<p class='worse'>{e(caveat(b))}</p>" if caveat(b) else ""
     return (f"<h3>Benchmark ratios vs {e(b.get('baseline'))}</h3><p class='muted'>{b.get('moved')} of "
-            f"{b.get('compared')} head medians lie outside the base run's min – max of per-round ratios.</p>"
+            f"{b.get('compared')} head medians lie outside the base run's min – max of per-round ratios.</p>{note}"
             "<table><tr><th>workload</th><th>transport</th><th class='num'>base</th><th class='num'>head</th>"
             f"<th>moved</th></tr>{rows}</table>")
 
@@ -134,7 +138,9 @@ def bench(run: Run) -> str:
                     f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
                     + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in BASELINES) + "</tr>")
     heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
-    return (f'<h2 id="bench">Benchmarks</h2><p class="muted">{e(b.get("note", ""))}</p>'
+    host = b.get("host") or {}
+    load = f"<p class='{'worse' if host.get('verdict') == 'noisy' else 'muted'}'>{e(hostload.sentence(host))}</p>"
+    return (f'<h2 id="bench">Benchmarks</h2>{load}<p class="muted">{e(b.get("note", ""))}</p>'
             "<p class='muted'>Bars: median; box: interquartile range; whiskers: min–max; dots: samples. "
             "Ratios are relative performance, &gt;1 is better in either unit direction: the median of the "
             "per-round ratios (every round measures all transports back to back), min – max over the rounds "

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from harness.bench import hostload
 from harness.report.data import BAD, BASELINES, Run, bench_rows, load
 
 WIDTH = 80
@@ -121,6 +122,7 @@ def bench_table(run: Run) -> list[str]:
     if cpu:
         out += textwrap.wrap("Server CPU time per request (us): " + ", ".join(f"{t} {float(v):.0f}"
                                                                              for t, v in cpu.items()), WIDTH)
+    out += textwrap.wrap(hostload.sentence(run.bench.get("host")), WIDTH)
     if run.bench.get("note"):
         out += textwrap.wrap("Note: " + run.bench["note"], WIDTH)
     return out

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+from harness.bench import hostload
 from harness.config import VmSettings
 from harness.errors import VmError
 from harness.vm.boot import Accel, vng_command, vng_env
@@ -102,6 +103,10 @@ class Vm:
                           hint=f"console log: {self.console_path}") from None
         self.boot_seconds = time.monotonic() - start
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
+
+    def host_load(self) -> hostload.Snapshot | None:
+        """The host's CPU counters now, this VM's processes (vng, QEMU) counted as ours."""
+        return hostload.snapshot(self.proc.pid if self.proc else None)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -10,16 +10,18 @@ from harness.bench.compare import compare_bench, render
 from harness.compare import compare
 from harness.report import render_html
 
+CALM = {"steal": 0.2, "other": 1.0, "vm": 95.0}
 
-def bench(zero_copy: list[float], legacy: list[float] | None = None) -> dict:
+
+def bench(zero_copy: list[float], legacy: list[float] | None = None, load: dict | None = CALM) -> dict:
     """seq-read-1M only: legacy, bufpool (always 1.1x legacy) and zero-copy, one sample per round."""
     legacy = legacy or [10.0] * len(zero_copy)
     s = M.BenchSettings(size="8M", runtime=2, repeat=len(zero_copy), transports=("legacy", "bufpool", "zero-copy"))
     r = M.BenchResult(s, s.transports, "note")
     for rnd, (lv, zv) in enumerate(zip(legacy, zero_copy, strict=True), start=1):
-        r.add("seq-read-1M", "legacy", lv, rnd)
-        r.add("seq-read-1M", "bufpool", lv * 1.1, rnd)
-        r.add("seq-read-1M", "zero-copy", zv, rnd)
+        r.add("seq-read-1M", "legacy", lv, rnd, load)
+        r.add("seq-read-1M", "bufpool", lv * 1.1, rnd, load)
+        r.add("seq-read-1M", "zero-copy", zv, rnd, load)
     return r.to_json()
 
 
@@ -39,6 +41,17 @@ def test_a_ratio_outside_the_base_range_moves():
     assert compare_bench(bench([12.0, 13.0]), bench([9.0, 9.5]))["rows"][-1]["moved"] == "down"
     text = "\n".join(render(got))
     assert "1 of 2 moved" in text and "UP" in text and "1.25 (1.20-1.30)" in text
+
+
+def test_a_noisy_run_is_said_to_be_one():
+    busy = {"steal": 12.0, "other": 3.0, "vm": 80.0}
+    quiet = compare_bench(bench([12.0, 13.0, 12.5]), bench([15.0, 15.5, 14.8]))
+    assert quiet["noisy"] == [] and "NOTE" not in "\n".join(render(quiet))
+    got = compare_bench(bench([12.0, 13.0, 12.5]), bench([15.0, 15.5, 14.8], load=busy))
+    assert got["noisy"] == ["head"] and got["moved"] == 1
+    assert "NOTE: the head run had a noisy host" in "\n".join(render(got))
+    old = compare_bench(bench([12.0, 13.0, 12.5], load=None), bench([15.0, 15.5, 14.8]))
+    assert "not measured in both runs" in "\n".join(render(old))
 
 
 def test_one_round_has_no_range_to_judge():

@@ -85,3 +85,28 @@ def test_a_server_that_dies_is_dropped_and_reported(tmp_path):
     assert [(f["transport"], f["rep"], f["step"]) for f in doc["failures"]][:1] == [("bufpool", 2, "rand-read-1M")]
     assert len(doc["workloads"]["seq-write-1M"]["transports"]["legacy"]) == 3  # the others go on
     assert "bufpool" not in {x["transport"] for x in doc["servers"]}
+
+
+class HostProbe:
+    """Host counters advancing 1000 ticks per read; another process takes half the host in round 2."""
+
+    def __init__(self, guest: ScriptedGuest) -> None:
+        self.guest, self.snap = guest, M.hostload.Snapshot(0, 0, 0, 0)
+
+    def __call__(self) -> M.hostload.Snapshot:
+        rnd = len(self.guest.fio_calls) // (4 * len(SPEED)) + 1
+        other = 500 if rnd == 2 else 10
+        s = self.snap
+        self.snap = M.hostload.Snapshot(s.total + 1000, s.busy + 950, s.steal, s.ours + 950 - other)
+        return self.snap
+
+
+def test_host_load_is_read_around_every_sample(tmp_path):
+    guest = ScriptedGuest()
+    s = M.BenchSettings(size="8M", runtime=2, repeat=3, meta_files=10, transports=tuple(SPEED))
+    doc = measure(guest, s.transports, s, tmp_path, "tcg", 2, "2G", host=HostProbe(guest)).to_json()
+    loads = doc["workloads"]["seq-write-1M"]["host"]["legacy"]
+    assert [w["other"] for w in loads] == [1.0, 50.0, 1.0]  # round 2 shared the host
+    host = doc["host"]
+    assert host["samples"] == 3 * 5 * len(SPEED) and host["verdict"] == "noisy"
+    assert M.table(doc).count("Host load: NOISY") == 1

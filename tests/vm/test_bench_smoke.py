@@ -24,7 +24,8 @@ def test_bench_smoke(vm, kernel, run_dir):
     transports = ("legacy", uring)
     settings = model.BenchSettings(size="8M", runtime=2, repeat=1, meta_files=50, transports=transports)
     out = run_dir / "bench-smoke"
-    result = measure(vm, transports, settings, out, vm.accel.kind, vm.settings.cpus, vm.settings.memory)
+    result = measure(vm, transports, settings, out, vm.accel.kind, vm.settings.cpus, vm.settings.memory,
+                     host=vm.host_load)
     doc = result.to_json()
     save_bench(out / "bench.json", doc)
 
@@ -40,6 +41,9 @@ def test_bench_smoke(vm, kernel, run_dir):
             assert wl["rounds"][t] == [1], (name, t, wl["rounds"])
         paired = wl["paired"]["legacy"][uring]
         assert len(paired) == 1 and paired[0] > 0, (name, wl["paired"])
+    host = doc["host"]  # the host's load was read around every sample, QEMU's CPU counted as the VM's
+    assert host and host["samples"] == (len(model.FIO_WORKLOADS) + 1) * len(transports), host
+    assert host["vm"]["max"] > 0, host
     assert set(doc["cpu_us_per_request"]) == set(transports)
     assert all(v > 0 for v in doc["cpu_us_per_request"].values()), doc["cpu_us_per_request"]
     table = model.table(doc)
