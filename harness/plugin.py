@@ -276,10 +276,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         outcome, why = _classify_death(machine)
         item.stash[VM_OUTCOME] = f"{outcome}: {why}"
         _dump_tasks(machine, run_dir, name)
-        try:
-            machine.restart()
-        except HarnessError as exc:
-            item.stash[VM_OUTCOME] += f"; restart failed: {exc}"
+        _restart(item, machine, "restart failed")
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
     findings = dmesg.scan(text)
@@ -289,10 +286,16 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         # an oops may leave locks held or memory corrupt: the next test gets a fresh guest,
         # so its findings are its own
         log.warning("%s left the kernel tainted (%s): rebooting the guest", item.nodeid, ", ".join(tainted))
-        try:
-            machine.restart()
-        except HarnessError as exc:
-            item.stash[VM_OUTCOME] = f"guest restart after {', '.join(tainted)} failed: {exc}"
+        _restart(item, machine, f"guest restart after {', '.join(tainted)} failed")
+
+
+def _restart(item: pytest.Item, machine, failed: str) -> None:
+    """A fresh guest for the next test; a restart that fails is added to this test's VM outcome."""
+    try:
+        machine.restart()
+    except HarnessError as exc:
+        previous = item.stash.get(VM_OUTCOME, "")
+        item.stash[VM_OUTCOME] = f"{previous}; {failed}: {exc}" if previous else f"{failed}: {exc}"
 
 
 def _judge(item: pytest.Item, outcome) -> None:

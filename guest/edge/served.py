@@ -32,7 +32,7 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
         hold = None  # callable(info) -> True to keep that request for the scenario
         zero_pool_qid: int | None = None  # ADD_BUFPOOL with uaddr=0 on this queue
         int_bit_once = False  # next reply's unique gets bit 0 (catalog E4)
-        claim_payload: dict[str, int] = {}  # op name -> payload_sz its next reply claims (catalog U7)
+        claim_payload: dict[str, int]  # op name -> payload_sz its next reply claims (catalog U7; set per instance)
 
         def queue_setup(self, qid: int) -> None:
             if qid != self.zero_pool_qid:

@@ -263,7 +263,7 @@ def _fmt(v: float) -> str:
 def _ratio(value: float | None, rng: tuple[float, float] | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}x [{rng[0]:.2f}-{rng[1]:.2f}]" if rng else f"{value:.2f}x"
+    return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}"
 
 
 def _order(bench: dict[str, Any], items: dict[str, Any]) -> list[str]:

@@ -75,6 +75,7 @@ def _bench_compare(b: dict[str, Any] | None) -> str:
     """The moved/unmoved ratio table of two bench runs (harness.bench.compare)."""
     if not b or not b.get("rows"):
         return ""
+    from harness.bench.compare import caveat, summary
 
     def cell(v: float, rng: list[float] | None) -> str:
         return f"{v:.2f}× {_range(rng)}".rstrip()
@@ -83,15 +84,13 @@ def _bench_compare(b: dict[str, Any] | None) -> str:
         f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
         f"<td class='num'>{cell(r['base_vs'], r['base_range'])}</td>"
         f"<td class='num'>{cell(r['head_vs'], r['head_range'])}</td>"
+        f"<td class='num'>{'—' if r.get('p') is None else format(r['p'], '.3f')}</td>"
         f"<td class='{ {'up': 'good', 'down': 'worse'}.get(r['moved'] or '', '') }'>"
-        f"{e({'up': 'up', 'down': 'down', '': 'inside', None: '?'}[r['moved']])}</td></tr>" for r in b["rows"])
-    from harness.bench.compare import caveat
-
+        f"{e({'up': 'up', 'down': 'down', '': '', None: '?'}[r['moved']])}</td></tr>" for r in b["rows"])
     note = f"<p class='worse'>{e(caveat(b))}</p>" if caveat(b) else ""
-    return (f"<h3>Benchmark ratios vs {e(b.get('baseline'))}</h3><p class='muted'>{b.get('moved')} of "
-            f"{b.get('compared')} head medians lie outside the base run's min – max of per-round ratios.</p>{note}"
+    return (f"<h3>Benchmark ratios vs {e(b.get('baseline'))}</h3><p class='muted'>{e(summary(b))}.</p>{note}"
             "<table><tr><th>workload</th><th>transport</th><th class='num'>base</th><th class='num'>head</th>"
-            f"<th>moved</th></tr>{rows}</table>")
+            f"<th class='num'>p</th><th>moved</th></tr>{rows}</table>")
 
 
 def bisect(run: Run) -> str:

@@ -97,7 +97,7 @@ def _vs(value: float | None, rng: tuple[float, float] | None) -> str:
     """`1.35 (1.20-1.50)`: the median ratio and the min..max over rounds when paired ratios exist."""
     if value is None:
         return "-"
-    return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}x"
+    return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}"
 
 
 def bench_table(run: Run) -> list[str]:

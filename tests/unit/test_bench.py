@@ -117,10 +117,10 @@ def test_table_medians_spread_and_ratios():
                                 "bufpool"]
     seq = [x.split() for x in lines if x.startswith("seq-read-1M")]
     # paired per round: bufpool/legacy = 21/11 and 22/12 -> median 1.87, range 1.83-1.91
-    assert seq[0] == ["seq-read-1M", "legacy", "2", "11.5", "11-12", "MiB/s", "1.00x", "[1.00-1.00]", "0.53x",
-                      "[0.52-0.55]"]
-    assert seq[1] == ["seq-read-1M", "bufpool", "2", "21.5", "21-22", "MiB/s", "1.87x", "[1.83-1.91]", "1.00x",
-                      "[1.00-1.00]"]
+    assert seq[0] == ["seq-read-1M", "legacy", "2", "11.5", "11-12", "MiB/s", "1.00", "(1.00-1.00)", "0.53",
+                      "(0.52-0.55)"]
+    assert seq[1] == ["seq-read-1M", "bufpool", "2", "21.5", "21-22", "MiB/s", "1.87", "(1.83-1.91)", "1.00",
+                      "(1.00-1.00)"]
     assert "server CPU time per request" in text and "legacy 15" in text
     assert "FAILED: zero-copy rep 1 at serve: the server never became ready" in text
     assert "Note:" in text and "not bare-metal speed" in text
