@@ -70,6 +70,9 @@ SCENARIOS = {
                            150, "S3"),
     "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
         "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),
+    "hung-writer": Scenario("hung", "hung_writer", (
+        "second_writer_in_d_state", "hung_task_reported", "writers_complete", "data_intact"), 75,
+        "harness: HUNG_TASK"),
     "umount-inflight": Scenario("teardown", "umount_inflight", _T, 90, "T1"),
     "abort-fusectl": Scenario("teardown", "abort_fusectl", (
         "abort_written", *_T, "later_ops_enotconn"), 90, "T2"),

@@ -6,8 +6,9 @@ median ratio lies outside the base run's min..max of per-round ratios *and* the 
 per-round ratios differ by a rank-sum test at p < ALPHA. The range alone is not enough: with 5
 rounds a repeat of the same kernel lands outside it for about 1 row in 6 by chance; the test
 keeps chance moves near 1 in 20. Run the same kernel twice and (almost) nothing should move: that
-is the reproducibility check; run two kernels and what moves is the change. Pure: dicts in, dicts
-and text out.
+is the reproducibility check; run two kernels and what moves is the change. The same is done for
+the ratios per host CPU the VM got (harness.report.data._per_cpu), which steal time and other
+load do not move. Pure: dicts in, dicts and text out.
 """
 
 from __future__ import annotations
@@ -70,30 +71,19 @@ def _rng(rng: tuple[float, float] | None) -> list[float] | None:
     return [round(x, 4) for x in rng] if rng else None
 
 
-def _paired(doc: dict[str, Any], workload: str, transport: str, baseline: str) -> list[float]:
-    wl = (doc.get("workloads") or {}).get(workload) or {}
-    return list(((wl.get("paired") or {}).get(baseline) or {}).get(transport) or [])
-
-
-def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BASELINE) -> dict[str, Any]:
-    """Per workload and transport both runs measured: the ratios vs baseline and whether head moved.
-
-    Returns {"baseline", "rows": [...], "moved": n, "compared": n, "alpha", "noisy", "host"}. A row's
-    "moved" is "up" or "down" (outside the base range and p < ALPHA), "" (not moved) or None (cannot
-    be judged: the base has no range, or too few rounds for the test to reach ALPHA); "p" is the
-    rank test's p.
-    """
+def _rows(base: dict[str, Any], head: dict[str, Any], baseline: str, metric: str) -> list[dict[str, Any]]:
+    """Rows of one metric: "" for throughput (vs, vs_range, ratios), "cpu_" for per host CPU."""
     index = {(r["workload"], r["transport"]): r for r in bench_rows(base)}
     rows = []
     for h in bench_rows(head):
         b = index.get((h["workload"], h["transport"]))
         if b is None or h["transport"] == baseline:
             continue
-        bv, hv = b["vs"].get(baseline), h["vs"].get(baseline)
+        bv, hv = b[metric + "vs"].get(baseline), h[metric + "vs"].get(baseline)
         if bv is None or hv is None:
             continue
-        brange, hrange = _rng(b["vs_range"].get(baseline)), _rng(h["vs_range"].get(baseline))
-        bp, hp = (_paired(doc, h["workload"], h["transport"], baseline) for doc in (base, head))
+        brange, hrange = (_rng(x[metric + "vs_range"].get(baseline)) for x in (b, h))
+        bp, hp = (x[metric + "ratios"].get(baseline) or [] for x in (b, h))
         p = rank_p(bp, hp)
         side = "" if brange is None else "up" if hv > brange[1] else "down" if hv < brange[0] else ""
         judgeable = brange is not None and p is not None and smallest_p(len(bp), len(hp)) < ALPHA
@@ -102,12 +92,29 @@ def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BA
                      "base_median": b["stats"].median, "head_median": h["stats"].median,
                      "base_vs": round(bv, 4), "base_range": brange, "head_vs": round(hv, 4), "head_range": hrange,
                      "p": None if p is None else round(p, 4), "outside": bool(side), "moved": moved})
+    return rows
+
+
+def _counted(rows: list[dict[str, Any]]) -> dict[str, Any]:
     judged = [r for r in rows if r["moved"] is not None]
+    return {"rows": rows, "compared": len(judged), "moved": sum(1 for r in judged if r["moved"]), "alpha": ALPHA}
+
+
+def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BASELINE) -> dict[str, Any]:
+    """Per workload and transport both runs measured: the ratios vs baseline and whether head moved.
+
+    Returns {"baseline", "rows": [...], "moved": n, "compared": n, "alpha", "noisy", "host",
+    "per_cpu": {"rows", "moved", "compared", "alpha"}}: the throughput ratios at the top, the
+    ratios of throughput per host CPU the VM got under "per_cpu" (empty rows without host data).
+    A row's "moved" is "up" or "down" (outside the base range and p < ALPHA), "" (not moved) or
+    None (cannot be judged: the base has no range, or too few rounds for the test to reach
+    ALPHA); "p" is the rank test's p.
+    """
     noisy = [name for name, doc in (("base", base), ("head", head))
              if (doc.get("host") or {}).get("verdict") == "noisy"]
-    return {"baseline": baseline, "rows": rows, "compared": len(judged), "alpha": ALPHA,
-            "moved": sum(1 for r in judged if r["moved"]), "noisy": noisy,
-            "host": {"base": base.get("host"), "head": head.get("host")}}
+    return {"baseline": baseline, **_counted(_rows(base, head, baseline, "")), "noisy": noisy,
+            "host": {"base": base.get("host"), "head": head.get("host")},
+            "per_cpu": _counted(_rows(base, head, baseline, "cpu_"))}
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -125,32 +132,39 @@ def caveat(result: dict[str, Any]) -> str:
     """What the moved count means given the two runs' host load ('' when both hosts were steady)."""
     noisy = result.get("noisy") or []
     if noisy:
-        return (f"the {' and '.join(noisy)} run had a noisy host (see its Host load line): rows that moved "
-                "may be the host, not the kernel; rerun on a quiet host before reading them")
+        runs = "both runs" if len(noisy) > 1 else f"the {noisy[0]} run"
+        return (f"{runs} had a noisy host (see the Host load lines): throughput rows "
+                "that moved may be the host, not the kernel; the per-host-CPU rows cancel steal and other load")
     hosts = result.get("host") or {}
     if not all(hosts.get(k) for k in ("base", "head")):
         return "host load was not measured in both runs (older bench.json): moved rows may be the host"
     return ""
 
 
-def render(result: dict[str, Any]) -> list[str]:
-    """Text lines: one row per workload and transport, the moved ones marked."""
-    rows = result.get("rows") or []
-    if not rows:
-        return []
-    base = result.get("baseline", BASELINE)
-
+def _table(part: dict[str, Any]) -> list[str]:
     def cell(v: float, rng: list[float] | None) -> str:
         return f"{v:.2f}" + (f" ({rng[0]:.2f}-{rng[1]:.2f})" if rng else "")
 
-    lines = [f"benchmark, relative performance vs {base} (median of the per-round ratios, min-max):",
-             *textwrap.wrap(summary(result), 78, initial_indent="  ", subsequent_indent="  "),
-             *textwrap.wrap(f"NOTE: {caveat(result)}" if caveat(result) else "", 78, initial_indent="  ",
-                            subsequent_indent="  "),
-             f"  {'workload':<14}{'transport':<19}{'base':<17}{'head':<17}{'p':>5}  moved"]
-    for r in rows:
+    lines = [*textwrap.wrap(summary(part), 78, initial_indent="  ", subsequent_indent="  "),
+             f"  {'workload':<14}{'transport':<19}{'base':<17}{'head':<17}{'p':>5}  move"]
+    for r in part["rows"]:
         mark = {"up": "UP", "down": "DOWN", "": "", None: "?"}[r["moved"]]
         pval = "-" if r.get("p") is None else f"{r['p']:.3f}"
         lines.append(f"  {r['workload']:<14}{r['transport']:<19}{cell(r['base_vs'], r['base_range']):<17}"
                      f"{cell(r['head_vs'], r['head_range']):<17}{pval:>5}  {mark}".rstrip())
+    return lines
+
+
+def render(result: dict[str, Any]) -> list[str]:
+    """Text lines: throughput ratios, then ratios per host CPU, one row per workload and transport."""
+    if not result.get("rows"):
+        return []
+    base = result.get("baseline", BASELINE)
+    lines = [f"benchmark, relative performance vs {base} (median of per-round ratios; min-max):",
+             *textwrap.wrap(f"NOTE: {caveat(result)}" if caveat(result) else "", 78, initial_indent="  ",
+                            subsequent_indent="  "),
+             *_table(result)]
+    per_cpu = result.get("per_cpu") or {}
+    if per_cpu.get("rows"):
+        lines += ["", f"per host CPU the VM got (steal and other load cancel out), vs {base}:", *_table(per_cpu)]
     return lines

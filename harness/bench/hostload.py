@@ -114,4 +114,5 @@ def sentence(host: dict[str, Any] | None) -> str:
         return f"Host load: steady over {host['samples']} samples; {figures}."
     return (f"Host load: NOISY, {host['disturbed']} of {host['samples']} samples ran with steal over "
             f"{lim['steal']:g}% or other processes over {lim['other']:g}% of the host CPU; {figures}. "
-            f"Ratios from this run may be off by more than their ranges: rerun on a quiet host.")
+            f"Throughput ratios from this run may be off by more than their ranges; the per-host-CPU "
+            f"ratios cancel steal and other load: read those, or rerun on a quiet host.")

@@ -292,6 +292,9 @@ def table(bench: dict[str, Any]) -> str:
         lines.append("  ".join(cells).rstrip())
         if k == 0:
             lines.append("-" * len(lines[0]))
+    from harness.report.text import per_cpu_table
+
+    lines += per_cpu_table(bench)
     cpu = bench.get("cpu_us_per_request") or {}
     if cpu:
         lines += ["", "server CPU time per request (whole run, us): "

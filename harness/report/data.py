@@ -218,31 +218,60 @@ def relative(value: float, base: float, higher_is_better: bool) -> float | None:
     return value / base if higher_is_better else base / value
 
 
+def _per_cpu(wl: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """Each transport's samples divided by the share of the host CPU the VM got meanwhile, by round.
+
+    Under TCG every guest cycle is a host cycle, so this (throughput per host CPU the VM used) is
+    what steal time and other load do not move; higher is still better. Empty without host data.
+    """
+    out: dict[str, dict[int, float]] = {}
+    for t, xs in (wl.get("transports") or {}).items():
+        loads = (wl.get("host") or {}).get(t) or []
+        rounds = (wl.get("rounds") or {}).get(t) or []
+        for x, rnd, load in zip(xs, rounds, loads, strict=False):
+            if rnd and load and load.get("vm"):
+                out.setdefault(t, {})[rnd] = float(x) / float(load["vm"])
+    return out
+
+
+def _ratio_stats(ratios: list[float]) -> tuple[float | None, tuple[float, float] | None]:
+    s = stats(ratios)
+    return (s.median if s else None), ((s.low, s.high) if s is not None and s.n > 1 else None)
+
+
 def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per workload and transport: stats plus relative performance vs each baseline.
 
     "vs" is the median of the per-round paired ratios when bench.json has them ("paired"), else
     the ratio of the medians (older runs); "vs_range" is the (min, max) of the paired ratios (None
-    with fewer than two).
+    with fewer than two), "ratios" the paired ratios themselves. "cpu_vs", "cpu_vs_range" and
+    "cpu_ratios" are the same for throughput per host CPU the VM got (_per_cpu; None without
+    host data).
     """
     rows = []
     for name, wl in (bench.get("workloads") or {}).items():
         hib = bool(wl.get("higher_is_better", True))
         medians = {t: s.median for t, xs in (wl.get("transports") or {}).items() if (s := stats(xs))}
         paired = wl.get("paired") or {}
+        per_cpu = _per_cpu(wl)
         for transport, samples in (wl.get("transports") or {}).items():
             s = stats(samples)
             if s is None:
                 continue
-            vs: dict[str, float | None] = {}
-            vs_range: dict[str, tuple[float, float] | None] = {}
+            row: dict[str, Any] = {"workload": name, "unit": wl.get("unit", ""), "higher_is_better": hib,
+                                   "transport": transport, "stats": s}
+            for key in ("vs", "vs_range", "ratios", "cpu_vs", "cpu_vs_range", "cpu_ratios"):
+                row[key] = {}
             for b in BASELINES:
-                ps = stats((paired.get(b) or {}).get(transport) or [])
-                vs_range[b] = (ps.low, ps.high) if ps is not None and ps.n > 1 else None
-                if ps is not None:
-                    vs[b] = ps.median
-                else:
-                    vs[b] = relative(s.median, medians[b], hib) if b in medians and not paired else None
-            rows.append({"workload": name, "unit": wl.get("unit", ""), "higher_is_better": hib,
-                         "transport": transport, "stats": s, "vs": vs, "vs_range": vs_range})
+                ratios = list((paired.get(b) or {}).get(transport) or [])
+                row["ratios"][b] = ratios
+                row["vs"][b], row["vs_range"][b] = _ratio_stats(ratios)
+                if not ratios and not paired and b in medians:
+                    row["vs"][b] = relative(s.median, medians[b], hib)
+                mine, theirs = per_cpu.get(transport, {}), per_cpu.get(b, {})
+                cpu = [x for r, v in mine.items() if r in theirs
+                       and (x := relative(v, theirs[r], hib)) is not None]
+                row["cpu_ratios"][b] = [round(x, 4) for x in cpu]
+                row["cpu_vs"][b], row["cpu_vs_range"][b] = _ratio_stats(cpu)
+            rows.append(row)
     return rows

@@ -92,13 +92,14 @@ def cpu_chart(cpu: dict[str, float]) -> str:
     return _data_uri(fig, plt)
 
 
-def ratio_chart(bench: dict[str, Any], base: str) -> str | None:
+def ratio_chart(bench: dict[str, Any], base: str, metric: str = "") -> str | None:
     """A workload x transport grid coloured by relative performance vs base (green better, 0.5x..2x).
 
     Each cell says the median ratio and, with paired rounds, the min..max over the rounds; a cell
     whose range crosses 1 is drawn pale: the run cannot tell that transport from the baseline there.
+    metric "cpu_" draws the ratios per host CPU the VM got instead of the throughput ratios.
     """
-    rows = [r for r in bench_rows(bench) if r["transport"] != base and r["vs"].get(base) is not None]
+    rows = [r for r in bench_rows(bench) if r["transport"] != base and r[metric + "vs"].get(base) is not None]
     if not rows:
         return None
     import math
@@ -110,7 +111,7 @@ def ratio_chart(bench: dict[str, Any], base: str) -> str | None:
     cmap = plt.get_cmap("RdYlGn")
     for r in rows:
         x, y = transports.index(r["transport"]), workloads.index(r["workload"])
-        value, rng = r["vs"][base], r["vs_range"].get(base)
+        value, rng = r[metric + "vs"][base], r[metric + "vs_range"].get(base)
         level = max(-1.0, min(1.0, math.log2(value)))
         unsure = rng is not None and rng[0] < 1 < rng[1]
         ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color=cmap(0.5 + level / 2),
@@ -121,8 +122,8 @@ def ratio_chart(bench: dict[str, Any], base: str) -> str | None:
     ax.set_ylim(len(workloads) - 0.5, -0.5)
     ax.set_xticks(range(len(transports)), transports, rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(workloads)), workloads, fontsize=8)
-    ax.set_title(f"Relative performance vs {base} (>1 better; pale: range crosses 1)", fontsize=9,
-                 fontweight="bold")
+    what = "Per host CPU" if metric else "Relative performance"
+    ax.set_title(f"{what} vs {base} (>1 better; pale: range crosses 1)", fontsize=9, fontweight="bold")
     ax.tick_params(length=0)
     ax.spines[:].set_visible(False)
     return _data_uri(fig, plt)
@@ -133,6 +134,7 @@ def bench_charts(bench: dict[str, Any]) -> list[tuple[str, str]]:
     from harness.report.data import BASELINES
 
     charts = [(f"vs {b}", uri) for b in BASELINES if (uri := ratio_chart(bench, b))]
+    charts += [(f"per host CPU vs {b}", uri) for b in BASELINES if (uri := ratio_chart(bench, b, "cpu_"))]
     charts += [(name, workload_chart(name, wl)) for name, wl in (bench.get("workloads") or {}).items()
                if any(wl.get("transports", {}).values())]
     if bench.get("cpu_us_per_request"):

@@ -72,7 +72,7 @@ def compare(run: Run) -> str:
 
 
 def _bench_compare(b: dict[str, Any] | None) -> str:
-    """The moved/unmoved ratio table of two bench runs (harness.bench.compare)."""
+    """The moved/unmoved ratio tables of two bench runs (harness.bench.compare): throughput, per host CPU."""
     if not b or not b.get("rows"):
         return ""
     from harness.bench.compare import caveat, summary
@@ -80,17 +80,22 @@ def _bench_compare(b: dict[str, Any] | None) -> str:
     def cell(v: float, rng: list[float] | None) -> str:
         return f"{v:.2f}× {_range(rng)}".rstrip()
 
-    rows = "".join(
-        f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
-        f"<td class='num'>{cell(r['base_vs'], r['base_range'])}</td>"
-        f"<td class='num'>{cell(r['head_vs'], r['head_range'])}</td>"
-        f"<td class='num'>{'—' if r.get('p') is None else format(r['p'], '.3f')}</td>"
-        f"<td class='{ {'up': 'good', 'down': 'worse'}.get(r['moved'] or '', '') }'>"
-        f"{e({'up': 'up', 'down': 'down', '': '', None: '?'}[r['moved']])}</td></tr>" for r in b["rows"])
+    def table(title: str, part: dict[str, Any]) -> str:
+        rows = "".join(
+            f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
+            f"<td class='num'>{cell(r['base_vs'], r['base_range'])}</td>"
+            f"<td class='num'>{cell(r['head_vs'], r['head_range'])}</td>"
+            f"<td class='num'>{'—' if r.get('p') is None else format(r['p'], '.3f')}</td>"
+            f"<td class='{ {'up': 'good', 'down': 'worse'}.get(r['moved'] or '', '') }'>"
+            f"{e({'up': 'up', 'down': 'down', '': '', None: '?'}[r['moved']])}</td></tr>" for r in part["rows"])
+        return (f"<h3>{e(title)}</h3><p class='muted'>{e(summary(part))}.</p>"
+                "<table><tr><th>workload</th><th>transport</th><th class='num'>base</th><th class='num'>head</th>"
+                f"<th class='num'>p</th><th>moved</th></tr>{rows}</table>")
+
     note = f"<p class='worse'>{e(caveat(b))}</p>" if caveat(b) else ""
-    return (f"<h3>Benchmark ratios vs {e(b.get('baseline'))}</h3><p class='muted'>{e(summary(b))}.</p>{note}"
-            "<table><tr><th>workload</th><th>transport</th><th class='num'>base</th><th class='num'>head</th>"
-            f"<th class='num'>p</th><th>moved</th></tr>{rows}</table>")
+    per_cpu = b.get("per_cpu") or {}
+    return (note + table(f"Benchmark ratios vs {b.get('baseline')}", b)
+            + (table(f"Per host CPU, vs {b.get('baseline')}", per_cpu) if per_cpu.get("rows") else ""))
 
 
 def bisect(run: Run) -> str:
@@ -130,20 +135,28 @@ def bench(run: Run) -> str:
 
     charts = "".join(f'<figure><img alt="{e(title)}" src="{uri}"></figure>' for title, uri in plots.bench_charts(b))
     rows = []
+    per_cpu = any(v is not None for r in bench_rows(b) for v in r["cpu_vs"].values())
     for r in bench_rows(b):
         s = r["stats"]
         rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
                     f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
                     f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
-                    + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in BASELINES) + "</tr>")
+                    + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in BASELINES)
+                    + ("".join(_ratio(r["cpu_vs"][base], r["cpu_vs_range"][base]) for base in BASELINES)
+                       if per_cpu else "") + "</tr>")
     heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
+    if per_cpu:
+        heads += "".join(f"<th class='num'>per host CPU<br>vs {e(base)}</th>" for base in BASELINES)
     host = b.get("host") or {}
     load = f"<p class='{'worse' if host.get('verdict') == 'noisy' else 'muted'}'>{e(hostload.sentence(host))}</p>"
     return (f'<h2 id="bench">Benchmarks</h2>{load}<p class="muted">{e(b.get("note", ""))}</p>'
             "<p class='muted'>Bars: median; box: interquartile range; whiskers: min–max; dots: samples. "
             "Ratios are relative performance, &gt;1 is better in either unit direction: the median of the "
             "per-round ratios (every round measures all transports back to back), min – max over the rounds "
-            "below it; coloured only when the whole range is more than 5% away from 1.</p>"
+            "below it; coloured only when the whole range is more than 5% away from 1. "
+            "<i>Per host CPU</i>: the same ratios of each sample divided by the share of the host's CPU the VM "
+            "got meanwhile; under TCG every guest cycle is a host cycle, so steal time and other load cancel out "
+            "of them.</p>"
             f'<div class="charts">{charts}</div>'
             "<table><tr><th>workload</th><th>transport</th><th class='num'>n</th><th class='num'>median</th>"
             f"<th class='num'>min – max</th><th class='num'>IQR</th>{heads}</tr>{''.join(rows)}</table>")

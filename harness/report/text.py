@@ -100,6 +100,25 @@ def _vs(value: float | None, rng: tuple[float, float] | None) -> str:
     return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}"
 
 
+def per_cpu_table(bench: dict[str, Any]) -> list[str]:
+    """The ratios again, of each sample divided by the host CPU share the VM got meanwhile, 80 columns.
+
+    Empty for runs without host load data. Under TCG this cancels steal time and other load.
+    """
+    rows = [r for r in bench_rows(bench) if any(v is not None for v in r["cpu_vs"].values())]
+    if not rows:
+        return []
+    out = ["", *textwrap.wrap("Per host CPU: the same ratios of throughput divided by the share of the "
+                              "host's CPU the VM got during each sample. Under TCG every guest cycle is a "
+                              "host cycle, so steal time and other load cancel out; >1 is better.", WIDTH),
+           f"{'workload':<14}{'transport':<19}" + "".join(f"{'vs ' + b:<17}" for b in BASELINES).rstrip(),
+           "-" * WIDTH]
+    for r in rows:
+        ratios = "".join(f"{_vs(r['cpu_vs'][b], r['cpu_vs_range'][b]):<17}" for b in BASELINES).rstrip()
+        out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{ratios}"))
+    return out
+
+
 def bench_table(run: Run) -> list[str]:
     """Medians, their spread, and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
     if not run.bench:
@@ -118,6 +137,7 @@ def bench_table(run: Run) -> list[str]:
         median = f"{s.median:.4g}" if s.median < 1000 else f"{s.median:.0f}"
         out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>2}{median:>7}"
                         f"{s.spread_pct:>3.0f}% {ratios}"))
+    out += per_cpu_table(run.bench)
     cpu = run.bench.get("cpu_us_per_request") or {}
     if cpu:
         out += textwrap.wrap("Server CPU time per request (us): " + ", ".join(f"{t} {float(v):.0f}"

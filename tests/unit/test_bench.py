@@ -11,6 +11,7 @@ from harness.bench import model as M
 from harness.bench import select_transports
 from harness.errors import UserError
 from harness.report.data import bench_rows
+from harness.report.text import per_cpu_table
 
 FIO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "fio" / "randread-2jobs.json"
 
@@ -178,3 +179,23 @@ def test_mailing_list_table_states_ratio_ranges(tmp_path):
     assert "median of the per-round ratios" in "\n".join(lines)
     row = next(x for x in lines if x.startswith("seq-read-1M") and "bufpool" in x)
     assert row.split()[-4:] == ["1.87", "(1.83-1.91)", "1.00", "(1.00-1.00)"], row
+
+
+def test_per_cpu_ratios_cancel_a_host_that_took_cpu_away():
+    """Round 2: steal halves what the VM got while zero-copy ran, and its throughput with it."""
+    s = M.BenchSettings(size="8M", runtime=2, repeat=3, transports=("legacy", "bufpool", "zero-copy"))
+    r = M.BenchResult(s, s.transports, "note")
+    for rnd in (1, 2, 3):
+        slow = 0.5 if rnd == 2 else 1.0
+        r.add("seq-read-1M", "legacy", 10.0, rnd, {"steal": 0.0, "other": 0.0, "vm": 80.0})
+        r.add("seq-read-1M", "bufpool", 11.0, rnd, {"steal": 0.0, "other": 0.0, "vm": 80.0})
+        r.add("seq-read-1M", "zero-copy", 15.0 * slow, rnd, {"steal": 40.0 * (1 - slow), "other": 0.0,
+                                                             "vm": 80.0 * slow})
+    row = next(x for x in bench_rows(r.to_json()) if x["transport"] == "zero-copy")
+    assert row["vs"]["legacy"] == 1.5 and row["vs_range"]["legacy"] == (0.75, 1.5)  # throughput sees it
+    assert row["cpu_ratios"]["legacy"] == [1.5, 1.5, 1.5] and row["cpu_vs_range"]["legacy"] == (1.5, 1.5)
+    text = "\n".join(per_cpu_table(r.to_json()))
+    assert "Per host CPU" in text and "1.50 (1.50-1.50)" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert per_cpu_table(_result().to_json()) == []  # no host data: no such table
+    assert "Per host CPU" in M.table(r.to_json())
