@@ -100,6 +100,11 @@ def _vs(value: float | None, rng: tuple[float, float] | None) -> str:
     return f"{value:.2f} ({rng[0]:.2f}-{rng[1]:.2f})" if rng else f"{value:.2f}"
 
 
+def _spread(pct: float) -> str:
+    """The +- column, 4 wide: ` 12%`, or ` >99` for a spread of 100% or more (it would shift the row)."""
+    return f"{pct:>3.0f}%" if pct < 99.5 else " >99"
+
+
 def per_cpu_table(bench: dict[str, Any]) -> list[str]:
     """The ratios again, of each sample divided by the host CPU share the VM got meanwhile, 80 columns.
 
@@ -136,7 +141,7 @@ def bench_table(run: Run) -> list[str]:
         ratios = "".join(f"{_vs(r['vs'][b], r['vs_range'][b]):<17}" for b in BASELINES).rstrip()
         median = f"{s.median:.4g}" if s.median < 1000 else f"{s.median:.0f}"
         out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>2}{median:>7}"
-                        f"{s.spread_pct:>3.0f}% {ratios}"))
+                        f"{_spread(s.spread_pct)} {ratios}"))
     out += per_cpu_table(run.bench)
     cpu = run.bench.get("cpu_us_per_request") or {}
     if cpu:

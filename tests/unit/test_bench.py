@@ -199,3 +199,9 @@ def test_per_cpu_ratios_cancel_a_host_that_took_cpu_away():
     assert all(len(line) <= 80 for line in text.splitlines())
     assert per_cpu_table(_result().to_json()) == []  # no host data: no such table
     assert "Per host CPU" in M.table(r.to_json())
+
+
+def test_a_spread_of_100_percent_keeps_the_columns():
+    from harness.report.text import _spread
+
+    assert _spread(12.4) == " 12%" and _spread(118.0) == " >99" and len(_spread(118.0)) == len(_spread(5))
