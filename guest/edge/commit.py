@@ -56,24 +56,28 @@ def commit_errors(ctx: Ctx, args) -> None:  # noqa: ANN001
                    "C5 second COMMIT of the same id:")
 
 
+def kmsg_records(fd: int) -> list[str]:
+    """The records readable now from a non-blocking /dev/kmsg fd, without their headers."""
+    out = []
+    while True:
+        try:
+            rec = os.read(fd, 8192)
+        except BlockingIOError:
+            return out
+        except OSError as exc:
+            if exc.errno == E.EPIPE:  # overwritten record
+                continue
+            return out
+        out.append(rec.decode("utf-8", "replace").split(";", 1)[-1])
+
+
 def kmsg() -> str:
     """The whole kernel log (records from /dev/kmsg, non-blocking)."""
-    out = []
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        while True:
-            try:
-                rec = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == E.EPIPE:  # overwritten record
-                    continue
-                break
-            out.append(rec.decode("utf-8", "replace").split(";", 1)[-1])
+        return "".join(kmsg_records(fd))
     finally:
         os.close(fd)
-    return "".join(out)
 
 
 def rearm_warn_once() -> str:

@@ -14,6 +14,7 @@ import os
 import time
 
 from guest.edge.clients import Client, read_file
+from guest.edge.commit import kmsg_records
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 
@@ -46,22 +47,14 @@ class Sysctls:
 
 
 class Kmsg:
-    """New kernel log records from now on (/dev/kmsg, non-blocking)."""
+    """New kernel log records from now on (/dev/kmsg, non-blocking), read as they come."""
 
     def __init__(self) -> None:
         self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self.fd, 0, os.SEEK_END)
 
     def lines(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                rec = os.read(self.fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                return out
-            except OSError:  # EPIPE: records were overwritten; keep reading
-                continue
-            out.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+        return kmsg_records(self.fd)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -99,7 +92,7 @@ def hung_writer(ctx: Ctx, args) -> None:  # noqa: ANN001
 
         t0 = time.monotonic()
         found = srv.pump(6 * TIMEOUT + 10, reported)
-        hits = [ln for ln in seen if "blocked for more than" in ln]
+        hits = [ln.split("\n", 1)[0] for ln in seen if "blocked for more than" in ln]
         ctx.result("hung_task_reported", found,
                    f"after {time.monotonic() - t0:.1f}s: {hits[:2] or 'no hung-task report'}")
     finally:

@@ -71,11 +71,12 @@ def _rng(rng: tuple[float, float] | None) -> list[float] | None:
     return [round(x, 4) for x in rng] if rng else None
 
 
-def _rows(base: dict[str, Any], head: dict[str, Any], baseline: str, metric: str) -> list[dict[str, Any]]:
-    """Rows of one metric: "" for throughput (vs, vs_range, ratios), "cpu_" for per host CPU."""
-    index = {(r["workload"], r["transport"]): r for r in bench_rows(base)}
+def _rows(base_rows: list[dict[str, Any]], head_rows: list[dict[str, Any]], baseline: str,
+          metric: str) -> list[dict[str, Any]]:
+    """Rows of one metric (bench_rows of both runs): "" for throughput, "cpu_" for per host CPU."""
+    index = {(r["workload"], r["transport"]): r for r in base_rows}
     rows = []
-    for h in bench_rows(head):
+    for h in head_rows:
         b = index.get((h["workload"], h["transport"]))
         if b is None or h["transport"] == baseline:
             continue
@@ -112,9 +113,10 @@ def compare_bench(base: dict[str, Any], head: dict[str, Any], baseline: str = BA
     """
     noisy = [name for name, doc in (("base", base), ("head", head))
              if (doc.get("host") or {}).get("verdict") == "noisy"]
-    return {"baseline": baseline, **_counted(_rows(base, head, baseline, "")), "noisy": noisy,
+    rows = bench_rows(base), bench_rows(head)
+    return {"baseline": baseline, **_counted(_rows(*rows, baseline, "")), "noisy": noisy,
             "host": {"base": base.get("host"), "head": head.get("host")},
-            "per_cpu": _counted(_rows(base, head, baseline, "cpu_"))}
+            "per_cpu": _counted(_rows(*rows, baseline, "cpu_"))}
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.bench import hostload
 from harness.errors import UserError
-from harness.report.data import BASELINES, bench_rows, relative
+from harness.report.data import BASELINES, bench_rows, round_ratios
 
 #: fio workloads in the order they run on one mount: the writes lay the files out for the reads.
 FIO_WORKLOADS = (("seq-write-1M", "write"), ("rand-write-1M", "randwrite"),
@@ -164,16 +164,8 @@ def paired_ratios(samples: dict[str, list[float]], rounds: dict[str, list[int]],
     cancels out of these ratios; their median is what the tables call "vs <baseline>".
     """
     by_round = {t: dict(zip(rounds.get(t, []), xs, strict=False)) for t, xs in samples.items()}
-    out: dict[str, dict[str, list[float]]] = {}
-    for base in BASELINES:
-        if base not in by_round:
-            continue
-        out[base] = {}
-        for t, values in by_round.items():
-            pairs = [(v, by_round[base][r]) for r, v in values.items() if r and r in by_round[base]]
-            ratios = [relative(v, b, higher_is_better) for v, b in pairs]
-            out[base][t] = [round(x, 4) for x in ratios if x is not None]
-    return out
+    return {base: {t: round_ratios(values, by_round[base], higher_is_better) for t, values in by_round.items()}
+            for base in BASELINES if base in by_round}
 
 
 class BenchResult:

@@ -218,6 +218,12 @@ def relative(value: float, base: float, higher_is_better: bool) -> float | None:
     return value / base if higher_is_better else base / value
 
 
+def round_ratios(mine: dict[int, float], base: dict[int, float], higher_is_better: bool) -> list[float]:
+    """Relative performance of mine against base in every round (1-based) both were measured in."""
+    ratios = [relative(v, base[r], higher_is_better) for r, v in mine.items() if r and r in base]
+    return [round(x, 4) for x in ratios if x is not None]
+
+
 def _per_cpu(wl: dict[str, Any]) -> dict[str, dict[int, float]]:
     """Each transport's samples divided by the share of the host CPU the VM got meanwhile, by round.
 
@@ -268,10 +274,13 @@ def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
                 row["vs"][b], row["vs_range"][b] = _ratio_stats(ratios)
                 if not ratios and not paired and b in medians:
                     row["vs"][b] = relative(s.median, medians[b], hib)
-                mine, theirs = per_cpu.get(transport, {}), per_cpu.get(b, {})
-                cpu = [x for r, v in mine.items() if r in theirs
-                       and (x := relative(v, theirs[r], hib)) is not None]
-                row["cpu_ratios"][b] = [round(x, 4) for x in cpu]
+                cpu = round_ratios(per_cpu.get(transport, {}), per_cpu.get(b, {}), hib)
+                row["cpu_ratios"][b] = cpu
                 row["cpu_vs"][b], row["cpu_vs_range"][b] = _ratio_stats(cpu)
             rows.append(row)
     return rows
+
+
+def has_per_cpu(rows: list[dict[str, Any]]) -> bool:
+    """True when bench_rows has ratios per host CPU (the run recorded the host's load)."""
+    return any(v is not None for r in rows for v in r["cpu_vs"].values())

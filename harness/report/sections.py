@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.bench import hostload
-from harness.report.data import BASELINES, Run, bench_rows
+from harness.report.data import BASELINES, Run, bench_rows, has_per_cpu
 from harness.report.markup import badge, e, secs
 from harness.report.style import COLOURS
 
@@ -135,8 +135,9 @@ def bench(run: Run) -> str:
 
     charts = "".join(f'<figure><img alt="{e(title)}" src="{uri}"></figure>' for title, uri in plots.bench_charts(b))
     rows = []
-    per_cpu = any(v is not None for r in bench_rows(b) for v in r["cpu_vs"].values())
-    for r in bench_rows(b):
+    brows = bench_rows(b)
+    per_cpu = has_per_cpu(brows)
+    for r in brows:
         s = r["stats"]
         rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
                     f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
