@@ -1,7 +1,11 @@
 """Guest side of fuse-harness: a stdlib-only FUSE server and client checks.
 
 Runs inside the test VM. Serves FUSE over /dev/fuse or io_uring (iovec,
-bufpool, registered bufpool, zero-copy) and prints KTAP. Never imports harness/.
+bufpool, registered bufpool, zero-copy; kmbuf and kmbuf-zero-copy of the posted series)
+and prints KTAP. Never imports harness/.
 """
 
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")
+TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf",
+              "kmbuf-zero-copy")
+#: Transports whose READ/WRITE data moves with READ_FIXED/WRITE_FIXED (C and D).
+ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")

@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from guest import TRANSPORTS
+from guest import TRANSPORTS, ZERO_COPY
 
 
 def _server_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", required=True, choices=TRANSPORTS)
     p.add_argument("--backend", choices=("memory", "passthrough"), default=None,
-                   help="default: memory (passthrough for zero-copy)")
+                   help="default: memory (passthrough for the zero-copy transports)")
     p.add_argument("--backing", help="backing directory for --backend passthrough")
     p.add_argument("--queue-depth", type=int, default=4, help="entries per queue")
-    p.add_argument("--pool-bufs", type=int, default=4, help="pool buffers per queue")
+    p.add_argument("--pool-bufs", type=int, default=4,
+                   help="pool (or kmbuf ring) buffers per queue")
+    p.add_argument("--buf-size", type=int, default=0,
+                   help="kmbuf buffer bytes (default: max_payload_sz rounded up to a page)")
     p.add_argument("--max-write", type=int, default=131072)
     p.add_argument("--max-pages", type=int, default=None,
                    help="negotiate FUSE_MAX_PAGES with this value")
@@ -62,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "serve":
         from guest.daemon import ServeArgs, serve
-        backend = args.backend or ("passthrough" if args.transport == "zero-copy"
+        backend = args.backend or ("passthrough" if args.transport in ZERO_COPY
                                    else "memory")
         try:
             return serve(ServeArgs(
                 mount=args.mount, transport=args.transport, backend=backend,
                 backing=args.backing, queue_depth=args.queue_depth, pool_bufs=args.pool_bufs,
-                max_write=args.max_write, max_pages=args.max_pages, delay_ms=args.delay_ms,
+                buf_size=args.buf_size, max_write=args.max_write, max_pages=args.max_pages, delay_ms=args.delay_ms,
                 ready_file=args.ready_file, counters=args.counters, fallback=args.fallback,
                 drop_uid=args.drop_uid, direct_io=args.direct_io))
         except ValueError as exc:  # bad combination of options

@@ -10,7 +10,8 @@ Schema (version 1), all keys always present:
   uring {enabled, ready, nr_queues, queue_depth, max_payload_sz, pool_bufs,
   registered, zero_copy}, paths {io_uring, devfuse}, per_queue {qid: n},
   per_opcode {NAME: n}, zero_copy {read, write, bytes, fixed_errors},
-  pool {high_water, distinct_offsets, per_queue_high_water {qid: n}},
+  pool {high_water, distinct_offsets, per_queue_high_water {qid: n}} (kmbuf: buffer ids),
+  kmbuf {selected, kept, unexpected, missing, ids {qid: [buffer ids seen]}} (generation D),
   errors {cqe {ERRNO: n}, cqe_total, teardown_cqe {ERRNO: n}, handler {ERRNO: n},
   malformed, exceptions}, pid, uid, started, updated, exit_reason.
 """
@@ -56,6 +57,8 @@ class Counters:
         self._held: dict[int, set[int]] = {}
         self.pool_hw: Counter = Counter()
         self.offsets: set[tuple[int, int]] = set()
+        self.kmbuf: Counter = Counter()
+        self.kmbuf_ids: dict[int, set[int]] = {}
 
     def request(self, path: str, opname: str, qid: int | None = None) -> None:
         """Count one request served over `path` ("io_uring" or "devfuse")."""
@@ -85,6 +88,15 @@ class Counters:
             else:
                 self.malformed += n
 
+    def kmbuf_event(self, event: str, qid: int, bid: int | None) -> None:
+        """A kmbuf request CQE: its buffer was `selected` (IORING_CQE_F_BUFFER), `kept` from
+        the entry's last request, `unexpected` (a buffer on a request without payload) or
+        `missing` (a payload request with no buffer id known)."""
+        with self._lock:
+            self.kmbuf[event] += 1
+            if bid is not None:
+                self.kmbuf_ids.setdefault(qid, set()).add(bid)
+
     def pool_take(self, qid: int, offset: int) -> None:
         """A request holding pool buffer `offset` of queue qid was delivered."""
         with self._lock:
@@ -108,7 +120,11 @@ class Counters:
             doc["per_opcode"] = dict(sorted(self.per_opcode.items()))
             doc["zero_copy"] = {"read": self.zc["read"], "write": self.zc["write"],
                                 "bytes": self.zc["bytes"],
-                                "fixed_errors": self.zc["fixed_errors"]}
+                                "fixed_errors": self.zc["fixed_errors"],
+                                "staged": self.zc["staged"]}
+            doc["kmbuf"] = {**{k: self.kmbuf[k] for k in ("selected", "kept", "unexpected",
+                                                            "missing")},
+                            "ids": {str(q): sorted(v) for q, v in sorted(self.kmbuf_ids.items())}}
             doc["pool"] = {"high_water": max(self.pool_hw.values(), default=0),
                            "distinct_offsets": len(self.offsets),
                            "per_queue_high_water": {str(k): v for k, v in

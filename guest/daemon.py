@@ -34,6 +34,7 @@ class ServeArgs:
     backing: str | None = None
     queue_depth: int = 4
     pool_bufs: int = 4
+    buf_size: int = 0
     max_write: int = 131072
     max_pages: int | None = None
     delay_ms: float = 0.0
@@ -78,7 +79,7 @@ def serve(a: ServeArgs) -> int:
     cls = base.get(a.transport)
     counters = Counters(a.transport)
     fs = make_fs(a)
-    if cls.zero_copy and not isinstance(fs, PassthroughFs):
+    if cls.zero_copy and cls.needs_bufpool and not isinstance(fs, PassthroughFs):
         raise ValueError("zero-copy needs --backend passthrough --backing DIR")
     fd = M.open_dev()
     M.mount(fd, a.mount)
@@ -107,8 +108,9 @@ def serve(a: ServeArgs) -> int:
             f"uring={init.over_io_uring} max_payload_sz={init.max_payload_sz}")
         if a.drop_uid is not None:
             drop_privileges(a.drop_uid)
-        server = Server(fs, counters, zero_copy_open=cls.zero_copy, direct_io=a.direct_io)
-        opts = base.Options(a.queue_depth, a.pool_bufs, a.delay_ms / 1000.0)
+        server = Server(fs, counters, zero_copy_open=cls.zero_copy and cls.needs_bufpool,
+                        direct_io=a.direct_io)
+        opts = base.Options(a.queue_depth, a.pool_bufs, a.delay_ms / 1000.0, a.buf_size)
         legacy = base.get("legacy")
         transport = legacy(fd, server, counters, init, opts)
         if not cls.uses_uring:

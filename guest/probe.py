@@ -17,6 +17,7 @@ import tempfile
 from guest import mount as M
 from guest.fuse import proto as P
 from guest.negotiate import negotiate
+from guest.transports.kmbuf import kmbuf_supported
 
 
 def _read(path: str) -> str | None:
@@ -76,6 +77,11 @@ def probe() -> dict:
             transports += ["bufpool", "bufpool-registered"]
             if os.geteuid() == 0:
                 transports.append("zero-copy")
+        elif gen == "A" and kmbuf_supported() is None:  # INIT cannot tell D from A
+            gen = "D"
+            transports.append("kmbuf")
+            if os.geteuid() == 0:
+                transports.append("kmbuf-zero-copy")
         out.update(major=major, minor=minor, flags=flags, flags2=flags2,
                    over_io_uring=offered, has_bufpool=bufpool,
                    add_queue_res=res, generation=gen, transports=transports)

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 TARGETS_DIR = REPO / "targets"
 KCONFIGS_DIR = REPO / "kconfigs"
 #: Transports the guest server speaks (fixed names shared by CLI, markers, KTAP and JSON).
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")
+TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
 #: What a target or series may promise: the guest's transports plus posted-series variants.
-PROMISABLE = (*TRANSPORTS, "bufring", "pinned-headers", "pinned-buffers", "kmbuf")
+PROMISABLE = (*TRANSPORTS, "bufring", "pinned-headers", "pinned-buffers")
 PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",)}
 DEFAULT_TARGET = "v7.3"
 
@@ -37,7 +37,19 @@ class Target:
     kconfig: tuple[str, ...] = ("base", "fuse-uring", "trim")
     promises: tuple[str, ...] = ()
     kernel_version: str | None = None
+    #: One line on how to get the series when its file is missing (shown with the error).
+    series_hint: str | None = None
     path: Path | None = None
+
+    def check_series(self) -> None:
+        """SeriesError (one line + how to get it) when the series file the target names is
+        missing, before anything is downloaded or built."""
+        kind, _, rest = (self.series or "").partition(":")
+        if kind in ("mbox", "dir") and rest and not Path(rest).exists():
+            from harness.errors import SeriesError
+
+            raise SeriesError(f"target {self.name}: its series {kind} {rest} is missing",
+                              hint=self.series_hint or "pass another one with --series")
 
     def fragments(self, profile: str) -> tuple[Path, ...]:
         """The kconfig fragment files for this target under a profile, in merge order."""
@@ -129,9 +141,20 @@ def load_target_file(path: Path) -> Target:
             f"{path}: unknown transport {bad[0]!r} in promises", hint=f"known: {', '.join(PROMISABLE)}"
         )
     kwargs["promises"] = promises
+    if isinstance(kwargs.get("series"), str):
+        kwargs["series"] = resolve_series_path(kwargs["series"], path.parent)
     if kwargs.get("kernel_version") is not None:
         kwargs["kernel_version"] = str(kwargs["kernel_version"])
     return Target(path=path, **kwargs)
+
+
+def resolve_series_path(series: str, folder: Path) -> str:
+    """`mbox:`/`dir:` paths of a target file, made absolute from the file's folder (so the
+    target works from any cwd); other series strings are returned as they are."""
+    kind, sep, rest = series.partition(":")
+    if sep and kind in ("mbox", "dir") and rest and not Path(rest).expanduser().is_absolute():
+        return f"{kind}:{(folder / rest).resolve()}"
+    return series
 
 
 def load_target(name_or_path: str | None) -> Target:

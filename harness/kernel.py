@@ -78,6 +78,8 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     identity is exact, so an unchanged key is reused without running make.
     """
     phases = phases or Phases()
+    if not series_override:
+        target.check_series()
     pinned = build_dir or os.environ.get(BUILD_DIR_ENV)
     build_dir = Path(pinned).expanduser().resolve() if pinned else None
     spec = source_override or target.source

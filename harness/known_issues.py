@@ -18,7 +18,7 @@ import yaml
 from harness.errors import ConfigError
 
 PATH = Path(__file__).resolve().parent.parent / "known-issues.yaml"
-_KEYS = {"id", "test", "kernel", "reason", "reproducer", "reference", "dmesg"}
+_KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", "dmesg"}
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,14 @@ class KnownIssue:
     #: Regexes of the kernel log findings this issue produces. Any other finding in the
     #: test (a KASAN report, a new WARN) still fails it: an XFAIL never hides it.
     dmesg: tuple[str, ...] = ()
+    #: fnmatch on the target name: a posted series' finding is scoped to its own target
+    #: (e.g. kmbuf-v4), not to every kernel of the same base version.
+    target: str = "*"
 
-    def applies(self, nodeid: str, kernel_version: str | None) -> bool:
+    def applies(self, nodeid: str, kernel_version: str | None, target: str | None = None) -> bool:
         if not fnmatch.fnmatchcase(nodeid, self.test):
+            return False
+        if not fnmatch.fnmatchcase(target or "", self.target):
             return False
         return kernel_version is not None and fnmatch.fnmatchcase(kernel_version, self.kernel)
 
@@ -64,5 +69,7 @@ def load(path: Path = PATH) -> list[KnownIssue]:
     return issues
 
 
-def matching(issues: list[KnownIssue], nodeid: str, kernel_version: str | None) -> KnownIssue | None:
-    return next((k for k in issues if k.applies(nodeid, kernel_version)), None)
+def matching(issues: list[KnownIssue], nodeid: str, kernel_version: str | None,
+             target: str | None = None) -> KnownIssue | None:
+    """The first issue that covers this test on this kernel version and target."""
+    return next((k for k in issues if k.applies(nodeid, kernel_version, target)), None)

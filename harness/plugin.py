@@ -49,6 +49,8 @@ MARKERS = (
     "kconfig(*options): needs these CONFIG_ options in the built kernel (e.g. 'KASAN')",
     "expect_dmesg(*patterns): dmesg findings matching these regexes are expected, not failures",
     "slow: takes more than a minute under TCG",
+    "fresh_guest_after(why): the test may leave the guest wedged (a task stuck in the kernel): "
+    "the next test gets a freshly booted guest",
 )
 
 
@@ -115,7 +117,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/tests/vm/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.vm)
-        issue = known_issues.matching(issues, item.nodeid, target.kernel_version)
+        issue = known_issues.matching(issues, item.nodeid, target.kernel_version, target.name)
         if issue is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known issue {issue.id}: {issue.reason}"))
             item.user_properties.append(("known_issue", issue.id))
@@ -282,6 +284,10 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     findings = dmesg.scan(text)
     item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
     tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
+    wedge = item.get_closest_marker("fresh_guest_after")
+    if wedge and not tainted and machine.alive():
+        log.warning("%s may leave the guest wedged (%s): rebooting the guest", item.nodeid, wedge.args[0])
+        _restart(item, machine, "guest restart after a test that may wedge it failed")
     if tainted and machine.alive():
         # an oops may leave locks held or memory corrupt: the next test gets a fresh guest,
         # so its findings are its own

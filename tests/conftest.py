@@ -1,3 +1,31 @@
-"""Shared test configuration: the fuse-harness plugin is loaded through its entry point."""
+"""Shared test configuration: the fuse-harness plugin is loaded through its entry point.
+
+Test input that is not part of the project (the posted kmbuf series mboxes) lives beside the
+checkout in `../shared/fixtures/`; `kmbuf_fixtures` finds it there or fails saying so.
+"""
+
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = ["pytester"]
+
+#: `../shared/fixtures/kmbuf-v4` from the project root (see its README.md).
+KMBUF_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "kmbuf-v4"
+
+
+@pytest.fixture(scope="session")
+def kmbuf_fixtures() -> Path:
+    """The folder with posted-v4.mbx, posted-v2.mbx and ported-v4-on-7.2.mbx; a test that needs
+    it fails (never skips) when it is missing."""
+    missing = [
+        n for n in ("posted-v4.mbx", "posted-v2.mbx", "ported-v4-on-7.2.mbx") if not (KMBUF_FIXTURES / n).is_file()
+    ]
+    if missing:
+        pytest.fail(
+            f"test input missing: {KMBUF_FIXTURES} (../shared/fixtures/kmbuf-v4 from the project root) lacks "
+            f"{', '.join(missing)}; these tests read the posted kmbuf series from there: put the shared "
+            "fixtures folder beside the checkout",
+            pytrace=False,
+        )
+    return KMBUF_FIXTURES

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from guest import ZERO_COPY
 from guest.checks.context import Skip, expect
 
-RING = ("iovec", "bufpool", "bufpool-registered", "zero-copy")
+RING = ("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
+GEN_C = ("bufpool", "bufpool-registered", "zero-copy")
+KMBUF = ("kmbuf", "kmbuf-zero-copy")
 
 
 def path_used(c: dict, transport: str, facts: dict) -> None:
@@ -26,7 +29,7 @@ def init_negotiated(c: dict, transport: str, facts: dict) -> None:
     i = c["init"]
     expect(i["negotiated_minor"] == min(i["kernel_minor"], 46), f"init {i}")
     expect(i["over_io_uring"] == (transport in RING), f"over_io_uring {i['over_io_uring']}")
-    if transport in RING[1:]:
+    if transport in GEN_C:
         expect(i["offered"]["has_bufpool"], "kernel did not offer HAS_IO_URING_BUFPOOL")
 
 
@@ -59,6 +62,10 @@ def pool_usage(c: dict, transport: str, facts: dict) -> None:
         raise Skip("no buffer pool")
     pool, u = c["pool"], c["uring"]
     expect(pool["high_water"] >= 1, f"pool {pool}")
+    if transport in KMBUF:  # buffer ids come from IORING_CQE_F_BUFFER, never made up
+        k = c["kmbuf"]
+        expect(k["selected"] >= 1 and k["missing"] == 0 and k["unexpected"] == 0, f"kmbuf {k}")
+        expect(all(b < u["pool_bufs"] for ids in k["ids"].values() for b in ids), f"kmbuf {k}")
     expect(pool["high_water"] <= u["pool_bufs"], f"high water {pool['high_water']} > "
            f"pool_bufs {u['pool_bufs']}")
     expect(pool["distinct_offsets"] <= u["pool_bufs"] * u["nr_queues"], f"pool {pool}")
@@ -66,7 +73,7 @@ def pool_usage(c: dict, transport: str, facts: dict) -> None:
 
 def zero_copy_used(c: dict, transport: str, facts: dict) -> None:
     """zero-copy: reads and writes went through READ_FIXED/WRITE_FIXED."""
-    if transport != "zero-copy":
+    if transport not in ZERO_COPY:
         raise Skip("not the zero-copy transport")
     z = c["zero_copy"]
     expect(z["read"] > 0 and z["write"] > 0, f"zero_copy {z}")

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 
+from guest import ZERO_COPY
 from guest import mount as M
 from guest.checks.context import Ctx, Skip, expect
 from guest.checks.server_proc import ServerProc
@@ -24,14 +25,14 @@ def pool_starvation(ctx: Ctx) -> None:
     server never sees two buffers in use on that queue, and the stats take at
     least CLIENTS replies' worth of delay because they were serialized.
     """
-    if ctx.transport not in ("bufpool", "bufpool-registered", "zero-copy"):
+    if ctx.transport in ("legacy", "iovec"):
         raise Skip("no buffer pool")
     work = tempfile.mkdtemp(prefix="fh-starve-", dir="/tmp")
     mnt, backing = os.path.join(work, "mnt"), os.path.join(work, "backing")
     os.mkdir(mnt)
     os.mkdir(backing)
     extra = ["--pool-bufs", "1", "--queue-depth", "4", "--delay-ms", str(DELAY_MS)]
-    if ctx.transport == "zero-copy":
+    if ctx.transport in ZERO_COPY:
         extra += ["--backend", "passthrough", "--backing", backing]
     srv = ServerProc(work, mnt, ctx.transport, extra)
     try:

@@ -4,7 +4,8 @@
 prints KTAP (one case per assertion, `# ` lines with the observed CQE res or
 errno) and exits 0/1/4. Each scenario is bounded by --budget; when it runs out
 every connection is aborted through fusectl and lazily unmounted.
-Catalog ids refer to /work/shared/reference/fuse-uring-abi.md sections 7 and 10.
+Catalog ids refer to fuse-uring-abi.md (the project's shared reference) sections 7 and 10;
+the kmbuf-* scenarios (generation D, the posted kmbuf series) to its section 5.
 """
 
 from __future__ import annotations
@@ -88,6 +89,28 @@ SCENARIOS = {
     "register-after-ready": Scenario("teardown", "register_after_ready", (
         "served_before", "bad_register_einval", "connection_survives_bad_register",
         "abort_written", "abort_releases_client"), 90, "P2"),
+    "kmbuf-validation": Scenario("kmbuf", "validation", (
+        "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
+        "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",
+        "second_queue_same_ring_ealready", "no_sqe128_einval"), 90, "D: R1 G1 + init flags"),
+    "kmbuf-small-buffer": Scenario("kmbuf", "small_buffer", (
+        "small_buffer_refused", "fitting_request_served", "oversize_payload_bounded"), 60,
+        "D: buf_size < max_payload_sz"),
+    "kmbuf-unregister-busy": Scenario("kmbuf", "unregister_busy", (
+        "unregister_ebusy", "queue_still_serves"), 45, "D: pinned group"),
+    "kmbuf-ring-closed": Scenario("kmbuf", "ring_closed_held", (
+        "requests_held_with_buffers", "abort_written", "clients_return", "umount_after_abort"),
+        90, "D: T4 with pinned groups"),
+    "kmbuf-bad-header-index": Scenario("kmbuf", "bad_header_index", (
+        "client_not_stranded", "abort_releases_client"), 60,
+        "D: headers fixed buffer"),
+    "kmbuf-zc-teardown": Scenario("kmbuf", "zc_teardown", (
+        "write_held_in_slot", "abort_written", "clients_return", "slot_empty_after_abort",
+        "umount_after_abort"), 60, "D: zero-copy teardown (PORT-NOTES 7)"),
+    "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
+        "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
+    "kmbuf-memlock": Scenario("kmbuf", "memlock", (
+        "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
 }
 
 
@@ -100,8 +123,10 @@ def add_parser(sub) -> None:  # noqa: ANN001
     """The `edge` subcommand's arguments."""
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
     e.add_argument("scenario", choices=(*SCENARIOS, "list"))
-    e.add_argument("--transport", default="bufpool", choices=("iovec", "bufpool"),
+    e.add_argument("--transport", default="bufpool", choices=("iovec", "bufpool", "kmbuf"),
                    help="ring transport of the served connection (default bufpool)")
+    e.add_argument("--provoke", action="store_true",
+                   help="also run the steps that may wedge the guest (kmbuf-small-buffer)")
     e.add_argument("--budget", type=float, default=None, help="seconds (default per scenario)")
     e.add_argument("--iterations", type=int, default=20, help="mount-loop iterations")
 

@@ -51,9 +51,10 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
         def serve(self, e) -> None:  # noqa: ANN001
             h = P.parse_in_header(self.hdr, e.hdr_off)
             flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr, e.hdr_off + 256)[:4]
+            bid = e.cflags >> abi.CQE_BUFFER_SHIFT if e.cflags & abi.CQE_F_BUFFER else None
             info = {"op": P.op_name(h.opcode), "unique": h.unique, "commit_id": cid,
                     "entry": e.gid, "qid": e.qid, "offset": off, "payload_sz": psz,
-                    "pid": h.pid, "t": time.monotonic()}
+                    "buf": bid, "pid": h.pid, "t": time.monotonic()}
             self.log.append(info)
             self.infos[e.gid] = info
             if self.auto and not (self.hold and self.hold(info)):
@@ -77,13 +78,13 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
                 P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data),
                                        error, S.unique_with_int_bit(e.commit_id))
 
-        def on_cqe(self, user_data: int, res: int) -> None:
+        def on_cqe(self, user_data: int, res: int, cflags: int = 0) -> None:
             if user_data >> 48 == CMD_UD >> 48:
                 self.aux[user_data] = res
                 return
             if user_data >> 48 == ENT and res < 0:
                 self.ent_errors.append((user_data & 0xFFFF, res, time.monotonic()))
-            super().on_cqe(user_data, res)
+            super().on_cqe(user_data, res, cflags)
 
     Manual.__name__ = f"Manual{cls.__name__}"
     return Manual
@@ -95,7 +96,7 @@ class Served:
     def __init__(self, ctx: Ctx, tag: str, transport: str = "bufpool", queue_depth: int = 4,
                  pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
                  zero_pool_qid: int | None = None, start: bool = True, max_write: int = 131072,
-                 max_pages: int | None = None) -> None:
+                 max_pages: int | None = None, buf_size: int = 0) -> None:
         self.ctx = ctx
         self.conn = Conn(ctx, tag)
         self.init = self.conn.setup(max_write=max_write, max_pages=max_pages)
@@ -106,14 +107,14 @@ class Served:
             _, ino = self.fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
             self.fs.write(ino, ino, 0, data)
         self.server = Server(self.fs, self.counters)
-        opts = base.Options(queue_depth, pool_bufs, 0.0)
+        opts = base.Options(queue_depth, pool_bufs, 0.0, buf_size)
         cls = manual_class(base.get(transport))
         self.engine = cls(self.conn.fd, self.server, self.counters, self.init, opts)
         e = self.engine
         e.log, e.held, e.answered, e.aux, e.ent_errors, e.infos = [], [], [], {}, [], {}
         e.zero_pool_qid = zero_pool_qid
         e.claim_payload = {}
-        ctx.closers.append(e.ring.close)
+        ctx.closers.append(self.close_rings)
         bufsize = max(self.init.max_payload_sz, self.init.max_write) + 8192
         self.reader = DevFuseReader(self.conn.fd, self.server, self.counters, bufsize)
         self.reader.start()
@@ -124,16 +125,28 @@ class Served:
     def path(self, name: str) -> str:
         return f"{self.mnt}/{name}"
 
+    def rings(self) -> tuple:
+        """Every io_uring of the engine (generation D: one per queue)."""
+        return (self.engine.ring, *self.engine.extra_rings)
+
+    def close_rings(self) -> None:
+        for r in self.rings():
+            r.close()
+
     def pump(self, timeout: float, until=None) -> bool:  # noqa: ANN001
         """Reap and route CQEs for up to timeout s; True as soon as until() holds."""
         end = time.monotonic() + min(timeout, self.ctx.left())
-        ring = self.engine.ring
         while True:
-            ring.submit()
-            for ud, res, _ in ring.reap():
-                self.engine.on_cqe(ud, res)
-            if until is not None and until():
+            for ring in self.rings():
+                if ring.fd < 0:
+                    continue
                 ring.submit()
+                for ud, res, cflags in ring.reap():
+                    self.engine.on_cqe(ud, res, cflags)
+            if until is not None and until():
+                for ring in self.rings():
+                    if ring.fd >= 0:
+                        ring.submit()
                 return True
             if time.monotonic() >= end:
                 return False

@@ -124,7 +124,7 @@ def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.pump(20.0, a.done)
     out = a.poll(0.0)
     ctx.result("served_before_close", bool(out and out.get("ok")), f"client {str(out)[:120]}")
-    srv.engine.ring.close()
+    srv.close_rings()
     time.sleep(0.5)
     b = Client(ctx, "after", lambda: os.stat(srv.path("f")).st_size, cpu=0)
     out = b.poll(5.0)
@@ -210,7 +210,7 @@ def mount_loop(ctx: Ctx, args) -> None:  # noqa: ANN001
         res = sorted({ename(r) for _, r, _ in srv.engine.ent_errors})
         if not (out and out.get("ok") and um == "0" and released and res == ["-ENOTCONN"]):
             fails.append(f"#{i}: client {str(out)[:80]} umount {um} released {released} {res}")
-        srv.engine.ring.close()
+        srv.close_rings()
         srv.conn.close()
         srv.reader.join(2.0)
         ctx.left()

@@ -101,7 +101,9 @@ URING_CMD_REGISTER = 1
 URING_CMD_COMMIT_AND_FETCH = 2
 URING_CMD_ADD_QUEUE = 3
 URING_CMD_ADD_BUFPOOL = 4
-URING_ZERO_COPY = 1 << 0  # ADD_QUEUE flag
+URING_ZERO_COPY = 1 << 0  # ADD_QUEUE flag (C)
+URING_BUF_RING = 1 << 0  # D: fuse_uring_cmd_req.init.flags (kmbuf v4 19/25)
+URING_INIT_ZERO_COPY = 1 << 1  # D: init.flags, with init.queue_depth (kmbuf v4 24/25)
 URING_ENT_ZERO_COPY = 1 << 0  # ent_in_out.flags
 URING_IN_OUT_HEADER_SZ = 128
 URING_OP_IN_OUT_SZ = 128
@@ -182,6 +184,7 @@ URING_ENT_IN_OUT = {
                                         ("payload_sz", "I"), ("offset", "I"),
                                         ("reserved", "Q")]),
 }
+URING_ENT_IN_OUT["D"] = URING_ENT_IN_OUT["A"]
 URING_REQ_HEADER = Wire("fuse_uring_req_header", [("in_out", "128s"), ("op_in", "128s"),
                                                    ("ring_ent_in_out", "32s")])
 URING_CMD_REQ = {
@@ -190,6 +193,10 @@ URING_CMD_REQ = {
     "C": Wire("fuse_uring_cmd_req", [("flags", "Q"), ("commit_id", "Q"), ("qid", "H"),
                                      ("padding", "6s"), ("bufpool.uaddr", "Q"),
                                      ("bufpool.len", "I"), ("bufpool.reserved", "I")]),
+    # kmbuf v4 19/25 + 24/25: union { struct { u16 flags; u16 queue_depth; } init; }
+    "D": Wire("fuse_uring_cmd_req", [("flags", "Q"), ("commit_id", "Q"), ("qid", "H"),
+                                     ("init.flags", "H"), ("init.queue_depth", "H"),
+                                     ("padding", "2s")]),
 }
 # Size of the first in-arg per opcode as the kernel sends it (goes to op_in on
 # the ring); 0 = zero-size arg0 or no args. Names and data follow it.
@@ -271,4 +278,17 @@ def layouts(generation: str = "C") -> dict[str, StructLayout]:
     out = {w.name: w.layout() for w in wires}
     if generation == "C":
         out["fuse_uring_cmd_req"].fields["ent_zero_copy_buf_index"] = (24, 2)
+    return out
+
+
+def constants(generation: str = "C") -> dict[str, int]:
+    """fuse.h constants the guest hard-codes for a generation, by C name."""
+    out = {"FUSE_IO_URING_CMD_REGISTER": URING_CMD_REGISTER,
+           "FUSE_IO_URING_CMD_COMMIT_AND_FETCH": URING_CMD_COMMIT_AND_FETCH}
+    if generation == "C":
+        out.update(FUSE_IO_URING_CMD_ADD_QUEUE=URING_CMD_ADD_QUEUE,
+                   FUSE_IO_URING_CMD_ADD_BUFPOOL=URING_CMD_ADD_BUFPOOL,
+                   FUSE_URING_ZERO_COPY=URING_ZERO_COPY, FUSE_URING_ENT_ZERO_COPY=URING_ENT_ZERO_COPY)
+    if generation == "D":
+        out.update(FUSE_URING_BUF_RING=URING_BUF_RING, FUSE_URING_ZERO_COPY=URING_INIT_ZERO_COPY)
     return out

@@ -16,7 +16,9 @@ _MODULES = {"legacy": ("legacy", "LegacyTransport"),
             "iovec": ("iovec", "IovecTransport"),
             "bufpool": ("bufpool", "BufpoolTransport"),
             "bufpool-registered": ("registered", "RegisteredTransport"),
-            "zero-copy": ("zerocopy", "ZeroCopyTransport")}
+            "zero-copy": ("zerocopy", "ZeroCopyTransport"),
+            "kmbuf": ("kmbuf", "KmbufTransport"),
+            "kmbuf-zero-copy": ("kmbuf", "KmbufZeroCopyTransport")}
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Options:
     queue_depth: int = 4
     pool_bufs: int = 4
     delay: float = 0.0
+    buf_size: int = 0  # kmbuf buffer bytes; 0 = max_payload_sz rounded up to a page
 
 
 class SetupError(Exception):

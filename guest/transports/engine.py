@@ -2,7 +2,10 @@
 
 One thread (the caller of start() and run()) submits every SQE: entries die
 with their submitting thread. Subclasses fill in the hooks: alloc(),
-queue_setup(), entry_iov(), fixed_args(), payload_loc(), zero_copy_request().
+queue_setup(), entry_iov(), fixed_args(), payload_loc(), zero_copy_request(), and
+for the generation D (kmbuf) transports register_cmd(), commit_cmd(), ring_of(),
+is_zero_copy() and held_key(). A transport with one io_uring per queue puts the
+rings of queues 1.. in `extra_rings`: the loop polls their fds from the main ring.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from guest.transports.base import Options, SetupError, nr_possible_cpus
 from guest.uring import abi
 from guest.uring.ring import Ring, addr_of
 
-ENT, FIXED, TIMER, WAKE, SETUP = 1, 2, 3, 4, 5
+ENT, FIXED, TIMER, WAKE, SETUP, POLL = 1, 2, 3, 4, 5, 6
 HDR_STRIDE = 512
 ENT_IN_OUT = P.URING_ENT_IN_OUT["C"]  # on gen A, "offset" reads the zero padding
 CMD_REQ = P.URING_CMD_REQ["C"]  # trailing union bytes stay zero for gen A
@@ -48,11 +51,11 @@ def pow2(n: int) -> int:
 class Entry:
     """One ring entry: its header slot, payload location and current request."""
 
-    __slots__ = ("gid", "qid", "hdr_off", "iov", "slot", "commit_id", "loc", "held",
-                 "zc", "live")
+    __slots__ = ("gid", "qid", "idx", "hdr_off", "iov", "slot", "commit_id", "loc", "held",
+                 "zc", "live", "cflags", "op", "buf")
 
-    def __init__(self, gid: int, qid: int) -> None:
-        self.gid, self.qid = gid, qid
+    def __init__(self, gid: int, qid: int, idx: int = 0) -> None:
+        self.gid, self.qid, self.idx = gid, qid, idx
         self.hdr_off = gid * HDR_STRIDE
         self.iov: object = None
         self.slot = 0
@@ -61,6 +64,9 @@ class Entry:
         self.held: int | None = None
         self.zc: tuple | None = None
         self.live = False
+        self.cflags = 0  # flags of the CQE that delivered the current request
+        self.op = 0
+        self.buf: int | None = None  # generation D: kmbuf buffer id the entry holds
 
 
 class RingEngine:
@@ -71,6 +77,7 @@ class RingEngine:
     needs_bufpool = False
     zero_copy = False
     uses_pool = False
+    commit_sqe_flags = 0  # IOSQE_* on every COMMIT_AND_FETCH (edge scenarios: IOSQE_ASYNC)
 
     def __init__(self, devfd: int, server: Server, counters: Counters, init: Init,
                  opts: Options) -> None:
@@ -80,7 +87,8 @@ class RingEngine:
         self.depth = opts.queue_depth
         self.payload_size = init.max_payload_sz
         n = self.nr_queues * self.depth
-        self.entries = [Entry(i, i // self.depth) for i in range(n)]
+        self.entries = [Entry(i, i // self.depth, i % self.depth) for i in range(n)]
+        self.extra_rings: list[Ring] = []
         self.ring = Ring(pow2(min(n + 16, 4096)), cq_entries=pow2(2 * n + 64))
         self.hdr = mmap.mmap(-1, max(mmap.PAGESIZE, n * HDR_STRIDE))
         self.hdr_addr = addr_of(self.hdr)
@@ -108,8 +116,8 @@ class RingEngine:
         """(base, len) of the payload iovec for REGISTER."""
         raise NotImplementedError
 
-    def fixed_args(self, qid: int) -> tuple[int, int]:
-        """(uring_cmd_flags, buf_index) for REGISTER and COMMIT of a queue."""
+    def fixed_args(self, e: Entry) -> tuple[int, int]:
+        """(uring_cmd_flags, buf_index) for an entry's REGISTER and COMMIT."""
         return 0, 0
 
     def payload_loc(self, e: Entry, offset: int) -> tuple[mmap.mmap, int]:
@@ -122,6 +130,42 @@ class RingEngine:
 
     def fixed_done(self, e: Entry, res: int) -> None:
         """Completion of a fixed read/write issued by zero_copy_request()."""
+
+    def fixed_failed(self, e: Entry, res: int) -> bool:
+        """A fixed read/write failed: count it and fail the request with its errno."""
+        if res >= 0:
+            return False
+        self.counters.bump("zc", "fixed_errors")
+        self.counters.cqe_error(res)
+        self.reply(e, res, b"")
+        return True
+
+    def ring_of(self, qid: int) -> Ring:
+        """The io_uring that carries queue qid's REGISTER and COMMIT_AND_FETCH SQEs."""
+        return self.ring
+
+    def register_cmd(self, e: Entry) -> tuple[bytes, int, int]:
+        """(sqe->cmd, addr, len) of an entry's REGISTER: generations A/C pass an iovec
+        pair {header, payload} (entry_iov) that must stay alive with the entry."""
+        base, length = self.entry_iov(e)
+        iov = (abi.Iovec * 2)(abi.Iovec(self.hdr_addr + e.hdr_off, P.URING_HDR_SIZE),
+                              abi.Iovec(base or None, length))
+        e.iov = iov
+        return CMD_REQ.pack(0, 0, e.qid, b"", e.slot, 0, 0), ctypes.addressof(iov), 2
+
+    def commit_cmd(self, e: Entry) -> bytes:
+        """sqe->cmd of an entry's COMMIT_AND_FETCH."""
+        return CMD_REQ.pack(0, e.commit_id, e.qid, b"", 0, 0, 0)
+
+    def is_zero_copy(self, e: Entry, flags: int) -> bool:
+        """The kernel handed this request's data pages over (C: a flag in ent_in_out)."""
+        return bool(flags & P.URING_ENT_ZERO_COPY)
+
+    def held_key(self, e: Entry, offset: int, zc: bool) -> int | None:
+        """The pool buffer the current request holds until its commit (None: none)."""
+        if self.uses_pool and e.op not in NO_PAYLOAD_OPS and not (zc and e.op == P.Op.READ):
+            return offset
+        return None
 
     # -- setup ---------------------------------------------------------------
     def sync_cmd(self, step: str, cmd_op: int, cmd: bytes, flags: int = 0,
@@ -145,25 +189,26 @@ class RingEngine:
         for qid in range(self.nr_queues):
             self.queue_setup(qid)
         for e in self.entries:
-            base, length = self.entry_iov(e)
-            iov = (abi.Iovec * 2)(abi.Iovec(self.hdr_addr + e.hdr_off, P.URING_HDR_SIZE),
-                                  abi.Iovec(base or None, length))
-            e.iov = iov
-            flags, bi = self.fixed_args(e.qid)
-            cmd = CMD_REQ.pack(0, 0, e.qid, b"", e.slot, 0, 0)
-            self.ring.prep_uring_cmd(self.devfd, P.URING_CMD_REGISTER, ud(ENT, e.gid), cmd,
-                                     addr=ctypes.addressof(iov), length=2, cmd_flags=flags,
-                                     buf_index=bi)
+            cmd, addr, length = self.register_cmd(e)
+            flags, bi = self.fixed_args(e)
+            self.ring_of(e.qid).prep_uring_cmd(self.devfd, P.URING_CMD_REGISTER, ud(ENT, e.gid),
+                                               cmd, addr=addr, length=length, cmd_flags=flags,
+                                               buf_index=bi)
             e.live = True
             self.live += 1
-        while self.ring.pending():
-            self.ring.submit()
+        rings = (self.ring, *self.extra_rings)
+        while any(r.pending() for r in rings):
+            for r in rings:
+                r.submit()
         time.sleep(0.05)
-        self.ring.submit()
-        for user_data, res, _ in self.ring.reap():
-            if res < 0:
-                raise SetupError("REGISTER", res)
-            self.on_cqe(user_data, res)
+        for r in rings:
+            r.submit()
+            for user_data, res, cflags in r.reap():
+                if res < 0:
+                    raise SetupError("REGISTER", res)
+                self.on_cqe(user_data, res, cflags)
+        for i, r in enumerate(self.extra_rings):
+            self.ring.prep_poll(r.fd, abi.POLLIN, ud(POLL, i))
         self.counters.doc["uring"]["ready"] = True
         self._arm_wake()
 
@@ -201,12 +246,15 @@ class RingEngine:
             if stop_handled and time.monotonic() > self.stop_deadline:
                 self.counters.doc["exit_reason"] = f"stop timeout, {self.live} entries live"
                 return
+            for r in self.extra_rings:
+                r.submit()
             self.ring.submit(wait_nr=1)
-            for user_data, res, _ in self.ring.reap():
-                try:
-                    self.on_cqe(user_data, res)
-                except Exception:  # noqa: BLE001 - answer EIO, keep serving
-                    self._on_exception(user_data, res)
+            for r in (self.ring, *self.extra_rings):
+                for user_data, res, cflags in r.reap():
+                    try:
+                        self.on_cqe(user_data, res, cflags)
+                    except Exception:  # noqa: BLE001 - answer EIO, keep serving
+                        self._on_exception(user_data, res)
         self.counters.doc["exit_reason"] = "all entries released"
 
     def _on_exception(self, user_data: int, res: int) -> None:
@@ -218,8 +266,8 @@ class RingEngine:
             with contextlib.suppress(Exception):
                 self.commit(self.entries[idx], -errno.EIO, b"")
 
-    def on_cqe(self, user_data: int, res: int) -> None:
-        """Route one completion."""
+    def on_cqe(self, user_data: int, res: int, cflags: int = 0) -> None:
+        """Route one completion (cflags: the CQE's flags)."""
         kind, idx = user_data >> 48, user_data & 0xFFFFFFFFFFFF
         if kind == ENT:
             e = self.entries[idx]
@@ -229,7 +277,11 @@ class RingEngine:
                     e.live = False
                     self.live -= 1
                 return
+            e.cflags = cflags
             self.serve(e)
+        elif kind == POLL:
+            if res >= 0 or res == -errno.EINTR:
+                self.ring.prep_poll(self.extra_rings[idx].fd, abi.POLLIN, ud(POLL, idx))
         elif kind == FIXED:
             self.fixed_done(self.entries[idx], res)
         elif kind == TIMER:
@@ -245,10 +297,11 @@ class RingEngine:
         h = P.parse_in_header(self.hdr, base)
         flags, commit_id, payload_sz, offset = ENT_IN_OUT.unpack(self.hdr, base + 256)[:4]
         e.commit_id = commit_id
-        op = h.opcode
+        op = e.op = h.opcode
         self.counters.request("io_uring", P.op_name(op), e.qid)
         n0 = P.ARG0_SIZE.get(op, 0)
         arg0 = self.hdr[base + 128:base + 128 + n0]
+        zc = self.is_zero_copy(e, flags)
         try:
             e.loc = self.payload_loc(e, offset)
         except SetupError:
@@ -256,10 +309,10 @@ class RingEngine:
             e.loc = None
             self.reply(e, -errno.EIO, b"")
             return
-        zc = flags & P.URING_ENT_ZERO_COPY
-        if self.uses_pool and op not in NO_PAYLOAD_OPS and not (zc and op == P.Op.READ):
-            e.held = offset
-            self.counters.pool_take(e.qid, offset)
+        held = self.held_key(e, offset, zc)
+        if held is not None:
+            e.held = held
+            self.counters.pool_take(e.qid, held)
         if zc:
             self.zero_copy_request(e, h, arg0)
             return
@@ -313,7 +366,7 @@ class RingEngine:
         if e.held is not None:
             self.counters.pool_release(e.qid, e.held)
             e.held = None
-        flags, bi = self.fixed_args(e.qid)
-        cmd = CMD_REQ.pack(0, e.commit_id, e.qid, b"", 0, 0, 0)
-        self.ring.prep_uring_cmd(self.devfd, P.URING_CMD_COMMIT_AND_FETCH, ud(ENT, e.gid),
-                                 cmd, cmd_flags=flags, buf_index=bi)
+        flags, bi = self.fixed_args(e)
+        self.ring_of(e.qid).prep_uring_cmd(self.devfd, P.URING_CMD_COMMIT_AND_FETCH,
+                                           ud(ENT, e.gid), self.commit_cmd(e), cmd_flags=flags,
+                                           buf_index=bi, sqe_flags=self.commit_sqe_flags)

@@ -36,8 +36,8 @@ class RegisteredTransport(RingEngine):
         add_queue(self, qid)
         add_bufpool(self, qid, self.pools[qid], qid)
 
-    def fixed_args(self, qid: int) -> tuple[int, int]:
-        return abi.URING_CMD_FIXED, qid
+    def fixed_args(self, e: Entry) -> tuple[int, int]:
+        return abi.URING_CMD_FIXED, e.qid
 
     def entry_iov(self, e: Entry) -> tuple[int, int]:
         return 0, 0

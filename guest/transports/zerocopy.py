@@ -62,10 +62,7 @@ class ZeroCopyTransport(RegisteredTransport):
     def fixed_done(self, e: Entry, res: int) -> None:
         kind, _ = e.zc or ("?", 0)
         e.zc = None
-        if res < 0:
-            self.counters.bump("zc", "fixed_errors")
-            self.counters.cqe_error(res)
-            self.reply(e, res, b"")
+        if self.fixed_failed(e, res):
             return
         self.counters.bump("zc", kind)
         self.counters.bump("zc", "bytes", res)

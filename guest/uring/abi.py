@@ -31,6 +31,7 @@ class Op(IntEnum):
 
     NOP = 0
     READ_FIXED = 4
+    POLL_ADD = 6
     WRITE_FIXED = 5
     TIMEOUT = 11
     ASYNC_CANCEL = 14
@@ -47,6 +48,9 @@ class Register(IntEnum):
     FILES = 2
     BUFFERS2 = 15
     BUFFERS_UPDATE = 16
+    # Generation D (posted kmbuf series v4, patch 03/25): 7.2/7.3 give 37 to BPF_FILTER.
+    KMBUF_RING = 37
+    UNREGISTER_KMBUF_RING = 38
 
 
 ENTER_GETEVENTS = 1 << 0
@@ -54,6 +58,12 @@ FEAT_SINGLE_MMAP = 1 << 0
 OFF_SQ_RING = 0
 OFF_CQ_RING = 0x8000000
 OFF_SQES = 0x10000000
+OFF_KMBUF_RING = 0x88000000  # generation D: mmap offset of a kmbuf group's buffers
+OFF_KMBUF_SHIFT = 16  # ... | (bgid << OFF_KMBUF_SHIFT)
+CQE_F_BUFFER = 1 << 0  # cqe->flags: a buffer was selected, its id in flags >> 16
+CQE_BUFFER_SHIFT = 16
+POLLIN = 0x0001
+IOSQE_ASYNC = 1 << 4
 URING_CMD_FIXED = 1 << 0
 RSRC_REGISTER_SPARSE = 1 << 0
 SQE_SIZE = 128  # IORING_SETUP_SQE128 slots
@@ -104,6 +114,15 @@ class RsrcUpdate2(ctypes.Structure):
                 ("nr", u32), ("resv2", u32)]
 
 
+class BufReg(ctypes.Structure):
+    """struct io_uring_buf_reg (40 bytes). Generation D makes its first field a union
+    {u64 ring_addr (pbuf rings); u32 buf_size (kmbuf rings)}; here `ring_addr` carries
+    buf_size in its low 32 bits (little-endian). 7.2 split the tail into min_left + resv[5]."""
+
+    _fields_ = [("ring_addr", u64), ("ring_entries", u32), ("bgid", u16), ("flags", u16),
+                ("min_left", u32), ("resv", u32 * 5)]
+
+
 class KernelTimespec(ctypes.Structure):
     """struct __kernel_timespec (IORING_OP_TIMEOUT)."""
 
@@ -128,8 +147,8 @@ CQE = struct.Struct("<QiI")
 
 
 def layouts(generation: str = "C") -> dict[str, StructLayout]:
-    """Layouts of the io_uring structs (identical in generations A and C)."""
-    del generation  # io_uring.h is byte-identical between 7.2 and 7.3
+    """Layouts of the io_uring structs: identical in generations A and C (io_uring.h is
+    byte-identical between 7.2 and 7.3); D adds struct io_uring_buf_reg with its union."""
     sqe_extra = {"cmd_op": (8, 4), "__pad1": (12, 4), "uring_cmd_flags": (28, 4),
                  "cmd": (48, 0)}
     sqe = ctypes_layout("io_uring_sqe", Sqe, sqe_extra)
@@ -137,7 +156,15 @@ def layouts(generation: str = "C") -> dict[str, StructLayout]:
     sqe.fields["file_index"] = (44, 4)
     cqe = StructLayout("io_uring_cqe", CQE.size,
                        {"user_data": (0, 8), "res": (8, 4), "flags": (12, 4)})
+    extra = {}
+    if generation == "D":
+        reg = ctypes_layout("io_uring_buf_reg", BufReg)
+        for gone in ("min_left", "resv"):  # 7.2 base only; v4's own base has resv[3]
+            reg.fields.pop(gone)
+        reg.fields["buf_size"] = (0, 4)
+        extra["io_uring_buf_reg"] = reg
     return {
+        **extra,
         "io_uring_params": ctypes_layout("io_uring_params", Params),
         "io_sqring_offsets": ctypes_layout("io_sqring_offsets", SqringOffsets),
         "io_cqring_offsets": ctypes_layout("io_cqring_offsets", CqringOffsets),
@@ -148,3 +175,17 @@ def layouts(generation: str = "C") -> dict[str, StructLayout]:
         "__kernel_timespec": ctypes_layout("__kernel_timespec", KernelTimespec),
         "iovec": ctypes_layout("iovec", Iovec),
     }
+
+
+def constants(generation: str = "C") -> dict[str, int]:
+    """uapi constants the guest hard-codes, by C name, for the compiled check."""
+    out = {"IORING_SETUP_SQE128": int(Setup.SQE128), "IORING_OP_URING_CMD": int(Op.URING_CMD),
+           "IORING_OP_READ_FIXED": int(Op.READ_FIXED), "IORING_OP_WRITE_FIXED": int(Op.WRITE_FIXED),
+           "IORING_REGISTER_BUFFERS2": int(Register.BUFFERS2),
+           "IORING_REGISTER_BUFFERS_UPDATE": int(Register.BUFFERS_UPDATE),
+           "IORING_CQE_F_BUFFER": CQE_F_BUFFER, "IORING_CQE_BUFFER_SHIFT": CQE_BUFFER_SHIFT}
+    if generation == "D":
+        out.update(IORING_REGISTER_KMBUF_RING=int(Register.KMBUF_RING),
+                   IORING_UNREGISTER_KMBUF_RING=int(Register.UNREGISTER_KMBUF_RING),
+                   IORING_OFF_KMBUF_RING=OFF_KMBUF_RING, IORING_OFF_KMBUF_SHIFT=OFF_KMBUF_SHIFT)
+    return out

@@ -132,10 +132,11 @@ class Ring:
     # -- SQE builders -----------------------------------------------------
     def prep_uring_cmd(self, fd: int, cmd_op: int, user_data: int, cmd: bytes,
                        addr: int = 0, length: int = 0, cmd_flags: int = 0,
-                       buf_index: int = 0) -> None:
-        """Queue an IORING_OP_URING_CMD; `cmd` goes to sqe->cmd (byte 48)."""
+                       buf_index: int = 0, sqe_flags: int = 0) -> None:
+        """Queue an IORING_OP_URING_CMD; `cmd` goes to sqe->cmd (byte 48); sqe_flags are
+        IOSQE_* (e.g. IOSQE_ASYNC: issue from io-wq)."""
         off = self.get_sqe()
-        abi.SQE_CMD_HEAD.pack_into(self.sqes, off, abi.Op.URING_CMD, 0, 0, fd, cmd_op, 0,
+        abi.SQE_CMD_HEAD.pack_into(self.sqes, off, abi.Op.URING_CMD, sqe_flags, 0, fd, cmd_op, 0,
                                    addr, length, cmd_flags, user_data, buf_index, 0, 0)
         start = off + abi.SQE_CMD_OFFSET
         self.sqes[start:start + len(cmd)] = cmd
@@ -146,6 +147,12 @@ class Ring:
         off = self.get_sqe()
         abi.SQE_HEAD.pack_into(self.sqes, off, op, 0, 0, fd, file_off, addr, length, 0,
                                user_data, buf_index, 0, 0)
+
+    def prep_poll(self, fd: int, events: int, user_data: int) -> None:
+        """Queue a one-shot IORING_OP_POLL_ADD (events in sqe->poll32_events)."""
+        off = self.get_sqe()
+        abi.SQE_HEAD.pack_into(self.sqes, off, abi.Op.POLL_ADD, 0, 0, fd, 0, 0, 0, events,
+                               user_data, 0, 0, 0)
 
     def prep_timeout(self, seconds: float, user_data: int) -> None:
         """Queue an IORING_OP_TIMEOUT that completes with -ETIME after `seconds`."""
@@ -174,6 +181,24 @@ class Ring:
         up = abi.RsrcUpdate2(offset=offset, data=ctypes.addressof(arr), nr=len(iovecs))
         syscall.io_uring_register(self.fd, abi.Register.BUFFERS_UPDATE,
                                   ctypes.addressof(up), ctypes.sizeof(up))
+
+    def register_kmbuf_ring(self, bgid: int, buf_size: int, nr_bufs: int) -> None:
+        """IORING_REGISTER_KMBUF_RING (generation D): the kernel allocates nr_bufs buffers
+        of buf_size bytes (page-aligned) for buffer group bgid; nr_bufs a power of two."""
+        reg = abi.BufReg(ring_addr=buf_size, ring_entries=nr_bufs, bgid=bgid)
+        syscall.io_uring_register(self.fd, abi.Register.KMBUF_RING, ctypes.addressof(reg), 1)
+
+    def unregister_kmbuf_ring(self, bgid: int) -> None:
+        """IORING_UNREGISTER_KMBUF_RING (generation D)."""
+        reg = abi.BufReg(bgid=bgid)
+        syscall.io_uring_register(self.fd, abi.Register.UNREGISTER_KMBUF_RING,
+                                  ctypes.addressof(reg), 1)
+
+    def map_kmbuf(self, bgid: int, length: int) -> mmap.mmap:
+        """The buffers of kmbuf group bgid, buffer i at i * buf_size (generation D)."""
+        return mmap.mmap(self.fd, length, mmap.MAP_SHARED,
+                         mmap.PROT_READ | mmap.PROT_WRITE,
+                         offset=abi.OFF_KMBUF_RING | (bgid << abi.OFF_KMBUF_SHIFT))
 
     def close(self) -> None:
         """Close the ring fd (the kernel cancels parked commands)."""

@@ -19,6 +19,8 @@ COLOURS = {
     "bufpool": "#1a7f37",
     "bufpool-registered": "#8250df",
     "zero-copy": "#bf8700",
+    "kmbuf": "#1b7c83",
+    "kmbuf-zero-copy": "#953800",
 }
 _FALLBACK = ("#cf222e", "#1b7c83", "#6e7781", "#953800", "#3e4ccf")
 

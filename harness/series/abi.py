@@ -4,7 +4,7 @@ Generations (see shared/reference/fuse-uring-abi.md):
     A  FUSE_OVER_IO_URING, per-entry iovec REGISTER            -> iovec
     C  ADD_QUEUE/ADD_BUFPOOL, ent_zero_copy_buf_index (7.3)    -> bufpool, bufpool-registered, zero-copy
     B  FUSE_URING_BUFRING/PINNED_* REGISTER flags (v2, 14 p.)  -> bufring, pinned-headers, pinned-buffers, zero-copy
-    D  FUSE_URING_BUF_RING + init.queue_depth, kmbuf (v1-v4)   -> kmbuf, zero-copy
+    D  FUSE_URING_BUF_RING + init.queue_depth, kmbuf (v1-v4)   -> kmbuf, kmbuf-zero-copy
 `legacy` (/dev/fuse read/write) is always there. Parsing is pure on the header text.
 """
 
@@ -97,7 +97,9 @@ def parse_abi(text: str) -> AbiProfile:
     zc = first(("ent_zero_copy_buf_index", "FOPEN_IO_URING_ZERO_COPY", "FUSE_URING_ZERO_COPY"))
     if zc is None and "D" in gens:
         zc = first(("zero_copy",), req)
-    if zc and len(gens) > (1 if "A" in gens else 0):
+    if zc and "D" in gens:  # D's zero-copy rides on the kmbuf ring: its own transport
+        found["kmbuf-zero-copy"] = zc
+    elif zc and len(gens) > (1 if "A" in gens else 0):
         found["zero-copy"] = zc
     transports = tuple(t for t in TRANSPORTS if t in found)
     return AbiProfile(minor, tuple(sorted(gens)), transports, tuple((t, found[t]) for t in transports))

@@ -21,14 +21,18 @@ class ApplyFailure:
     line: int | None = None
     hunk: str | None = None
 
-    def describe(self) -> str:
-        """One line: `fs/x.c hunk #2 (@@ -10,6 +10,7 @@ f()): does not apply`."""
+    def where(self) -> str:
+        """`fs/x.c hunk #2 (@@ -10,6 +10,7 @@ f())`, `fs/x.c near line 10`, `fs/x.c`, or `?`."""
         where = self.file or "?"
         if self.hunk:
             where += f" {self.hunk}"
         elif self.line:
             where += f" near line {self.line}"
-        return f"{where}: {self.reason}"
+        return where
+
+    def describe(self) -> str:
+        """One line: `fs/x.c hunk #2 (@@ -10,6 +10,7 @@ f()): does not apply`."""
+        return f"{self.where()}: {self.reason}"
 
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
@@ -40,7 +44,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^error: (?P<file>.+): already exists in (?:index|working directory)$", re.M), "file already exists"),
     (
         re.compile(r"^error: sha1 information is lacking or useless \((?P<file>.+)\)\.$", re.M),
-        "does not apply and the preimage blob is unknown, so no 3-way merge",
+        "the lines it expects are not in this tree and its preimage blob is unknown here, so no 3-way merge",
     ),
     (re.compile(r"^error: (?P<file>.+): patch does not apply$", re.M), "does not apply"),
     (re.compile(r"^error: corrupt patch at line (?P<line>\d+)$", re.M), "corrupt patch"),

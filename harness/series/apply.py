@@ -22,7 +22,8 @@ from harness.errors import SeriesError
 
 from . import gitops
 from .amlog import ApplyFailure, merge_failures, name_hunk, parse_am_output
-from .inputs import INPUT_KINDS, PatchFile, collect, parse_series
+from .cover import Cover
+from .inputs import INPUT_KINDS, PatchFile, collect_mails, parse_series
 from .spec import SeriesSpec
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,23 @@ class AppliedSeries:
 
 
 class SeriesApplyError(SeriesError):
-    """A patch did not apply; carries the failure, per-patch results and the log path."""
+    """A patch did not apply; carries the failure, per-patch results, the log path and the base
+    the series names (`base`, from its cover letter or manifest; None when it names none)."""
 
     def __init__(
-        self, message: str, hint: str, failure: ApplyFailure, results: tuple[PatchResult, ...], log_path: Path
+        self,
+        message: str,
+        hint: str,
+        failure: ApplyFailure,
+        results: tuple[PatchResult, ...],
+        log_path: Path,
+        base: str | None = None,
     ) -> None:
         super().__init__(message, hint)
         self.failure = failure
         self.results = results
         self.log_path = log_path
+        self.base = base
 
 
 def apply(
@@ -94,7 +103,10 @@ def apply(
 
     `source` is only read. A git source is checked out at `base`, else the spec's base
     commit, else HEAD; a plain tree is taken as it is. Reuses an earlier successful
-    result with the same source id and series content.
+    result with the same source id and series content. Cover letters and replies in the
+    input are skipped. A patch that does not apply raises `SeriesApplyError`: the patch
+    (its own `MM/NN`), file and hunk, git's reason, the base the series names (cover
+    letter, else manifest) against this tree's identity, and what to do instead.
     """
     src = gitops.check_source(source)
     workdir = workdir.expanduser().resolve()
@@ -121,12 +133,14 @@ def apply(
     timings["worktree"] = round(time.monotonic() - t0, 2)
     t0 = time.monotonic()
     files: list[tuple[SeriesSpec, PatchFile]] = []
+    covers: dict[str, Cover | None] = {}
     for i, s in enumerate(chain):
-        files += [(s, pf) for pf in collect(s, run / "patches" / f"{i}-{_safe(s.ref)}")]
+        mails, covers[s.ref] = collect_mails(s, run / "patches" / f"{i}-{_safe(s.ref)}")
+        files += [(s, pf) for pf in mails]
     timings["collect"] = round(time.monotonic() - t0, 2)
     am_log.write_text("")
     t0 = time.monotonic()
-    results = _am_all(tree, files, am_log, spec, run)
+    results = _am_all(tree, files, am_log, spec, run, _Onto(sid, repo, commit, covers))
     timings["am"] = round(time.monotonic() - t0, 2)
     head = gitops.git("-C", str(tree), "rev-parse", "HEAD").stdout.strip()
     done = AppliedSeries(spec, tree, commit, head, tuple(results), am_log, key, sid, False, timings)
@@ -180,8 +194,18 @@ def _prerequisites(spec: SeriesSpec) -> list[SeriesSpec]:
     return [s for s in out if not s.landed]
 
 
+@dataclass(frozen=True)
+class _Onto:
+    """What a failure message says about the tree and the series' own base."""
+
+    source_id: str
+    repo: Path
+    commit: str
+    covers: dict[str, Cover | None]
+
+
 def _am_all(
-    tree: Path, files: list[tuple[SeriesSpec, PatchFile]], am_log: Path, spec: SeriesSpec, run: Path
+    tree: Path, files: list[tuple[SeriesSpec, PatchFile]], am_log: Path, spec: SeriesSpec, run: Path, onto: _Onto
 ) -> list[PatchResult]:
     results: list[PatchResult] = []
     for n, (s, pf) in enumerate(files, 1):
@@ -210,14 +234,63 @@ def _am_all(
                 "log": str(am_log),
             },
         )
-        raise SeriesApplyError(
-            f'series {spec.ref}: patch {n}/{len(files)} "{pf.subject}" ({pf.origin}) failed: {failure.describe()}',
-            f"git am log: {am_log}; the patch is {pf.path}",
-            failure,
-            tuple(results),
-            am_log,
-        )
+        mine = [p for ss, p in files if ss is s]
+        raise _apply_error(s, spec, pf, f"{mine.index(pf) + 1}/{len(mine)}", failure, onto, tuple(results), am_log)
     return results
+
+
+def _apply_error(
+    s: SeriesSpec,
+    top: SeriesSpec,
+    pf: PatchFile,
+    position: str,
+    failure: ApplyFailure,
+    onto: _Onto,
+    results: tuple[PatchResult, ...],
+    am_log: Path,
+) -> SeriesApplyError:
+    """One message: which patch (the mail's own MM/NN), file and hunk, why, the base the series
+    names and what this tree is; the hint says what to do and where the log is."""
+    who = f"series {s.ref}" + (f" (a prerequisite of {top.ref})" if s is not top else "")
+    origin = f" ({pf.origin})" if "#" not in pf.origin else ""  # a file of its own: name it
+    msg = f'{who}: patch {pf.tag or position} "{pf.subject}"{origin} does not apply: {failure.where()}'
+    if failure.reason != "does not apply":
+        msg += f": {failure.reason}"
+    base, said = named_base(s, onto.covers.get(s.ref))
+    files = f"git am log: {am_log}; the patch: {pf.path}"
+    if not base or gitops.resolve_commit(onto.repo, base) == onto.commit:
+        hint = "check that this tree is the base the series was made for; " + files
+        return SeriesApplyError(msg, hint, failure, results, am_log, base)
+    msg += f". Its base is {base} ({said}); this tree is {onto.source_id}."
+    hint = (
+        f"use a tree at {base} (--source path:TREE, a kernel tree with {base} checked out), "
+        "or a version of the series forward-ported to this source (--series mbox:FILE"
+    )
+    ported = _targets_mentioning(onto.covers.get(s.ref), base)
+    hint += f", or a target that names this series: {', '.join(f'--target {t}' for t in ported)}" if ported else ""
+    return SeriesApplyError(msg, f"{hint}); {files}", failure, results, am_log, base)
+
+
+def named_base(spec: SeriesSpec, cover: Cover | None) -> tuple[str | None, str]:
+    """(base, where it was read, quoted) for a series: its cover letter's base, else its manifest's."""
+    if cover and cover.base:
+        return cover.base, f'cover letter: "{cover.said}"'
+    manifest = base_commit_of(spec.base)
+    if manifest:
+        return manifest, f'manifest: "base: {spec.base}"'
+    return None, ""
+
+
+def _targets_mentioning(cover: Cover | None, base: str) -> list[str]:
+    """Shipped targets whose YAML names the series' cover message-id or base commit (a port of it)."""
+    from harness.config import TARGETS_DIR
+
+    needles = [n for n in (cover.msgid if cover else None, base) if n and len(n) >= 12]
+    return sorted(
+        p.stem
+        for p in TARGETS_DIR.glob("*.yaml")
+        if needles and any(n in p.read_text(errors="replace") for n in needles)
+    )
 
 
 def _diagnose(tree: Path, pf: PatchFile, am_output: str) -> ApplyFailure:

@@ -11,8 +11,6 @@ Grammar (`parse_series`):
 
 from __future__ import annotations
 
-import contextlib
-import email.header
 import logging
 import re
 import shutil
@@ -22,6 +20,8 @@ from pathlib import Path
 
 from harness.errors import MissingTool, SeriesError
 
+from . import cover as mails
+from .cover import Cover
 from .spec import SeriesSpec, load_ref, normalize_msgid
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,17 @@ _PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
 
 @dataclass(frozen=True)
 class PatchFile:
-    """One mail of a series after splitting: what `git am` gets, one at a time."""
+    """One mail of a series after splitting: what `git am` gets, one at a time.
+
+    `number` counts the patches of this input from 1; `tag` is the mail's own `MM/NN`
+    (`01/25`, from its Subject), "" when the Subject is unnumbered.
+    """
 
     number: int
     path: Path
     subject: str
     origin: str
+    tag: str = ""
 
 
 def parse_series(text: str, root: Path | None = None) -> SeriesSpec:
@@ -96,6 +101,16 @@ def _path(value: str, text: str) -> Path:
 
 def collect(spec: SeriesSpec, dest: Path) -> list[PatchFile]:
     """Write one mail per patch of `spec` into `dest` (fetching if needed), in order."""
+    return collect_mails(spec, dest)[0]
+
+
+def collect_mails(spec: SeriesSpec, dest: Path) -> tuple[list[PatchFile], Cover | None]:
+    """Split `spec`'s input into one file per patch under `dest`, and read its cover letter.
+
+    Cover letters (numbered 0/NN, or mails without a diff) and replies (`Re:`) are skipped,
+    never given to git am. The cover is the first one found; with none, a `base-commit:`
+    line in the first patch still gives a base. Raises SeriesError when nothing is left.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     if spec.msgid:
         sources = [fetch_b4(spec.msgid, dest / "b4")]
@@ -104,28 +119,43 @@ def collect(spec: SeriesSpec, dest: Path) -> list[PatchFile]:
     else:
         sources = list(spec.patches)
     out: list[PatchFile] = []
+    cover: Cover | None = None
     split = dest / "split"
     shutil.rmtree(split, ignore_errors=True)
     for k, src in enumerate(sources):
         tmp = split / f"{k:04d}"
         tmp.mkdir(parents=True)
         _run(["git", "mailsplit", "-b", "-d4", f"-o{tmp}", str(src)], f"cannot split {src} into mails")
-        mails = sorted(tmp.iterdir())
-        for i, mail in enumerate(mails, 1):
+        found = sorted(tmp.iterdir())
+        for i, mail in enumerate(found, 1):
             raw = mail.read_bytes()
             subject = mail_subject(raw)
-            label = src.name if len(mails) == 1 else f"{src.name} #{i}"
-            if not _has_diff(raw):
-                log.info("skipping %s (%s): no diff, a cover letter?", label, subject or "no subject")
+            label = src.name if len(found) == 1 else f"{src.name} #{i}"
+            what = mails.kind(raw)
+            num = mails.numbering(mails.header(raw, "Subject"))
+            if what == "cover":
+                why = "the cover letter" if num and num[0] == 0 else "no diff, a cover letter"
+                log.info("skipping %s (%s): %s", label, subject or "no subject", why)
+                if cover is None:
+                    cover = mails.parse_cover(raw)
+                    (dest / "cover.mail").write_bytes(raw)
+                continue
+            if what == "reply":
+                log.info("skipping %s (%s): a reply, not a patch", label, subject or "no subject")
                 continue
             n = len(out) + 1
             target = dest / f"{n:04d}.patch"
             target.write_bytes(raw)
-            out.append(PatchFile(n, target, subject, label))
+            tag = f"{num[0]:0{len(str(num[1]))}d}/{num[1]}" if num else ""
+            out.append(PatchFile(n, target, subject, label, tag))
     shutil.rmtree(split, ignore_errors=True)
     if not out and not spec.landed:
         raise SeriesError(f"series {spec.ref}: no patches found in {spec.origin}")
-    return out
+    if out and (cover is None or cover.base is None):
+        first = mails.find_base(mails.body(out[0].path.read_bytes()), prose=False)
+        if first:
+            cover = Cover(cover.subject if cover else "", cover.msgid if cover else None, *first)
+    return out, cover
 
 
 def fetch_b4(msgid: str, dest: Path) -> Path:
@@ -173,18 +203,7 @@ def _format_patch(spec: SeriesSpec, dest: Path) -> Path:
 
 def mail_subject(raw: bytes) -> str:
     """The Subject header of a mail, unfolded, decoded, `[PATCH ...]` prefixes removed."""
-    head = raw.split(b"\n\n", 1)[0].decode("utf-8", "replace")
-    m = re.search(r"^Subject:(.*(?:\n[ \t].*)*)", head, re.M | re.I)
-    if not m:
-        return ""
-    value = " ".join(m.group(1).split())
-    with contextlib.suppress(ValueError, LookupError):
-        value = str(email.header.make_header(email.header.decode_header(value)))
-    return _PREFIX.sub("", value).strip()
-
-
-def _has_diff(raw: bytes) -> bool:
-    return b"\ndiff --git " in raw or (b"\n--- " in raw and b"\n+++ " in raw and b"\n@@ " in raw)
+    return _PREFIX.sub("", mails.header(raw, "Subject")).strip()
 
 
 def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,7 @@ TRANSPORTS = (
     "pinned-headers",
     "pinned-buffers",
     "kmbuf",
+    "kmbuf-zero-copy",
 )
 
 MANIFEST = "manifest.yaml"

@@ -1,7 +1,7 @@
 import pytest
 
 from harness import config
-from harness.errors import ConfigError, UnknownTarget
+from harness.errors import ConfigError, SeriesError, UnknownTarget
 
 
 def test_shipped_targets_load():
@@ -72,3 +72,28 @@ def test_time_scale_from_env_and_validation(monkeypatch):
     monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "0")
     with pytest.raises(ConfigError, match="time scale"):
         hcfg.vm_settings()
+
+
+def test_series_paths_resolve_from_the_target_file(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from harness.config import load_target_file
+
+    folder = tmp_path / "checkout" / "targets"
+    folder.mkdir(parents=True)
+    (folder / "t.yaml").write_text("source: debian:linux-source-7.2\nseries: mbox:../series.mbx\n"
+                                   "series_hint: get it with b4\npromises: [kmbuf, kmbuf-zero-copy]\n")
+    monkeypatch.chdir(tmp_path)
+    t = load_target_file(folder / "t.yaml")
+    assert t.series == f"mbox:{tmp_path / 'checkout' / 'series.mbx'}"
+    with pytest.raises(SeriesError, match="its series mbox .*series.mbx is missing") as exc:
+        t.check_series()
+    assert exc.value.hint == "get it with b4"
+    (tmp_path / "checkout" / "series.mbx").write_text("From x\n")
+    t.check_series()
+
+
+def test_kmbuf_v4_target_names_the_shared_fixture() -> None:
+    t = config.load_target("kmbuf-v4")
+    assert t.source == "debian:linux-source-7.2" and t.kernel_version == "7.2"
+    assert t.series.endswith("/shared/fixtures/kmbuf-v4/ported-v4-on-7.2.mbx")
+    assert set(t.promises) == {"legacy", "iovec", "kmbuf", "kmbuf-zero-copy"}
+    assert "b4 am 20260116233044.1532965-1-joannelkoong@gmail.com" in t.series_hint

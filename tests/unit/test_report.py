@@ -77,7 +77,7 @@ def make_run(base: Path, *, bench: bool = True, extras: bool = True, failing: bo
                                                   "cases": cases}))
     (run / "kernel.config").write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\nCONFIG_IO_URING=y\n"
                                        "CONFIG_KASAN=y\n# CONFIG_KFENCE is not set\nCONFIG_PROVE_LOCKING=y\n")
-    (run / "reproduce.sh").write_text("#!/bin/sh\n# Reproduce this fuse-harness run.\nset -e\ncd /work/main\n"
+    (run / "reproduce.sh").write_text("#!/bin/sh\n# Reproduce this fuse-harness run.\nset -e\ncd /src/fuse-harness\n"
                                       ".venv/bin/fuse-harness build --target v7.3 --profile debug\n"
                                       ".venv/bin/python -m pytest tests/vm --target v7.3 --profile debug\n")
     (run / "console-1.log").write_text("boot\n")
@@ -147,7 +147,7 @@ def test_0day_summary(tmp_path: Path, known: Path) -> None:
     assert f"config:   {run / 'kernel.config'}" in text
     assert "compiler: gcc (Debian 12.2.0-14) 12.2.0" in lines
     i = lines.index("reproduce:")
-    assert lines[i + 1 : i + 4] == ["        # Reproduce this fuse-harness run.", "        cd /work/main",
+    assert lines[i + 1 : i + 4] == ["        # Reproduce this fuse-harness run.", "        cd /src/fuse-harness",
                                     "        .venv/bin/fuse-harness build --target v7.3 --profile debug"]
     assert "| Reported-by: fuse-harness <REPLACE-WITH-YOUR-ADDRESS>" in lines
     assert "test harness" in text

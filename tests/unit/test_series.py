@@ -390,7 +390,7 @@ def test_name_hunk_nearest() -> None:
         ("gen-c.h", 46, ("A", "C"), ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")),
         ("gen-b.h", 45, ("A", "B"), ("legacy", "iovec", "zero-copy", "bufring", "pinned-headers", "pinned-buffers")),
         ("gen-b-buf-ring.h", 45, ("A", "B"), ("legacy", "iovec", "bufring")),
-        ("gen-d.h", 45, ("A", "D"), ("legacy", "iovec", "zero-copy", "kmbuf")),
+        ("gen-d.h", 45, ("A", "D"), ("legacy", "iovec", "kmbuf", "kmbuf-zero-copy")),
     ],
 )
 def test_parse_abi(header: str, minor: int, gens: tuple[str, ...], transports: tuple[str, ...]) -> None:
@@ -405,7 +405,7 @@ def test_missing_promises() -> None:
     promised = load_ref("linux-7.3-bufpool/landed").promises
     assert c.missing(promised) == ()
     assert a.missing(promised) == ("bufpool", "bufpool-registered", "zero-copy")
-    assert c.missing(load_ref("kmbuf-zero-copy/v4").promises) == ("kmbuf",)
+    assert c.missing(load_ref("kmbuf-zero-copy/v4").promises) == ("kmbuf", "kmbuf-zero-copy")
     with pytest.raises(UserError, match="unknown transport"):
         a.missing(["teleport"])
 

@@ -22,6 +22,9 @@ PY = "/usr/bin/python3"
 #: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
 #: ABI (the only one 7.2 has; 7.3's A-compatible mode) and 7.3's bufpool.
 RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in ("iovec", "bufpool")]
+#: The same, plus generation D's kmbuf (the posted kmbuf series): for scenarios that only
+#: drive a served connection (teardown, commits, notifications), never its setup commands.
+RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), id="kmbuf")]
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "

@@ -7,49 +7,49 @@ recovers with a fusectl abort.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS, run_edge
+from edge_helpers import RINGS_D, run_edge
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_umount_with_request_in_flight(vm, request, run_dir, kernel, ring):
     """T1: umount -f while the server holds a READ: idle entries -ENOTCONN, the client fails
     ENOTCONN/ECONNABORTED, the late COMMIT gets -ENOTCONN."""
     run_edge(vm, request, run_dir, kernel, "umount-inflight", "T1", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_abort_via_fusectl(vm, request, run_dir, kernel, ring):
     """T2: fusectl abort while a READ is held: same observations as T1, later ops ENOTCONN."""
     run_edge(vm, request, run_dir, kernel, "abort-fusectl", "T2", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_sigkill_server_mid_request(vm, request, run_dir, kernel, ring):
     """T3: SIGKILL of the server holding a request: the client gets ENOTCONN/ECONNABORTED."""
     run_edge(vm, request, run_dir, kernel, "kill-server", "T3", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_ring_fd_closed(vm, request, run_dir, kernel, ring):
     """T4: ring fd closed, /dev/fuse kept: blocked clients stay killable, abort releases them."""
     run_edge(vm, request, run_dir, kernel, "ring-closed", "T4", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_submitting_thread_exits(vm, request, run_dir, kernel, ring):
     """T5: the thread that submitted the entries exits, the ring stays open: the next
     request delivered to one of its entries ends with an error, the client never hangs."""
     run_edge(vm, request, run_dir, kernel, "thread-exit", "T5", timeout=180, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
     """20 x (mount, serve a read, umount, every entry -ENOTCONN); no fuse connection leaks."""
     run_edge(vm, request, run_dir, kernel, "mount-loop", "T1 loop", timeout=600,
              extra=f"--transport {ring} --iterations 20")
 
 
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", RINGS_D)
 def test_bad_register_after_ready(vm, request, run_dir, kernel, ring):
     """P2: one bad REGISTER on a serving connection must not strand later requests
     (7.3.4: commits fail -EOPNOTSUPP, clients hang until abort; known issue). Runs last."""

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from guest import ZERO_COPY
 from harness.config import REPO, TRANSPORTS
 from harness.plugin import ktap_subtests, record_subtests
 
@@ -68,7 +69,7 @@ def test_shell_clients(vm, transport, run_dir):
     """cp, cat, dd, mv, ls, stat -f through a `guest serve` mount driven from the host's shell."""
     t = transport
     mnt, work = f"/tmp/fh-mnt-{t}", f"/tmp/fh-work-{t}"
-    backing = f" --backing {work}/backing" if t == "zero-copy" else ""
+    backing = f" --backing {work}/backing" if t in ZERO_COPY else ""
     serve = guest_cmd(f"serve --mount {mnt} --transport {t}{backing} "
                       f"--ready-file {work}/ready --counters {work}/counters.json")
     start = (f"mkdir -p {mnt} {work}/backing && rm -f {work}/ready {work}/counters.json && "
@@ -103,10 +104,13 @@ def test_shell_clients(vm, transport, run_dir):
     # data ops must have gone through the ring, not /dev/fuse
     assert counters["paths"]["io_uring"] > counters["paths"]["devfuse"], counters["paths"]
     assert counters["per_opcode"].get("WRITE", 0) > 0 and counters["per_opcode"].get("READ", 0) > 0
-    if t in ("bufpool", "bufpool-registered", "zero-copy"):
+    if t in ("bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"):
         assert counters["pool"]["high_water"] >= 1
         assert counters["uring"]["registered"] == (t != "bufpool")
-    if t == "zero-copy":
+    if t in ("kmbuf", "kmbuf-zero-copy"):  # payload in buffers the kernel picked and named
+        assert counters["generation"] == "D", counters["generation"]
+        assert counters["kmbuf"]["selected"] >= 1 and counters["kmbuf"]["missing"] == 0, counters["kmbuf"]
+    if t in ZERO_COPY:
         assert counters["uring"]["zero_copy"]
         assert counters["zero_copy"]["read"] + counters["zero_copy"]["write"] > 0, counters["zero_copy"]
         assert counters["zero_copy"]["fixed_errors"] == 0

@@ -1,4 +1,5 @@
-/* Synthetic fuse.h excerpt for tests: generation D (kernel-managed buffer ring, kmbuf). */
+/* Synthetic fuse.h excerpt for tests: generation D (kernel-managed buffer ring, kmbuf),
+ * shaped as the kmbuf v4 uapi (19/25, 24/25): init.{flags,queue_depth} at 18/20, 24 bytes. */
 #define FUSE_KERNEL_VERSION 7
 #define FUSE_KERNEL_MINOR_VERSION 45
 #define FUSE_OVER_IO_URING (1ULL << 41)
@@ -24,10 +25,11 @@ struct fuse_uring_cmd_req {
 	uint64_t flags;
 	uint64_t commit_id;
 	uint16_t qid;
-	uint8_t padding[6];
-	struct {
-		uint32_t flags;
-		uint16_t queue_depth;
-		uint16_t padding;
-	} init;
+	union {
+		struct {
+			uint16_t flags;
+			uint16_t queue_depth;
+		} init;
+	};
+	uint8_t padding[2];
 };
