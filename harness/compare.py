@@ -7,6 +7,8 @@
 compare.json (the shape harness.report renders, see harness.report.data) and compare.txt
 into the head run folder. A test that SKIPs on the base (its transport is not promised
 there) and PASSes on the head is a new pass: that is how 7.3's new transports show up.
+A posted series run against the landed form pairs transports across generations (a head
+test `X[kmbuf]` is compared with the base's `X[bufpool]`, see PAIRS), case by case.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ REGRESSED = ("FAIL", "ERROR", "TIMEOUT")
 TIMING_FLOOR = 1.0
 #: ...and differ by at least this factor either way.
 TIMING_RATIO = 1.5
+#: Head transport -> the base transport its test ids are compared with when the base run
+#: has no test of that transport: the posted kmbuf series (generation D) against 7.3 (C).
+PAIRS = {"kmbuf": "bufpool", "kmbuf-zero-copy": "zero-copy"}
+_PARAM = re.compile(r"\[([^\]]+)\]$")
+
+
+def pair_ids(base: dict[str, Any], head: dict[str, Any], pairs: dict[str, str]) -> dict[str, str]:
+    """{head nodeid: base nodeid} for head tests whose transport parameter maps to a base
+    transport (only when the base has no test of the head's own id)."""
+    out = {}
+    for n in head:
+        m = _PARAM.search(n)
+        if m and n not in base and m.group(1) in pairs:
+            other = n[:m.start()] + f"[{pairs[m.group(1)]}]"
+            if other in base:
+                out[n] = other
+    return out
 
 
 def _read(run: Path, name: str) -> dict[str, Any] | None:
@@ -60,8 +79,10 @@ def _label(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "source_identity": k.get("source_identity"), "series": k.get("series")}
 
 
-def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict[str, Any]:
-    """The differences between two run folders as the compare.json dict.
+def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO,
+            pairs: dict[str, str] | None = None) -> dict[str, Any]:
+    """The differences between two run folders as the compare.json dict (`pairs`: head
+    transport -> base transport for tests only the head has, default PAIRS).
 
     Test verdicts when both have summary.json, benchmark ratios when both have bench.json
     (harness.bench.compare); two bench runs of the same kernel are the reproducibility check.
@@ -76,10 +97,12 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict
     else:
         base, base_meta = load_cases(Path(base_run))
         head, head_meta = load_cases(Path(head_run))
-    both = [n for n in head if n in base]
+    paired = pair_ids(base, head, PAIRS if pairs is None else pairs)
+    base_of = {**{n: n for n in head if n in base}, **paired}
+    both = [n for n in head if n in base_of]
     new_pass, regressions, changed, timing = [], [], [], []
     for n in both:
-        b, h = base[n], head[n]
+        b, h = base[base_of[n]], head[n]
         bv, hv = b.get("verdict"), h.get("verdict")
         if hv == "PASS" and bv != "PASS":
             new_pass.append({"nodeid": n, "base": bv, "head": hv})
@@ -105,8 +128,10 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO) -> dict
         "base_kernel": _label(Path(base_run), base_meta), "head_kernel": _label(Path(head_run), head_meta),
         "new_pass": new_pass, "regressions": regressions, "new_findings": new_findings, "timing": timing,
         "changed": changed, "tests_compared": not bench_only,
-        "only_base": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in base.items() if n not in head],
-        "only_head": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in head.items() if n not in base],
+        "paired": [{"nodeid": n, "base_nodeid": b} for n, b in paired.items()],
+        "only_base": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in base.items()
+                      if n not in head and n not in paired.values()],
+        "only_head": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in head.items() if n not in base_of],
         **({"bench": compare_bench(base_bench, head_bench)} if base_bench and head_bench else {}),
     }
 
@@ -123,6 +148,11 @@ def render(result: dict[str, Any]) -> str:
         return f"{result[side]}" + (f" ({extra})" if extra else "")
 
     lines = [f"base: {who('base')}", f"head: {who('head')}", ""]
+    pairs = sorted({(_PARAM.search(p["nodeid"]).group(1), _PARAM.search(p["base_nodeid"]).group(1))
+                    for p in result.get("paired") or []})
+    if pairs:
+        lines[-1:] = [f"paired across transports (head ~ base): {', '.join(f'{h} ~ {b}' for h, b in pairs)} "
+                      f"({len(result['paired'])} tests)", ""]
     sections = (
         ("regressions", lambda x: f"{x['base']:>7} -> {x['head']:<7} {_short(x['nodeid'])}  {x['reason'][:80]}"),
         ("new_findings", lambda x: f"{x.get('kind', ''):>7}    {_short(x['nodeid'])}  {x['fingerprint']}"),

@@ -48,7 +48,10 @@ def load(path: Path = PATH) -> list[KnownIssue]:
     """All entries; unknown or missing keys are errors naming the file and the entry."""
     if not path.exists():
         return []
-    data = yaml.safe_load(path.read_text()) or []
+    try:
+        data = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, list):
         raise ConfigError(f"{path}: expected a list of issues")
     issues = []

@@ -106,7 +106,7 @@ SCENARIOS = {
         "D: headers fixed buffer"),
     "kmbuf-zc-teardown": Scenario("kmbuf", "zc_teardown", (
         "write_held_in_slot", "abort_written", "clients_return", "slot_empty_after_abort",
-        "umount_after_abort"), 60, "D: zero-copy teardown (PORT-NOTES 7)"),
+        "umount_after_abort", "read_held_umount_abort"), 75, "D: zero-copy teardown (PORT-NOTES 7)"),
     "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
     "kmbuf-memlock": Scenario("kmbuf", "memlock", (

@@ -279,6 +279,21 @@ def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
                + (f" ({'the client pages' if os.pread(probe, len(secret), 0) == secret else 'stale bytes'}"
                   " are still reachable)" if leak else ""))
     _umount_lazy(ctx, srv)
+    # The same teardown path with a zero-copy READ held, ended by umount -l + abort (no
+    # probe of that slot: it maps the reader's pages for writing).
+    srv2 = Served(ctx, "kzr", transport="kmbuf-zero-copy", files=DATA)
+    srv2.engine.hold = lambda i: i["op"] == "READ"
+    srv2.engine.auto = True
+    r = Client(ctx, "reader", lambda: read_file(srv2.path("f")), cpu=0)
+    held = srv2.pump(15.0, lambda: bool(srv2.engine.held))
+    try:
+        M.umount(srv2.mnt, M.MNT_DETACH)
+    except OSError as exc:
+        ctx.diag(f"umount -l with a zero-copy READ held: {exc.strerror}")
+    aborted = srv2.conn.abort()
+    ok = held and aborted and wait_all([r], 10.0)
+    ctx.result("read_held_umount_abort", ok, f"READ held {held}, abort {aborted}, "
+               f"reader: {r.poll(0.0) or 'state ' + r.state()}")
 
 
 def _pwrite(path: str, data: bytes) -> int:

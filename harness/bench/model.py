@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.bench import hostload
 from harness.errors import UserError
-from harness.report.data import BASELINES, bench_rows, round_ratios
+from harness.report.data import BASELINES, baselines, bench_rows, round_ratios
 
 #: fio workloads in the order they run on one mount: the writes lay the files out for the reads.
 FIO_WORKLOADS = (("seq-write-1M", "write"), ("rand-write-1M", "randwrite"),
@@ -269,11 +269,12 @@ def table(bench: dict[str, Any]) -> str:
 
     With paired samples the ratio is the median of the per-round ratios, its min-max in brackets.
     """
-    heads = ["workload", "transport", "n", "median", "min-max", "unit", *(f"vs {b}" for b in BASELINES)]
+    bases = baselines(bench)
+    heads = ["workload", "transport", "n", "median", "min-max", "unit", *(f"vs {b}" for b in bases)]
     rows = [heads]
     for r in bench_rows(bench):
         s = r["stats"]
-        ratios = [_ratio(r["vs"][b], r["vs_range"][b]) for b in BASELINES]
+        ratios = [_ratio(r["vs"][b], r["vs_range"][b]) for b in bases]
         rows.append([r["workload"], r["transport"], str(s.n), _fmt(s.median), f"{_fmt(s.low)}-{_fmt(s.high)}",
                      r["unit"], *ratios])
     widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]

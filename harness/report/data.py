@@ -62,8 +62,16 @@ CONFIG_HIGHLIGHTS = (
     "FUSE_FS", "FUSE_IO_URING", "IO_URING", "FUSE_PASSTHROUGH", "KASAN", "KFENCE", "UBSAN",
     "PROVE_LOCKING", "DEBUG_ATOMIC_SLEEP", "DEBUG_KMEMLEAK", "LOCKDEP", "DEBUG_LIST", "PREEMPT",
 )
-#: Transports that ratio tables compare against.
-BASELINES = ("legacy", "bufpool")
+#: Transports that ratio tables compare against, when the run measured them: /dev/fuse, the
+#: 7.3 pool, and the posted kmbuf ring (its zero-copy claim is made against it).
+BASELINES = ("legacy", "bufpool", "kmbuf")
+
+
+def baselines(bench: dict[str, Any]) -> tuple[str, ...]:
+    """The BASELINES this bench run measured (the columns its tables show)."""
+    seen = {t for wl in (bench.get("workloads") or {}).values() for t in (wl.get("transports") or {})}
+    seen |= set((bench.get("settings") or {}).get("transports") or ())
+    return tuple(b for b in BASELINES if b in seen)
 
 
 @dataclass
@@ -117,7 +125,9 @@ class Run:
 
     def known_for(self, nodeid: str) -> list[KnownIssue]:
         release = self.kernel.get("kernel_release", "")
-        return [k for k in self.known if k.applies(nodeid, release)]
+        version = ".".join(release.split("-")[0].split(".")[:2])  # 7.2.13-gb118 -> 7.2, as targets say
+        target = self.kernel.get("target")
+        return [k for k in self.known if k.applies(nodeid, release, target) or k.applies(nodeid, version, target)]
 
     def config_highlights(self) -> dict[str, str]:
         """CONFIG_ options of interest -> y/m/value or 'n' (absent when no kernel.config)."""

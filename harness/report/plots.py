@@ -133,10 +133,11 @@ def ratio_chart(bench: dict[str, Any], base: str, metric: str = "") -> str | Non
 
 def bench_charts(bench: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, data URI): the ratio grids vs each baseline, every workload, the CPU chart when present."""
-    from harness.report.data import BASELINES
+    from harness.report.data import baselines
 
-    charts = [(f"vs {b}", uri) for b in BASELINES if (uri := ratio_chart(bench, b))]
-    charts += [(f"per host CPU vs {b}", uri) for b in BASELINES if (uri := ratio_chart(bench, b, "cpu_"))]
+    bases = baselines(bench)
+    charts = [(f"vs {b}", uri) for b in bases if (uri := ratio_chart(bench, b))]
+    charts += [(f"per host CPU vs {b}", uri) for b in bases if (uri := ratio_chart(bench, b, "cpu_"))]
     charts += [(name, workload_chart(name, wl)) for name, wl in (bench.get("workloads") or {}).items()
                if any(wl.get("transports", {}).values())]
     if bench.get("cpu_us_per_request"):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.bench import hostload
-from harness.report.data import BASELINES, Run, bench_rows, has_per_cpu
+from harness.report.data import Run, baselines, bench_rows, has_per_cpu
 from harness.report.markup import badge, e, secs
 from harness.report.style import COLOURS
 
@@ -137,17 +137,18 @@ def bench(run: Run) -> str:
     rows = []
     brows = bench_rows(b)
     per_cpu = has_per_cpu(brows)
+    bases = baselines(b)
     for r in brows:
         s = r["stats"]
         rows.append(f"<tr><td class='mono'>{e(r['workload'])}</td><td class='mono'>{e(r['transport'])}</td>"
                     f"<td class='num'>{s.n}</td><td class='num'><b>{s.median:.4g}</b> {e(r['unit'])}</td>"
                     f"<td class='num'>{s.low:.4g} – {s.high:.4g}</td><td class='num'>{s.q1:.4g} – {s.q3:.4g}</td>"
-                    + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in BASELINES)
-                    + ("".join(_ratio(r["cpu_vs"][base], r["cpu_vs_range"][base]) for base in BASELINES)
+                    + "".join(_ratio(r["vs"][base], r["vs_range"][base]) for base in bases)
+                    + ("".join(_ratio(r["cpu_vs"][base], r["cpu_vs_range"][base]) for base in bases)
                        if per_cpu else "") + "</tr>")
-    heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in BASELINES)
+    heads = "".join(f"<th class='num'>vs {e(base)}</th>" for base in bases)
     if per_cpu:
-        heads += "".join(f"<th class='num'>per host CPU<br>vs {e(base)}</th>" for base in BASELINES)
+        heads += "".join(f"<th class='num'>per host CPU<br>vs {e(base)}</th>" for base in bases)
     host = b.get("host") or {}
     load = f"<p class='{'worse' if host.get('verdict') == 'noisy' else 'muted'}'>{e(hostload.sentence(host))}</p>"
     return (f'<h2 id="bench">Benchmarks</h2>{load}<p class="muted">{e(b.get("note", ""))}</p>'

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench import hostload
-from harness.report.data import BAD, BASELINES, Run, bench_rows, load
+from harness.report.data import BAD, Run, baselines, bench_rows, load
 
 WIDTH = 80
 
@@ -113,32 +113,35 @@ def per_cpu_table(bench: dict[str, Any]) -> list[str]:
     rows = [r for r in bench_rows(bench) if any(v is not None for v in r["cpu_vs"].values())]
     if not rows:
         return []
+    bases = baselines(bench)
     out = ["", *textwrap.wrap("Per host CPU: the same ratios of throughput divided by the share of the "
                               "host's CPU the VM got during each sample. Under TCG every guest cycle is a "
                               "host cycle, so steal time and other load cancel out; >1 is better.", WIDTH),
-           f"{'workload':<14}{'transport':<19}" + "".join(f"{'vs ' + b:<17}" for b in BASELINES).rstrip(),
+           f"{'workload':<14}{'transport':<19}" + "".join(f"{'vs ' + b:<17}" for b in bases).rstrip(),
            "-" * WIDTH]
     for r in rows:
-        ratios = "".join(f"{_vs(r['cpu_vs'][b], r['cpu_vs_range'][b]):<17}" for b in BASELINES).rstrip()
+        ratios = "".join(f"{_vs(r['cpu_vs'][b], r['cpu_vs_range'][b]):<17}" for b in bases).rstrip()
         out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{ratios}"))
     return out
 
 
 def bench_table(run: Run) -> list[str]:
-    """Medians, their spread, and relative performance (>1 better) vs legacy and bufpool, 80 columns."""
+    """Medians, their spread, and relative performance (>1 better) vs legacy and bufpool (or
+    kmbuf on a kmbuf kernel), 80 columns."""
     if not run.bench:
         return []
+    bases = baselines(run.bench)
     paired = any(wl.get("paired") for wl in (run.bench.get("workloads") or {}).values())
     out = ["Benchmarks: median of n samples, MiB/s (fio) or ops/s (meta-*); +- = half the",
            "min..max range of the samples in % of the median; vs = relative performance",
            (">1 is better: median of the per-round ratios (min-max over the rounds)" if paired
             else ">1 is better: ratio of the medians"),
            f"{'workload':<14}{'transport':<19}{'n':>2}{'median':>7}{'+-':>4} "
-           + "".join(f"{'vs ' + b:<17}" for b in BASELINES).rstrip()]
+           + "".join(f"{'vs ' + b:<17}" for b in bases).rstrip()]
     out.append("-" * WIDTH)
     for r in bench_rows(run.bench):
         s = r["stats"]
-        ratios = "".join(f"{_vs(r['vs'][b], r['vs_range'][b]):<17}" for b in BASELINES).rstrip()
+        ratios = "".join(f"{_vs(r['vs'][b], r['vs_range'][b]):<17}" for b in bases).rstrip()
         median = f"{s.median:.4g}" if s.median < 1000 else f"{s.median:.0f}"
         out.append(_fit(f"{r['workload'][:13]:<14}{r['transport'][:18]:<19}{s.n:>2}{median:>7}"
                         f"{_spread(s.spread_pct)} {ratios}"))

@@ -118,3 +118,25 @@ def test_suite_argv_matches_run():
     assert C.suite_argv("v7.2", "default", "/r", k="bufpool", accel="tcg") == [
         "tests/vm", "-p", "no:cacheprovider", "--results-dir", "/r", "--target", "v7.2", "--profile", "default",
         "--accel", "tcg", "-k", "bufpool"]
+
+
+def test_posted_series_pairs_with_the_landed_transport(tmp_path):
+    """kmbuf-v4 (head) against 7.3 (base): X[kmbuf] is compared with X[bufpool], X[kmbuf-zero-copy]
+    with X[zero-copy]; the head's own skipped X[bufpool] is compared with the base's as usual."""
+    e = "tests/vm/test_edge_teardown.py::test_abort_via_fusectl"
+    base = run_folder(tmp_path / "001-v7.3-default", "v7.3", "7.3.4", [
+        case(f"{T}[bufpool]", "PASS"), case(f"{T}[zero-copy]", "PASS"), case(f"{e}[bufpool]", "PASS")])
+    head = run_folder(tmp_path / "002-kmbuf-v4-default", "kmbuf-v4", "7.2.13-gb118", [
+        case(f"{T}[bufpool]", "SKIP"), case(f"{T}[kmbuf]", "PASS"), case(f"{T}[kmbuf-zero-copy]", "FAIL"),
+        case(f"{e}[kmbuf]", "XFAIL"), case("tests/vm/test_edge_kmbuf.py::test_memlock_uncharged", "PASS")])
+    r = C.compare(base, head)
+    assert {(p["nodeid"], p["base_nodeid"]) for p in r["paired"]} == {
+        (f"{T}[kmbuf]", f"{T}[bufpool]"), (f"{T}[kmbuf-zero-copy]", f"{T}[zero-copy]"),
+        (f"{e}[kmbuf]", f"{e}[bufpool]")}
+    assert [x["nodeid"] for x in r["regressions"]] == [f"{T}[kmbuf-zero-copy]"]
+    assert {x["nodeid"]: x["head"] for x in r["changed"]} == {f"{T}[bufpool]": "SKIP", f"{e}[kmbuf]": "XFAIL"}
+    assert [x["nodeid"] for x in r["only_head"]] == ["tests/vm/test_edge_kmbuf.py::test_memlock_uncharged"]
+    assert r["only_base"] == []
+    assert "paired across transports (head ~ base): kmbuf ~ bufpool, kmbuf-zero-copy ~ zero-copy (3 tests)" \
+        in C.render(r)
+    assert C.compare(base, head, pairs={})["paired"] == []

@@ -42,3 +42,20 @@ def test_every_shipped_entry_names_a_collected_test():
     for issue in known_issues.load():
         hits = [n for n in nodeids if fnmatch.fnmatchcase(n, issue.test)]
         assert hits, f"known issue {issue.id}: pattern {issue.test!r} matches no test in tests/vm"
+
+
+def test_target_scopes_a_posted_series_finding(tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("- id: series-bug\n  test: 'tests/vm/test_x.py::*'\n  kernel: '7.2'\n  target: kmbuf-v4\n"
+                 "  reason: r\n- id: base-bug\n  test: 'tests/vm/test_y.py::*'\n  kernel: '7.2'\n  reason: r\n")
+    issues = known_issues.load(p)
+    assert known_issues.matching(issues, "tests/vm/test_x.py::test_a", "7.2", "kmbuf-v4").id == "series-bug"
+    assert known_issues.matching(issues, "tests/vm/test_x.py::test_a", "7.2", "v7.2") is None
+    assert known_issues.matching(issues, "tests/vm/test_y.py::test_a", "7.2", "kmbuf-v4").id == "base-bug"
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("- id: x\n  reference: a: b\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        known_issues.load(p)
