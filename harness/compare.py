@@ -42,11 +42,12 @@ _PARAM = re.compile(r"\[([^\]]+)\]$")
 
 def pair_ids(base: dict[str, Any], head: dict[str, Any], pairs: dict[str, str]) -> dict[str, str]:
     """{head nodeid: base nodeid} for head tests whose transport parameter maps to a base
-    transport (only when the base has no test of the head's own id)."""
+    transport (only when the base did not run the head's own id: absent, or skipped because
+    its target does not promise that transport)."""
     out = {}
     for n in head:
         m = _PARAM.search(n)
-        if m and n not in base and m.group(1) in pairs:
+        if m and m.group(1) in pairs and (base.get(n) or {}).get("verdict", "SKIP") == "SKIP":
             other = n[:m.start()] + f"[{pairs[m.group(1)]}]"
             if other in base:
                 out[n] = other

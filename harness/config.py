@@ -152,8 +152,9 @@ def resolve_series_path(series: str, folder: Path) -> str:
     """`mbox:`/`dir:` paths of a target file, made absolute from the file's folder (so the
     target works from any cwd); other series strings are returned as they are."""
     kind, sep, rest = series.partition(":")
-    if sep and kind in ("mbox", "dir") and rest and not Path(rest).expanduser().is_absolute():
-        return f"{kind}:{(folder / rest).resolve()}"
+    if sep and kind in ("mbox", "dir") and rest:
+        path = Path(rest).expanduser()
+        return f"{kind}:{path if path.is_absolute() else (folder / path).resolve()}"
     return series
 
 

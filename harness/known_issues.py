@@ -18,7 +18,7 @@ import yaml
 from harness.errors import ConfigError
 
 PATH = Path(__file__).resolve().parent.parent / "known-issues.yaml"
-_KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", "dmesg"}
+_KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", "dmesg", "cases"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class KnownIssue:
     #: fnmatch on the target name: a posted series' finding is scoped to its own target
     #: (e.g. kmbuf-v4), not to every kernel of the same base version.
     target: str = "*"
+    #: fnmatch patterns of the guest KTAP cases (subtests) this issue makes fail; with them,
+    #: any other failing case of the test still fails it (one finding never hides another).
+    cases: tuple[str, ...] = ()
 
     def applies(self, nodeid: str, kernel_version: str | None, target: str | None = None) -> bool:
         if not fnmatch.fnmatchcase(nodeid, self.test):
@@ -65,11 +68,22 @@ def load(path: Path = PATH) -> list[KnownIssue]:
         missing = [k for k in ("id", "test", "kernel", "reason") if k not in entry]
         if missing:
             raise ConfigError(f"{path}: entry {entry.get('id', i)}: missing key {missing[0]!r}")
-        dmesg = entry.pop("dmesg", None) or []
-        if not isinstance(dmesg, list):
-            dmesg = [dmesg]
-        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}, dmesg=tuple(map(str, dmesg))))
+        lists = {}
+        for key in ("dmesg", "cases"):
+            value = entry.pop(key, None) or []
+            lists[key] = tuple(map(str, value if isinstance(value, list) else [value]))
+        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}, **lists))
     return issues
+
+
+def unexplained_cases(issue_cases: tuple[str, ...], subtests: list[dict[str, str]]) -> list[str]:
+    """Failing subtests (name: verdict) that none of the issue's case patterns covers
+    ([] when the issue names no cases: it covers the whole test)."""
+    if not issue_cases:
+        return []
+    bad = [s for s in subtests if s.get("verdict") not in ("PASS", "SKIP", "XFAIL")]
+    return [f"{s['name']}: {s['verdict']}" for s in bad
+            if not any(fnmatch.fnmatchcase(s["name"], p) for p in issue_cases)]
 
 
 def matching(issues: list[KnownIssue], nodeid: str, kernel_version: str | None,

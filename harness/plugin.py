@@ -31,6 +31,7 @@ log = logging.getLogger("harness.plugin")
 
 RUN_DIR = pytest.StashKey[Path]()
 KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
+KNOWN_CASES = pytest.StashKey[tuple]()  # guest case patterns a known issue explains
 META = pytest.StashKey[Metadata]()
 CASES = pytest.StashKey[list[CaseResult]]()
 PHASES = pytest.StashKey[Phases]()
@@ -122,6 +123,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known issue {issue.id}: {issue.reason}"))
             item.user_properties.append(("known_issue", issue.id))
             item.stash[KNOWN_DMESG] = issue.dmesg
+            item.stash[KNOWN_CASES] = issue.cases
 
 
 # -- fixtures ------------------------------------------------------------------------
@@ -368,6 +370,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if other:  # the known issue does not explain these: they fail the test
             _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
                              f"does not explain:\n{other}")
+        from harness.known_issues import unexplained_cases
+
+        cases = unexplained_cases(item.stash.get(KNOWN_CASES, ()), item.stash.get(SUBTESTS, []))
+        if cases and hasattr(report, "wasxfail"):
+            _unxfail(report, f"{report.wasxfail}\nbut guest cases this known issue does not explain "
+                             f"failed:\n  " + "\n  ".join(cases))
     if findings:
         report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
         report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))

@@ -130,8 +130,10 @@ class Served:
         return (self.engine.ring, *self.engine.extra_rings)
 
     def close_rings(self) -> None:
-        for r in self.rings():
-            r.close()
+        """Tear every ring down for real (kmbuf buffer mappings too: they hold the ring)."""
+        bufs = getattr(self.engine, "bufs", [])
+        for q, r in enumerate(self.rings()):
+            r.close(*bufs[q:q + 1])
 
     def pump(self, timeout: float, until=None) -> bool:  # noqa: ANN001
         """Reap and route CQEs for up to timeout s; True as soon as until() holds."""
@@ -170,7 +172,12 @@ class Served:
         return self.engine.aux.get(ud)
 
     def bad_register(self, qid: int) -> int | None:
-        """REGISTER with a valid header iovec but the given (bad) qid."""
+        """REGISTER with the given (bad) qid, in the engine's own ABI: a valid header iovec
+        (A/C), or init.flags = FUSE_URING_BUF_RING and no iovec (generation D)."""
+        if hasattr(self.engine, "init_flags"):  # kmbuf: the queue's own REGISTER shape
+            from guest.transports.kmbuf import D_CMD
+            req = D_CMD.pack(0, 0, qid, self.engine.init_flags, self.engine.depth, b"")
+            return self.raw(P.URING_CMD_REGISTER, req, timeout=2.0)
         iov = (abi.Iovec * 2)(abi.Iovec(self.engine.hdr_addr, P.URING_HDR_SIZE),
                               abi.Iovec(None, 0))
         self.engine.ring.keep(iov)

@@ -25,7 +25,7 @@ import os
 from guest.fuse import proto as P
 from guest.server import NO_PAYLOAD_OPS
 from guest.transports.base import SetupError
-from guest.transports.engine import FIXED, Entry, RingEngine, pow2, ud
+from guest.transports.engine import ENT_IN_OUT, FIXED, Entry, RingEngine, pow2, ud
 from guest.uring import abi
 from guest.uring.ring import Ring, addr_of
 
@@ -173,11 +173,13 @@ class KmbufZeroCopyTransport(KmbufTransport):
                 rw = abi.Op.READ_FIXED if op == P.Op.READ else abi.Op.WRITE_FIXED
                 ring.prep_rw(rw, fd, 0, size, offset, ud(FIXED, e.gid), buf_index=e.slot)
                 return
-            if op == P.Op.WRITE:  # memory backend: pull the client's pages into staging
-                e.zc = ("write-staged", (h, arg0))
-                ring.prep_rw(abi.Op.WRITE_FIXED, self.stage, 0, size, stage_off,
-                             ud(FIXED, e.gid), buf_index=e.slot)
-                return
+        if op in ZC_IN_OPS:  # no file to write to: pull the pages into staging, then dispatch
+            if op == P.Op.NOTIFY_REPLY:  # the retrieved data's size is the payload size (24/25)
+                size = ENT_IN_OUT.unpack(self.hdr, e.hdr_off + P.URING_ENT_OFFSET)[2]
+            e.zc = ("write-staged", (h, arg0))
+            ring.prep_rw(abi.Op.WRITE_FIXED, self.stage, 0, size, stage_off,
+                         ud(FIXED, e.gid), buf_index=e.slot)
+            return
         reply = self.server.dispatch(h, arg0, b"") or (-errno.ENOSYS, b"")
         if op not in ZC_OUT_OPS or reply[0] or not reply[1]:
             self.reply(e, reply[0], b"" if op in ZC_OUT_OPS else reply[1],

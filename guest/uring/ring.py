@@ -5,6 +5,7 @@ No FUSE knowledge. Not thread-safe: one thread submits and reaps.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -200,8 +201,16 @@ class Ring:
                          mmap.PROT_READ | mmap.PROT_WRITE,
                          offset=abi.OFF_KMBUF_RING | (bgid << abi.OFF_KMBUF_SHIFT))
 
-    def close(self) -> None:
-        """Close the ring fd (the kernel cancels parked commands)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+    def close(self, *mappings: mmap.mmap) -> None:
+        """Tear the ring down: unmap its SQ/CQ/SQE areas (and `mappings` of its fd, such as
+        kmbuf buffers), then close the fd. Only then does the kernel run the ring's exit
+        (cancel parked commands, free buffer groups): a live mapping keeps the file open."""
+        if self.fd < 0:
+            return
+        for name in ("_sq_head", "_sq_tail", "_sq_array", "_cq_head", "_cq_tail", "_cq_overflow"):
+            setattr(self, name, None)  # ctypes views pin their mmap
+        for mm in (*mappings, self.sqes, self.sq_mm, self.cq_mm):
+            with contextlib.suppress(BufferError, ValueError):
+                mm.close()
+        os.close(self.fd)
+        self.fd = -1

@@ -23,7 +23,7 @@ def known_issues(run: Run) -> str:
         return ""
     rows = []
     for k in run.known:
-        hits = [c["nodeid"] for c in run.cases if k.applies(c["nodeid"], run.kernel.get("kernel_release", ""))]
+        hits = [c["nodeid"] for c in run.cases if k in run.known_for(c["nodeid"])]
         seen = "<br>".join(f"{badge(c['verdict'])} <span class='mono'>{e(c['nodeid'])}</span>"
                            for c in run.cases if c["nodeid"] in hits) or '<span class="muted">not in this run</span>'
         rows.append(f"<tr><td class='mono'>{e(k.id)}</td><td class='mono'>{e(k.test)}</td>"

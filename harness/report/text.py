@@ -156,6 +156,24 @@ def bench_table(run: Run) -> list[str]:
     return out
 
 
+def _known_section(run: Run) -> list[str]:
+    """Each known issue an expected failure of this run names: why, and how to reproduce it
+    (for a posted series, its review findings)."""
+    seen: dict[str, Any] = {}
+    for c in run.cases:
+        if c["verdict"] in ("XFAIL", "XPASS"):
+            for k in run.known_for(c["nodeid"]):
+                seen.setdefault(k.id, (k, []))[1].append(c["nodeid"])
+    out: list[str] = []
+    for k, ids in seen.values():
+        out += ["", _fit(f"[{k.id}]"), *(_fit(f"  in {_nodeid(i, WIDTH - 5)}") for i in ids)]
+        out += textwrap.wrap(" ".join(k.reason.split()), WIDTH, initial_indent="  ", subsequent_indent="  ")
+        if k.reproducer:
+            out += textwrap.wrap("reproduce: " + " ".join(k.reproducer.split()), WIDTH, initial_indent="  ",
+                                 subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
+    return ["", "Known issues (expected failures, each with its reproducer):", *out] if out else []
+
+
 def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     """A short result table fit for a reply on a mailing list."""
     run = load(Path(run_dir), known_issues)
@@ -171,6 +189,7 @@ def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     bad = _failures(run)
     if bad:
         lines += ["", "Not passing (or with kernel log findings):", *bad]
+    lines += _known_section(run)
     if run.bisect and (run.bisect.get("first_bad") or {}).get("commit"):
         fb = run.bisect["first_bad"]
         lines += ["", _fit(f"First bad commit: {fb['commit'][:12]} {fb.get('subject', '')}")]

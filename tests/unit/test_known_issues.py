@@ -59,3 +59,15 @@ def test_invalid_yaml_is_a_config_error(tmp_path):
     p.write_text("- id: x\n  reference: a: b\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         known_issues.load(p)
+
+
+def test_cases_limit_what_an_issue_explains(tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("- id: one-case\n  test: '*'\n  kernel: '7.2'\n  reason: r\n  cases: ['*.unknown_flag']\n")
+    issue = known_issues.load(p)[0]
+    subtests = [{"name": "kv.unknown_flag", "verdict": "FAIL"}, {"name": "kv.bad_qid", "verdict": "PASS"},
+                {"name": "kv.depth0", "verdict": "FAIL"}, {"name": "kv.skipped", "verdict": "SKIP"}]
+    assert issue.cases == ("*.unknown_flag",)
+    assert known_issues.unexplained_cases(issue.cases, subtests) == ["kv.depth0: FAIL"]
+    assert known_issues.unexplained_cases(issue.cases, subtests[:2]) == []
+    assert known_issues.unexplained_cases((), subtests) == []  # no cases: the whole test

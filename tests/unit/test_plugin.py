@@ -44,6 +44,22 @@ def test_known_issue_with_no_declared_findings_fails_on_one(request, run_dir):
     plant(request)
 
 
+@pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
+def test_known_issue_explains_its_case(request, run_dir):
+    request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
+    plugin.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
+                                     {"name": "kv.bad_qid", "verdict": "PASS", "reason": ""}])
+    assert False, "kv.unknown_flag failed"
+
+
+@pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
+def test_known_issue_with_another_failing_case_fails(request, run_dir):
+    request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
+    plugin.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
+                                     {"name": "kv.bad_qid", "verdict": "FAIL", "reason": ""}])
+    assert False, "two cases failed"
+
+
 @pytest.mark.xfail(strict=True, reason="known issue, fixed kernel")
 def test_fixed_known_issue_is_xpass(request, run_dir):
     pass
@@ -67,7 +83,7 @@ def test_known_issue_with_broken_setup_is_an_error(broken_kernel):
 def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     pytester.makepyfile(test_inner=PLANT)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-v")
-    result.assert_outcomes(passed=2, failed=4, xfailed=1, errors=1)
+    result.assert_outcomes(passed=2, failed=5, xfailed=2, errors=1)
     out = result.stdout.str()
     assert "test_finding_fails FAILED" in out and "kernel log findings during this test" in out
     assert "test_known_issue_is_xfail XFAIL" in out
@@ -84,5 +100,8 @@ def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     assert "does not explain" in out and "KASAN" in out
     assert cases["test_known_issue_with_no_declared_findings_fails_on_one"]["verdict"] == "FAIL"
     assert cases["test_known_issue_with_broken_setup_is_an_error"]["verdict"] == "ERROR"
+    assert cases["test_known_issue_explains_its_case"]["verdict"] == "XFAIL"
+    assert cases["test_known_issue_with_another_failing_case_fails"]["verdict"] == "FAIL"
+    assert "kv.bad_qid: FAIL" in cases["test_known_issue_with_another_failing_case_fails"]["reason"]
     for name in ("junit.xml", "results.ktap", "metadata.json", "report.html", "report.txt"):
         assert (run / name).is_file(), name

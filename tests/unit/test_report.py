@@ -243,3 +243,27 @@ def test_stats_and_ratio() -> None:
     assert stats([]) is None and stats([5.0]).q1 == 5.0
     assert relative(200.0, 100.0, True) == 2.0 and relative(50.0, 100.0, False) == 2.0
     assert relative(1.0, 0.0, True) is None
+
+
+def test_text_names_each_known_issue_with_its_reproducer(tmp_path: Path) -> None:
+    """A posted series' run reads as a reply: every expected failure's issue, why, how to reproduce."""
+    run = make_run(tmp_path, bench=False, extras=False, failing=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["cases"].append({"nodeid": "tests/vm/test_edge_kmbuf.py::test_register_validation", "verdict": "XFAIL",
+                             "seconds": 3.0, "reason": "", "findings": [], "subtests": []})
+    (run / "summary.json").write_text(json.dumps(summary))
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["kernel"].update(target="kmbuf-v4", kernel_release="7.2.13-gb1182041ee81")
+    (run / "metadata.json").write_text(json.dumps(meta))
+    known = tmp_path / "k.yaml"
+    known.write_text("- id: kmbuf-v4-unknown-init-flags-accepted\n  test: 'tests/vm/test_edge_kmbuf.py::*'\n"
+                     "  kernel: '7.2'\n  target: kmbuf-v4\n  reason: REGISTER accepts init.flags bits it does"
+                     " not know\n  reproducer: python3 -m guest edge kmbuf-validation\n"
+                     "- id: other-target\n  test: '*'\n  kernel: '7.2'\n  target: v7.2\n  reason: no\n")
+    lines = render_text(run, known).splitlines()
+    i = lines.index("Known issues (expected failures, each with its reproducer):")
+    assert lines[i + 2:i + 6] == ["[kmbuf-v4-unknown-init-flags-accepted]",
+                                  "  in tests/vm/test_edge_kmbuf.py::test_register_validation",
+                                  "  REGISTER accepts init.flags bits it does not know",
+                                  "  reproduce: python3 -m guest edge kmbuf-validation"]
+    assert "other-target" not in "\n".join(lines)
