@@ -104,12 +104,12 @@ SCENARIOS = {
     "kmbuf-bad-header-index": Scenario("kmbuf", "bad_header_index", (
         "client_not_stranded", "abort_releases_client"), 60,
         "D: headers fixed buffer"),
-    "kmbuf-zc-teardown": Scenario("kmbuf", "zc_teardown", (
+    "kmbuf-zc-teardown": Scenario("kmbuf_zc", "zc_teardown", (
         "write_held_in_slot", "abort_written", "clients_return", "slot_empty_after_abort",
         "umount_after_abort", "read_held_umount_abort"), 75, "D: zero-copy teardown (PORT-NOTES 7)"),
     "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
-    "kmbuf-memlock": Scenario("kmbuf", "memlock", (
+    "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (
         "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
 }
 

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import mmap
 import os
-import resource
 import time
 
 from guest import mount as M
@@ -25,13 +24,12 @@ from guest.fuse import proto as P
 from guest.transports.base import SetupError
 from guest.transports.kmbuf import BGID, D_CMD, kmbuf_supported, round_up
 from guest.uring import abi
-from guest.uring.ring import Ring, addr_of
+from guest.uring.ring import addr_of
 
 E = errno
 REG = P.URING_CMD_REGISTER
 BUF_RING, ZC = P.URING_BUF_RING, P.URING_INIT_ZERO_COPY
 DATA = {b"f": b"kmbuf " * 700, b"f0": b"zero " * 900, b"f1": b"one " * 1100}
-NOBODY = 65534
 
 
 def d_register(qid: int, flags: int = BUF_RING, depth: int = 4) -> bytes:
@@ -39,7 +37,7 @@ def d_register(qid: int, flags: int = BUF_RING, depth: int = 4) -> bytes:
     return D_CMD.pack(0, 0, qid, flags, depth, b"")
 
 
-def _skip_all_without_d(ctx: Ctx) -> bool:
+def skip_all_without_d(ctx: Ctx) -> bool:
     why = kmbuf_supported()
     if why:
         for c in ctx.cases:
@@ -66,7 +64,7 @@ def _d_conn(ctx: Ctx, tag: str, kmbuf: bool = True, headers: bool = True,
 
 def validation(ctx: Ctx, args) -> None:  # noqa: ANN001
     """The shared REGISTER validation over D, one fresh connection per case."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     n = Conn(ctx, "probe").nr_queues
     conn = _d_conn(ctx, "qid")
@@ -114,7 +112,7 @@ def validation(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 def small_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
     """A kmbuf ring whose buffers are smaller than max_payload_sz must be refused."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     srv = Served(ctx, "ksb", transport="kmbuf", files=DATA, buf_size=mmap.PAGESIZE, start=False)
     try:
@@ -138,7 +136,7 @@ def small_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
         ctx.result("oversize_payload_bounded", None, reason="would spin in fuse_copy_one "
                    "without progress (a soft lockup; rerun with --provoke on a throwaway guest)")
         return
-    w = Client(ctx, "write16k", lambda: _pwrite(srv.path("f"), b"w" * 4 * mmap.PAGESIZE), cpu=0)
+    w = Client(ctx, "write16k", lambda: pwrite_file(srv.path("f"), b"w" * 4 * mmap.PAGESIZE), cpu=0)
     srv.pump(15.0, w.done)
     out = w.poll(0.0)
     spin = ""
@@ -162,7 +160,7 @@ def _stime(pid: int) -> float:
 
 def unregister_busy(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Unregistering the kmbuf group a live queue pinned is refused; the queue still serves."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     srv = Served(ctx, "kub", transport="kmbuf", files=DATA)
     srv.engine.auto = True
@@ -183,7 +181,7 @@ def unregister_busy(ctx: Ctx, args) -> None:  # noqa: ANN001
 def ring_closed_held(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Close every ring (dropping the pinned kmbuf groups) while requests sit in entries
     with buffers; then abort and umount: clients return, nothing touches the freed rings."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     srv = Served(ctx, "krc", transport="kmbuf", files=DATA)
     eng = srv.engine
@@ -201,10 +199,19 @@ def ring_closed_held(ctx: Ctx, args) -> None:  # noqa: ANN001
     ok = wait_all([*clients, late], 15.0)
     ctx.result("clients_return", ok, "; ".join(f"{c.name}: {c.poll(0.0) or 'state ' + c.state()}"
                                                for c in (*clients, late)))
-    _umount_lazy(ctx, srv)
+    umount_lazy(ctx, srv)
 
 
-def _umount_lazy(ctx: Ctx, srv: Served) -> None:
+def pwrite_file(path: str, data: bytes) -> int:
+    """Write data at offset 0 of path; bytes written."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        return os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def umount_lazy(ctx: Ctx, srv: Served) -> None:
     """Case umount_after_abort: umount -l of the aborted mount succeeds."""
     try:
         M.umount(srv.mnt, M.MNT_DETACH)
@@ -217,7 +224,7 @@ def _umount_lazy(ctx: Ctx, srv: Served) -> None:
 def bad_header_index(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Entries of queue 0 registered with a sqe->buf_index past the headers buffer: a request
     dispatched there cannot get its headers and must fail at once, not hang until teardown."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     srv = Served(ctx, "kbh", transport="kmbuf", files=DATA, start=False)
     eng = srv.engine
@@ -244,85 +251,11 @@ def bad_header_index(ctx: Ctx, args) -> None:  # noqa: ANN001
                f"after fusectl abort: {a.poll(0.0) or 'state ' + a.state()}")
 
 
-def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """Abort with a zero-copy WRITE in flight: the request ends, and the entry's buffer slot
-    must no longer reach the client's pages (the series leaves them registered on teardown)."""
-    if not _skip_all_without_d(ctx):
-        return
-    srv = Served(ctx, "kzt", transport="kmbuf-zero-copy", files=DATA)
-    eng = srv.engine
-    eng.hold = lambda i: i["op"] == "WRITE"
-    eng.auto = True
-    secret = b"zero-copy page " * 200
-    w = Client(ctx, "writer", lambda: _pwrite(srv.path("f"), secret), cpu=0)
-    held = srv.pump(15.0, lambda: bool(eng.held))
-    e = eng.held[0] if held else None
-    ctx.result("write_held_in_slot", e is not None,
-               f"WRITE held on entry {e.gid if e else '-'} (slot {e.slot if e else '-'})")
-    if e is None:
-        return
-    ring = eng.ring_of(e.qid)
-    probe = os.memfd_create("fh-kzt", os.MFD_CLOEXEC)
-    ctx.closers.append(lambda: os.close(probe))
-
-    def slot_to_memfd(tag: int) -> int | None:
-        ring.prep_rw(abi.Op.WRITE_FIXED, probe, 0, len(secret), 0, tag, buf_index=e.slot)
-        got: list[int] = []
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end and not got:
-            ring.submit()
-            for ud, res, cflags in ring.reap():
-                if ud == tag:
-                    got.append(res)
-                else:
-                    eng.on_cqe(ud, res, cflags)
-            time.sleep(0.01)
-        return got[0] if got else None
-
-    before = slot_to_memfd(0x7F01)
-    ctx.diag(f"slot read while the WRITE is held: {ename(before)} "
-             f"(same bytes as the client's: {os.pread(probe, len(secret), 0) == secret})")
-    ctx.result("abort_written", srv.conn.abort(), "fusectl abort with the WRITE held")
-    ok = wait_all([w], 10.0)
-    ctx.result("clients_return", ok, f"writer: {w.poll(0.0) or 'state ' + w.state()}")
-    os.pwrite(probe, bytes(len(secret)), 0)
-    after = slot_to_memfd(0x7F02)
-    leak = after is not None and after > 0
-    ctx.result("slot_empty_after_abort", after is not None and after < 0,
-               f"WRITE_FIXED from slot {e.slot} after the request ended: {ename(after)}"
-               + (f" ({'the client pages' if os.pread(probe, len(secret), 0) == secret else 'stale bytes'}"
-                  " are still reachable)" if leak else ""))
-    _umount_lazy(ctx, srv)
-    # The same teardown path with a zero-copy READ held, ended by umount -l + abort (no
-    # probe of that slot: it maps the reader's pages for writing).
-    srv2 = Served(ctx, "kzr", transport="kmbuf-zero-copy", files=DATA)
-    srv2.engine.hold = lambda i: i["op"] == "READ"
-    srv2.engine.auto = True
-    r = Client(ctx, "reader", lambda: read_file(srv2.path("f")), cpu=0)
-    held = srv2.pump(15.0, lambda: bool(srv2.engine.held))
-    try:
-        M.umount(srv2.mnt, M.MNT_DETACH)
-    except OSError as exc:
-        ctx.diag(f"umount -l with a zero-copy READ held: {exc.strerror}")
-    aborted = srv2.conn.abort()
-    ok = held and aborted and wait_all([r], 10.0)
-    ctx.result("read_held_umount_abort", ok, f"READ held {held}, abort {aborted}, "
-               f"reader: {r.poll(0.0) or 'state ' + r.state()}")
-
-
-def _pwrite(path: str, data: bytes) -> int:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        return os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
-
-
 def commit_async(ctx: Ctx, args) -> None:  # noqa: ANN001
     """COMMIT_AND_FETCH issued from io-wq (IOSQE_ASYNC): buffer recycling then runs with
     IO_URING_F_UNLOCKED under the queue spinlock; clients must complete, and the host scans
     the kernel log (the debug profile's lockdep / might_sleep checks name it)."""
-    if not _skip_all_without_d(ctx):
+    if not skip_all_without_d(ctx):
         return
     srv = Served(ctx, "kca", transport="kmbuf", files=DATA, pool_bufs=2)
     srv.engine.commit_sqe_flags = abi.IOSQE_ASYNC
@@ -338,80 +271,3 @@ def commit_async(ctx: Ctx, args) -> None:  # noqa: ANN001
     ctx.result("clients_complete", not bad, "; ".join(bad) or f"{len(srv.engine.answered)} async commits")
     k = srv.counters.snapshot()["kmbuf"]
     ctx.result("buffers_recycled", k["selected"] >= 1 and k["missing"] == 0, f"kmbuf {k}")
-
-
-def _memlock_child(cycles: int, how: str, w: int) -> None:
-    """In a child without CAP_IPC_LOCK: cycles of a 4 x 128 KiB kmbuf ring under a 1 MiB
-    RLIMIT_MEMLOCK, then one 1 MiB ring that fits only if every cycle was uncharged."""
-    out = []
-    try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (1 << 20, 1 << 20))
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-        status, waited = _vm_status(), 0.0
-        for i in range(cycles):
-            r = Ring(4)
-            got, secs = _register_patiently(r, 128 << 10)
-            waited += secs
-            if got != "ok":
-                out.append(f"cycle {i + 1} of {cycles}: {got} after {secs:.1f}s;")
-                break
-            if how == "unregister":
-                r.unregister_kmbuf_ring(BGID)
-            r.close()
-        else:
-            r = Ring(4)
-            final, secs = _register_patiently(r, 256 << 10)
-            out.append(f"final={final} after {secs:.2f}s (waits in the cycles {waited:.1f}s)")
-            r.close()
-        out.append(f"before={status} after={_vm_status()}")
-    except OSError as exc:
-        out.append(f"error={exc}")
-    os.write(w, " ".join(out).encode())
-    os._exit(0)
-
-
-def _register_patiently(r: Ring, buf_size: int) -> tuple[str, float]:
-    """A 4-buffer kmbuf ring; ENOMEM is retried for 10 s, because a closed ring's exit (and
-    its uncharge) runs later in a kernel worker. ("ok" or the errno name, seconds waited)."""
-    t0 = time.monotonic()
-    while True:
-        try:
-            r.register_kmbuf_ring(BGID, buf_size, 4)
-            return "ok", time.monotonic() - t0
-        except OSError as exc:
-            name = errno.errorcode.get(exc.errno, str(exc.errno))
-            if exc.errno != errno.ENOMEM or time.monotonic() - t0 > 10.0:
-                return name, time.monotonic() - t0
-            time.sleep(0.25)
-
-
-def _vm_status() -> str:
-    with open("/proc/self/status") as f:
-        return ",".join(ln.split()[0] + ln.split()[1] for ln in f if ln.startswith(("VmLck", "VmPin")))
-
-
-def memlock(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """kmbuf buffers are charged to RLIMIT_MEMLOCK and uncharged on unregister and ring exit."""
-    if not _skip_all_without_d(ctx):
-        return
-    for how, case in (("unregister", "unregister_cycles_uncharged"), ("close", "close_cycles_uncharged")):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _memlock_child(max(8, args.iterations), how, w)
-        os.close(w)
-        ctx.pids.append(pid)
-        got = b""
-        end = time.monotonic() + min(30.0, ctx.left())
-        while time.monotonic() < end:
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            got += chunk
-        os.close(r)
-        text = got.decode()
-        ctx.result(case, "final=ok" in text, f"{how} x{max(8, args.iterations)} under a 1 MiB "
-                   f"RLIMIT_MEMLOCK, then a 1 MiB ring: {text or 'no answer'}")

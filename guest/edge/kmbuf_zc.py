@@ -1,0 +1,79 @@
+"""Generation D zero-copy teardown: what a server can still reach after a request ended."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from guest import mount as M
+from guest.edge.clients import Client, read_file, wait_all
+from guest.edge.core import Ctx, ename
+from guest.edge.kmbuf import DATA, pwrite_file, skip_all_without_d, umount_lazy
+from guest.edge.served import Served
+from guest.uring import abi
+
+
+def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """Abort with a zero-copy WRITE in flight: the request ends, and the entry's buffer slot
+    must no longer reach the client's pages (the series leaves them registered on teardown)."""
+    if not skip_all_without_d(ctx):
+        return
+    srv = Served(ctx, "kzt", transport="kmbuf-zero-copy", files=DATA)
+    eng = srv.engine
+    eng.hold = lambda i: i["op"] == "WRITE"
+    eng.auto = True
+    secret = b"zero-copy page " * 200
+    w = Client(ctx, "writer", lambda: pwrite_file(srv.path("f"), secret), cpu=0)
+    held = srv.pump(15.0, lambda: bool(eng.held))
+    e = eng.held[0] if held else None
+    ctx.result("write_held_in_slot", e is not None,
+               f"WRITE held on entry {e.gid if e else '-'} (slot {e.slot if e else '-'})")
+    if e is None:
+        return
+    ring = eng.ring_of(e.qid)
+    probe = os.memfd_create("fh-kzt", os.MFD_CLOEXEC)
+    ctx.closers.append(lambda: os.close(probe))
+
+    def slot_to_memfd(tag: int) -> int | None:
+        ring.prep_rw(abi.Op.WRITE_FIXED, probe, 0, len(secret), 0, tag, buf_index=e.slot)
+        got: list[int] = []
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end and not got:
+            ring.submit()
+            for ud, res, cflags in ring.reap():
+                if ud == tag:
+                    got.append(res)
+                else:
+                    eng.on_cqe(ud, res, cflags)
+            time.sleep(0.01)
+        return got[0] if got else None
+
+    before = slot_to_memfd(0x7F01)
+    ctx.diag(f"slot read while the WRITE is held: {ename(before)} "
+             f"(same bytes as the client's: {os.pread(probe, len(secret), 0) == secret})")
+    ctx.result("abort_written", srv.conn.abort(), "fusectl abort with the WRITE held")
+    ok = wait_all([w], 10.0)
+    ctx.result("clients_return", ok, f"writer: {w.poll(0.0) or 'state ' + w.state()}")
+    os.pwrite(probe, bytes(len(secret)), 0)
+    after = slot_to_memfd(0x7F02)
+    leak = after is not None and after > 0
+    ctx.result("slot_empty_after_abort", after is not None and after < 0,
+               f"WRITE_FIXED from slot {e.slot} after the request ended: {ename(after)}"
+               + (f" ({'the client pages' if os.pread(probe, len(secret), 0) == secret else 'stale bytes'}"
+                  " are still reachable)" if leak else ""))
+    umount_lazy(ctx, srv)
+    # The same teardown path with a zero-copy READ held, ended by umount -l + abort (no
+    # probe of that slot: it maps the reader's pages for writing).
+    srv2 = Served(ctx, "kzr", transport="kmbuf-zero-copy", files=DATA)
+    srv2.engine.hold = lambda i: i["op"] == "READ"
+    srv2.engine.auto = True
+    r = Client(ctx, "reader", lambda: read_file(srv2.path("f")), cpu=0)
+    held = srv2.pump(15.0, lambda: bool(srv2.engine.held))
+    try:
+        M.umount(srv2.mnt, M.MNT_DETACH)
+    except OSError as exc:
+        ctx.diag(f"umount -l with a zero-copy READ held: {exc.strerror}")
+    aborted = srv2.conn.abort()
+    ok = held and aborted and wait_all([r], 10.0)
+    ctx.result("read_held_umount_abort", ok, f"READ held {held}, abort {aborted}, "
+               f"reader: {r.poll(0.0) or 'state ' + r.state()}")
