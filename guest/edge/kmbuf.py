@@ -38,6 +38,7 @@ def d_register(qid: int, flags: int = BUF_RING, depth: int = 4) -> bytes:
 
 
 def skip_all_without_d(ctx: Ctx) -> bool:
+    """True on a generation D kernel; otherwise every case is skipped with the reason."""
     why = kmbuf_supported()
     if why:
         for c in ctx.cases:
