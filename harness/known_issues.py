@@ -18,7 +18,8 @@ import yaml
 from harness.errors import ConfigError
 
 PATH = Path(__file__).resolve().parent.parent / "known-issues.yaml"
-_KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", "dmesg", "cases"}
+_KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", "dmesg", "cases",
+         "intermittent"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class KnownIssue:
     #: fnmatch patterns of the guest KTAP cases (subtests) this issue makes fail; with them,
     #: any other failing case of the test still fails it (one finding never hides another).
     cases: tuple[str, ...] = ()
+    #: The bug shows in some runs only (a randomised client such as fsx): a run where it did
+    #: not show is a plain PASS, not an XPASS; one where it did is an XFAIL as usual.
+    intermittent: bool = False
 
     def applies(self, nodeid: str, kernel_version: str | None, target: str | None = None) -> bool:
         if not fnmatch.fnmatchcase(nodeid, self.test):
@@ -68,11 +72,15 @@ def load(path: Path = PATH) -> list[KnownIssue]:
         missing = [k for k in ("id", "test", "kernel", "reason") if k not in entry]
         if missing:
             raise ConfigError(f"{path}: entry {entry.get('id', i)}: missing key {missing[0]!r}")
+        intermittent = entry.pop("intermittent", False)
+        if not isinstance(intermittent, bool):
+            raise ConfigError(f"{path}: entry {entry.get('id', i)}: 'intermittent' must be true or false")
         lists = {}
         for key in ("dmesg", "cases"):
             value = entry.pop(key, None) or []
             lists[key] = tuple(map(str, value if isinstance(value, list) else [value]))
-        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}, **lists))
+        issues.append(KnownIssue(**{k: str(v) for k, v in entry.items()}, **lists,
+                                 intermittent=intermittent))
     return issues
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger("harness.plugin")
 RUN_DIR = pytest.StashKey[Path]()
 KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
 KNOWN_CASES = pytest.StashKey[tuple]()  # guest case patterns a known issue explains
+INTERMITTENT = pytest.StashKey[str]()  # id of the intermittent known issue of a test
 META = pytest.StashKey[Metadata]()
 CASES = pytest.StashKey[list[CaseResult]]()
 PHASES = pytest.StashKey[Phases]()
@@ -120,7 +121,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.vm)
         issue = known_issues.matching(issues, item.nodeid, target.kernel_version, target.name)
         if issue is not None:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=f"known issue {issue.id}: {issue.reason}"))
+            item.add_marker(pytest.mark.xfail(strict=not issue.intermittent,
+                                              reason=f"known issue {issue.id}: {issue.reason}"))
+            if issue.intermittent:
+                item.stash[INTERMITTENT] = issue.id
             item.user_properties.append(("known_issue", issue.id))
             item.stash[KNOWN_DMESG] = issue.dmesg
             item.stash[KNOWN_CASES] = issue.cases
@@ -363,6 +367,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         _unxfail(report)
     if report.when != "call":
         return
+    if report.passed and hasattr(report, "wasxfail") and INTERMITTENT in item.stash:
+        del report.wasxfail  # an intermittent known issue that did not show: a plain pass
+        report.sections.append(("known issue", f"intermittent {item.stash[INTERMITTENT]} did not show this run"))
     findings = item.stash.get(FINDINGS, [])
     expected = _expected_patterns(item)
     if hasattr(report, "wasxfail"):

@@ -50,6 +50,20 @@ def per_cpu_clients(ctx: Ctx) -> None:
     ctx.diag(f"pinned clients on cpus {cpus} ok")
 
 
+def _first_difference(got: bytes, want: bytes, base: int) -> str:
+    """Where two reads part: got/want lengths, the first differing file offset, the run of
+    differing bytes from there, and whether the bad bytes are zeros."""
+    if len(got) != len(want):
+        return f"got {len(got)} bytes, want {len(want)}"
+    first = next(i for i in range(len(got)) if got[i] != want[i])
+    end = first
+    while end < len(got) and got[end] != want[end]:
+        end += 1
+    zeros = not any(got[first:end])
+    return (f"first difference at file offset {base + first} (page offset {(base + first) % 4096}), "
+            f"{end - first} bytes differ from there{', all zero' if zeros else ''}")
+
+
 def fsx(ctx: Ctx) -> None:
     """Seeded random write/read/truncate/mmap/reopen on one file vs a model."""
     rng = random.Random(ctx.seed)
@@ -75,8 +89,10 @@ def fsx(ctx: Ctx) -> None:
                 off = rng.randrange(0, max(1, len(model) + 100))
                 n = rng.randrange(1, 300000)
                 got = os.pread(fd, n, off)
-                expect(got == bytes(model[off:off + n]),
-                       f"op {i}: read({off},{n}) mismatch (seed {ctx.seed})")
+                want = bytes(model[off:off + n])
+                if got != want:
+                    expect(False, f"op {i}: read({off},{n}) mismatch (seed {ctx.seed}): "
+                           f"{_first_difference(got, want, off)}")
             elif op == "trunc":
                 size = rng.randrange(0, limit)
                 os.ftruncate(fd, size)

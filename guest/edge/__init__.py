@@ -107,6 +107,9 @@ SCENARIOS = {
     "kmbuf-zc-teardown": Scenario("kmbuf_zc", "zc_teardown", (
         "write_held_in_slot", "abort_written", "clients_return", "slot_empty_after_abort",
         "umount_after_abort", "read_held_umount_abort"), 75, "D: zero-copy teardown (PORT-NOTES 7)"),
+    "kmbuf-zc-short-read": Scenario("kmbuf_zc", "short_read_tail", (
+        "copied_read_tail_zeroed", "short_read_tail_zeroed"), 120,
+                                    "D: zero-copy page_zeroing"),
     "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
     "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (

@@ -71,3 +71,12 @@ def test_cases_limit_what_an_issue_explains(tmp_path):
     assert known_issues.unexplained_cases(issue.cases, subtests) == ["kv.depth0: FAIL"]
     assert known_issues.unexplained_cases(issue.cases, subtests[:2]) == []
     assert known_issues.unexplained_cases((), subtests) == []  # no cases: the whole test
+
+
+def test_intermittent_must_be_a_boolean(tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("- id: flaky\n  test: '*'\n  kernel: '7.2'\n  reason: r\n  intermittent: true\n")
+    assert known_issues.load(p)[0].intermittent is True
+    p.write_text("- id: flaky\n  test: '*'\n  kernel: '7.2'\n  reason: r\n  intermittent: sometimes\n")
+    with pytest.raises(ConfigError, match="'intermittent' must be true or false"):
+        known_issues.load(p)

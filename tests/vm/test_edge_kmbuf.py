@@ -78,6 +78,14 @@ def test_memlock_uncharged(vm, request, run_dir, kernel):
 
 
 @ZC
+def test_zero_copy_short_read_zeroes_the_page_tail(vm, request, run_dir, kernel):
+    """A zero-copy READ answered short at EOF leaves the rest of the client's page zeroed, as a
+    copied READ does (the same client on kmbuf is the control): else bytes past the old EOF
+    become visible once the file grows."""
+    run_edge(vm, request, run_dir, kernel, "kmbuf-zc-short-read", "D zc page_zeroing", timeout=240)
+
+
+@ZC
 def test_zero_copy_abort_with_write_in_flight(vm, request, run_dir, kernel):
     """Abort with a zero-copy WRITE held: the writer returns, and the entry's buffer slot no
     longer reaches the client's pages."""
