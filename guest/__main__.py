@@ -3,6 +3,7 @@
 serve: run the FUSE server in the foreground (exit 0, or 3 on setup failure).
 check: start a server, run client checks, print KTAP (exit 0 pass, 1 fail, 4 skip).
 probe: print JSON describing what the running kernel offers.
+runner: stay resident and run the above for the host without a new interpreter each time.
 edge: run one edge-case scenario (KTAP; see guest/edge/__init__.py).
 """
 
@@ -55,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--keep", action="store_true", help="keep the work dir under /tmp")
     c.add_argument("--list", action="store_true", help="list case names and exit")
     sub.add_parser("probe", help="print what the running kernel offers (JSON)")
+    r = sub.add_parser("runner", help="resident: run `python3 -m guest` commands sent over TCP")
+    r.add_argument("--port", type=int, required=True, help="loopback TCP port to listen on")
     from guest.edge import add_parser as add_edge_parser
     add_edge_parser(sub)
     return ap
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "edge":
         from guest.edge import main as edge_main
         return edge_main(args)
+    if args.cmd == "runner":
+        from guest.runner import serve as runner_serve
+        return runner_serve(args.port)
     if args.cmd == "probe":
         from guest.probe import main as probe_main
         return probe_main()

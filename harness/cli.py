@@ -118,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build the target and run the VM suite under pytest, then a summary."""
     import pytest
 
+    from harness.kernel import preflight
+
+    preflight(config.load_target(args.target), args.profile, args.source, args.series)
     argv = ["tests/vm", "-p", "no:cacheprovider", "--results-dir", args.results_dir]
     if args.target:
         argv += ["--target", args.target]

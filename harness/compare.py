@@ -113,7 +113,8 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO,
             changed.append({"nodeid": n, "base": bv, "head": hv, "reason": h.get("reason", "")})
         bs, hs = float(b.get("seconds") or 0), float(h.get("seconds") or 0)
         if bs > TIMING_FLOOR and hs > TIMING_FLOOR and max(bs / hs, hs / bs) >= ratio:
-            timing.append({"nodeid": n, "base": bs, "head": hs, "ratio": round(hs / bs, 2)})
+            timing.append({"nodeid": n, "base": bs, "head": hs, "ratio": round(hs / bs, 2),
+                           "delta": round(hs - bs, 2)})
     seen = {f.get("fingerprint") for c in base.values() for f in c.get("findings") or []}
     new_findings, listed = [], set()
     for n, c in head.items():
@@ -129,12 +130,47 @@ def compare(base_run: Path, head_run: Path, ratio: float = TIMING_RATIO,
         "base_kernel": _label(Path(base_run), base_meta), "head_kernel": _label(Path(head_run), head_meta),
         "new_pass": new_pass, "regressions": regressions, "new_findings": new_findings, "timing": timing,
         "changed": changed, "tests_compared": not bench_only,
+        "phases": phase_seconds(base_meta, base, head_meta, head),
         "paired": [{"nodeid": n, "base_nodeid": b} for n, b in paired.items()],
         "only_base": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in base.items()
                       if n not in head and n not in paired.values()],
         "only_head": [{"nodeid": n, "verdict": c.get("verdict")} for n, c in head.items() if n not in base_of],
         **({"bench": compare_bench(base_bench, head_bench)} if base_bench and head_bench else {}),
     }
+
+
+def _wall(meta: dict[str, Any]) -> float | None:
+    from datetime import datetime
+
+    try:
+        t0, t1 = (datetime.fromisoformat(meta[k].replace("Z", "+00:00")) for k in ("started", "finished"))
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return (t1 - t0).total_seconds()
+
+
+def phase_seconds(base_meta: dict[str, Any], base: dict[str, Any], head_meta: dict[str, Any],
+                  head: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where each run's time went, side by side: [{phase, base, head, ratio}] in seconds for
+    the phases metadata.json records (source, series, build, boot, ...), the sum of the
+    tests' own seconds ("tests") and start to finish ("wall"); phases only one run has are
+    listed with None on the other side."""
+    def table(meta: dict[str, Any], cases: dict[str, Any]) -> dict[str, float]:
+        out = {k: float(v) for k, v in (meta.get("durations") or {}).items() if isinstance(v, (int, float))}
+        if cases:
+            out["tests"] = round(sum(float(c.get("seconds") or 0) for c in cases.values()), 1)
+        wall = _wall(meta)
+        if wall is not None:
+            out["wall"] = wall
+        return out
+
+    b, h = table(base_meta, base), table(head_meta, head)
+    rows = []
+    for phase in [*b, *(k for k in h if k not in b)]:
+        bs, hs = b.get(phase), h.get(phase)
+        ratio = round(hs / bs, 2) if bs and hs is not None and bs > 0 else None
+        rows.append({"phase": phase, "base": bs, "head": hs, "ratio": ratio})
+    return rows
 
 
 def _short(nodeid: str) -> str:
@@ -161,7 +197,8 @@ def render(result: dict[str, Any]) -> str:
         ("changed", lambda x: f"{x['base']:>7} -> {x['head']:<7} {_short(x['nodeid'])}  {x['reason'][:80]}"),
         ("only_base", lambda x: f"{x['verdict']:>7}    {_short(x['nodeid'])}"),
         ("only_head", lambda x: f"{x['verdict']:>7}    {_short(x['nodeid'])}"),
-        ("timing", lambda x: f"{x['base']:6.1f}s -> {x['head']:6.1f}s ({x['ratio']:.2f}x) {_short(x['nodeid'])}"),
+        ("timing", lambda x: f"{x['base']:6.1f}s -> {x['head']:6.1f}s ({x['ratio']:.2f}x, "
+                             f"{x['head'] - x['base']:+.1f}s) {_short(x['nodeid'])}"),
     )
     titles = {"regressions": "regressions (PASS on base, failing on head)", "new_findings": "new kernel log findings",
               "new_pass": "new passes", "changed": "other verdict changes", "only_base": "only in base",
@@ -170,6 +207,14 @@ def render(result: dict[str, Any]) -> str:
         items = result.get(key) or []
         lines.append(f"{titles[key]}: {len(items) or 'none'}")
         lines += [f"  {fmt(x)}" for x in items]
+    rows = result.get("phases") or []
+    if rows:
+        def sec(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}s"
+
+        lines.append("time per phase (base -> head):")
+        lines += [f"  {r['phase']:8} {sec(r['base']):>9} -> {sec(r['head']):>9}"
+                  + (f"  ({r['ratio']:.2f}x)" if r.get("ratio") is not None else "") for r in rows]
     if result.get("bench"):
         from harness.bench.compare import render as render_bench
 
@@ -236,8 +281,10 @@ def run(args: argparse.Namespace) -> int:
         base, head = args.runs
     elif args.base_target and args.head_target:
         runs = []
-        for target in (args.base_target, args.head_target):
-            config.load_target(target)  # an unknown target fails before any build
+        from harness.kernel import preflight
+
+        for target in (args.base_target, args.head_target):  # bad input fails before any build
+            preflight(config.load_target(target), args.profile)
         for target in (args.base_target, args.head_target):
             log.info("compare: running the suite on %s", target)
             runs.append(run_suite(suite_argv(target, args.profile, args.results_dir, args.k, args.accel)))

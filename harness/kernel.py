@@ -68,6 +68,23 @@ class Kernel:
         }
 
 
+def preflight(target: Target, profile: str = "default", source_override: str | None = None,
+              series_override: str | None = None) -> None:
+    """Every check of the inputs that needs neither network nor a build, so bad input stops
+    before a run folder, a download or a boot: the profile and its kconfig fragments, the
+    source spec (and its path), the series spec (and its file). Raises what obtain() would
+    raise later: ConfigError, SourceError, SeriesError (all exit 4)."""
+    if not series_override:
+        target.check_series()
+    target.fragments(profile)
+    source.parse(source_override or target.source).check()
+    ref = series_override or target.series
+    if ref:
+        from harness.series import parse_series
+
+        parse_series(ref)
+
+
 def obtain(target: Target, profile: str = "default", phases: Phases | None = None,
            source_override: str | None = None, series_override: str | None = None,
            build_dir: Path | None = None) -> Kernel:

@@ -20,14 +20,15 @@ import pytest
 
 from harness import config as hcfg
 from harness import dmesg
-from harness.cache import new_run_dir, safe_name, write_json_atomic
+from harness.cache import new_run_dir, safe_name
 from harness.errors import HarnessError
 from harness.log import Phases
-from harness.results import junit, ktap
 from harness.results.meta import Metadata, rerun_command, write_reproducer
-from harness.results.model import CaseResult, Verdict, verdict_of
+from harness.results.model import CaseResult
 
 log = logging.getLogger("harness.plugin")
+#: The results half (verdicts, reproducers, outputs, terminal summary).
+pytest_plugins = ["harness.plugin_results"]
 
 RUN_DIR = pytest.StashKey[Path]()
 KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
@@ -114,6 +115,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     try:
         issues = known_issues.load()
         target = hcfg.load_target(_opt(config, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET"))
+        if any("/tests/vm/" in str(i.path).replace("\\", "/") for i in items):
+            from harness.kernel import preflight  # bad input stops before a run folder exists
+
+            preflight(target, _opt(config, "profile", "fuse_harness_profile") or "default",
+                      _opt(config, "source"), _opt(config, "series"))
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
     for item in items:
@@ -196,7 +202,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
 
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
     accel = choose_accel(settings.accel)
-    machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,))
+    machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO)
     phases = pytestconfig.stash[PHASES]
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
@@ -355,180 +361,11 @@ def _dump_tasks(machine, run_dir: Path, name: str) -> None:
     (run_dir / "dmesg" / f"{name}.console-tail.log").write_text(machine.console()[-200000:])
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: sees the xfail verdict
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Attach the test's dmesg findings, dmesg file and guest outcome to its report."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    item.config.stash[ITEMS][item.nodeid] = item
-    if report.when == "setup" and hasattr(report, "wasxfail") and call.excinfo is not None:
-        # A known issue is about the kernel's behaviour inside the test, never an excuse for
-        # a setup that failed (no kernel, no VM): that stays an error.
-        _unxfail(report)
-    if report.when != "call":
-        return
-    if report.passed and hasattr(report, "wasxfail") and INTERMITTENT in item.stash:
-        del report.wasxfail  # an intermittent known issue that did not show: a plain pass
-        report.sections.append(("known issue", f"intermittent {item.stash[INTERMITTENT]} did not show this run"))
-    findings = item.stash.get(FINDINGS, [])
-    expected = _expected_patterns(item)
-    if hasattr(report, "wasxfail"):
-        other = _unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())))
-        if other:  # the known issue does not explain these: they fail the test
-            _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
-                             f"does not explain:\n{other}")
-        from harness.known_issues import unexplained_cases
-
-        cases = unexplained_cases(item.stash.get(KNOWN_CASES, ()), item.stash.get(SUBTESTS, []))
-        if cases and hasattr(report, "wasxfail"):
-            _unxfail(report, f"{report.wasxfail}\nbut guest cases this known issue does not explain "
-                             f"failed:\n  " + "\n  ".join(cases))
-    if findings:
-        report.sections.append(("dmesg findings", "\n\n".join(f.excerpt for f in findings)))
-        report.user_properties.append(("dmesg_findings", "; ".join(f.fingerprint for f in findings)))
-    if DMESG_FILE in item.stash:
-        report.user_properties.append(("dmesg_file", item.stash[DMESG_FILE]))
-    vm_outcome = item.stash.get(VM_OUTCOME, None)
-    if vm_outcome:
-        report.user_properties.append(("vm_outcome", vm_outcome))
-        report.sections.append(("vm", f"the guest did not survive this test: {vm_outcome}"))
-    if expected and not findings and report.passed:
-        report.sections.append(("dmesg", "note: expect_dmesg declared but nothing matched"))
-
-
-def _unxfail(report: pytest.TestReport, why: str | None = None) -> None:
-    """Turn an xfail verdict back into the failure it was (optionally saying why)."""
-    del report.wasxfail
-    report.outcome = "failed"
-    if why is not None:
-        report.longrepr = why
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record the final verdict (after xfail handling) of setup errors/skips and calls."""
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        item = _items_of(report).get(report.nodeid)
-        if item is not None:
-            _record(item, report)
-
-
-def _items_of(report: pytest.TestReport) -> dict:
-    config = _CONFIG.get("config")
-    return config.stash[ITEMS] if config is not None else {}
-
-
-def _record(item: pytest.Item, report: pytest.TestReport) -> None:
-    wasxfail = hasattr(report, "wasxfail")
-    timed = "Timeout" in str(report.longrepr or "") and report.failed
-    reason = ""
-    if report.skipped and isinstance(report.longrepr, tuple):
-        reason = str(report.longrepr[2])
-    elif report.failed:
-        reason = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
-                     or report.longrepr)[:500]
-    elif wasxfail:
-        reason = str(report.wasxfail)
-    case = CaseResult(
-        nodeid=item.nodeid,
-        verdict=verdict_of(report.outcome, report.when, wasxfail, timed),
-        seconds=round(report.duration, 2),
-        reason=reason,
-        findings=[{"kind": f.kind, "line": f.line, "fingerprint": f.fingerprint}
-                  for f in item.stash.get(FINDINGS, [])],
-        dmesg_file=item.stash.get(DMESG_FILE, None),
-        vm_outcome=item.stash.get(VM_OUTCOME, None),
-        subtests=item.stash.get(SUBTESTS, []),
-    )
-    item.config.stash[CASES].append(case)
-    if case.verdict in (Verdict.FAIL, Verdict.XFAIL, Verdict.TIMEOUT, Verdict.ERROR, Verdict.XPASS):
-        _test_reproducer(item)
-
-
 def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
     """target/profile/source/series/accel as this session resolved them (for reproducers)."""
     return {"target": _target_name(cfg) or hcfg.DEFAULT_TARGET, "profile": _profile_name(cfg),
             "source": _opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
             "series": _opt(cfg, "series", env="FUSE_HARNESS_SERIES"), "accel": _opt(cfg, "accel")}
-
-
-def reproducer_path(item: pytest.Item, run_dir: Path) -> Path:
-    """run_dir/reproducer-<test>.sh, the one name every per-test reproducer uses."""
-    return run_dir / f"reproducer-{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.name)}.sh"
-
-
-def _test_reproducer(item: pytest.Item) -> None:
-    """reproducer-<test>.sh: rerun this one test on the same kernel (tests that know a
-    shorter guest-only command, like the edge scenarios, write their own first)."""
-    run_dir = item.config.stash.get(RUN_DIR, None)
-    if run_dir is None or item.get_closest_marker("vm") is None:
-        return
-    path = reproducer_path(item, run_dir)
-    if path.exists():
-        return
-    cmd = rerun_command(item.nodeid, _rerun_values(item.config))
-    write_reproducer(run_dir, hcfg.REPO, [
-        f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
-        "# runs just this test (its dmesg slice lands in the new run folder).",
-        shlex.join(cmd),
-    ], name=path.name)
-
-
-def record_subtests(request: pytest.FixtureRequest, subtests: list[dict[str, str]]) -> None:
-    """Let a test attach guest KTAP subtests (name, verdict, reason) to its report."""
-    request.node.stash[SUBTESTS] = subtests
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    cfg = session.config
-    if RUN_DIR not in cfg.stash:
-        return
-    run_dir = cfg.stash[RUN_DIR]
-    cases = cfg.stash[CASES]
-    counts: dict[str, int] = {}
-    for c in cases:
-        counts[c.verdict.value] = counts.get(c.verdict.value, 0) + 1
-    write_json_atomic(run_dir / "summary.json", {"counts": counts, "exitstatus": int(exitstatus),
-                                                  "cases": [c.to_json() for c in cases]})
-    (run_dir / "results.ktap").write_text(ktap.render("fuse-harness", cases))
-    kinfo = cfg.stash[META].data.get("kernel", {})
-    junit.write(run_dir / "junit.xml", "fuse-harness", cases,
-                {k: str(v) for k, v in kinfo.items() if isinstance(v, (str, int, float, bool))})
-    status = "PASS" if int(exitstatus) == 0 else "FAIL"
-    cfg.stash[META].finish(status, cfg.stash[PHASES].durations)
-    from harness.report import render_html, render_text
-
-    try:
-        render_html(run_dir)
-        (run_dir / "report.txt").write_text(render_text(run_dir))
-    except HarnessError as exc:
-        log.warning("report not written: %s", exc)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if RUN_DIR not in config.stash:
-        return
-    run_dir = config.stash[RUN_DIR]
-    tr = terminalreporter
-    tr.section("fuse-harness")
-    meta = config.stash[META].data
-    k = meta.get("kernel", {})
-    if k:
-        tr.write_line(f"kernel: {k.get('kernel_release')} ({k.get('target')}/{k.get('profile')}, "
-                      f"{k.get('source_identity')}, build {'reused' if k.get('build_reused') else 'built'} "
-                      f"in {k.get('build_seconds')}s)")
-    vmi = meta.get("vm", {})
-    if vmi:
-        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), boot {vmi.get('boot_seconds')}s")
-    for c in config.stash[CASES]:
-        if c.verdict not in (Verdict.PASS,):
-            extra = f" [{', '.join(f['fingerprint'] for f in c.findings)}]" if c.findings else ""
-            tr.write_line(f"{c.verdict.value:7} {c.nodeid}{extra} {c.reason[:120]}")
-    tr.write_line(f"results: {run_dir} (report.html, report.txt, summary.json, junit.xml, results.ktap, dmesg/)")
-
-
-def ktap_subtests(text: str) -> list[dict[str, str]]:
-    """Guest KTAP output as subtest dicts for record_subtests."""
-    return [{"name": c.name, "verdict": c.verdict.value, "reason": c.reason} for c in ktap.parse(text)]
 
 
 def transport_promised(target: hcfg.Target, name: str) -> bool:

@@ -16,6 +16,7 @@ from guest import mount as M
 from guest.checks import counter_checks, io_cases, meta_cases, pool_cases, stress_cases, zc_cases
 from guest.checks.context import Ctx, Skip
 from guest.checks.server_proc import ServerProc
+from guest.edge import leaks
 from guest.ktap import FAIL, PASS, SKIP, Ktap
 
 CASES = [io_cases.smoke, io_cases.io_sizes, io_cases.io_unaligned, io_cases.io_tools, io_cases.io_mmap,
@@ -85,11 +86,12 @@ def main(args: argparse.Namespace) -> int:
     cases = select(t, args.only)
     checks = counter_checks.CHECKS
     names = [f"{t}.{c.__name__}" for c in cases]
-    names += [f"{t}.counters.{c.__name__}" for c in checks] + [f"{t}.server_exit"]
+    names += [f"{t}.counters.{c.__name__}" for c in checks] + [f"{t}.server_exit", f"{t}.no_leaks"]
     if args.list:
         print("\n".join(names))
         return 0
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    before = leaks.snapshot()
     k = Ktap()
     k.header(len(names))
     k.diag(f"transport={t} backend={backend} seed={seed} kernel={os.uname().release}")
@@ -101,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     srv = ServerProc(work, mnt, t, server_args(args, backend, backing))
     try:
         return _run(args, k, srv, cases, checks, Ctx(mnt, scratch, t, backend, seed,
-                                                     args.fsx_ops, k.diag))
+                                                     args.fsx_ops, k.diag), before)
     finally:
         if M.is_mounted(mnt):
             M.teardown(mnt)
@@ -114,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks: list,
-         ctx: Ctx) -> int:
+         ctx: Ctx, before: leaks.Snapshot) -> int:
     t = ctx.transport
     try:
         ready = srv.start()
@@ -128,7 +130,7 @@ def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks
         if err:
             k.diag(f"setup_error: {err}")
         for name in [f"{t}.{c.__name__}" for c in cases] + \
-                [f"{t}.counters.{c.__name__}" for c in checks] + [f"{t}.server_exit"]:
+                [f"{t}.counters.{c.__name__}" for c in checks] + [f"{t}.server_exit", f"{t}.no_leaks"]:
             k.result(name, status, why)
         k.totals()
         return k.exit_code()
@@ -175,5 +177,11 @@ def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks
     if rc != 0:
         k.diag(f"server exit code {rc}; log: {srv.log_tail()}")
     k.result(f"{t}.server_exit", PASS if rc == 0 else FAIL)
+    if M.is_mounted(ctx.mnt):
+        M.teardown(ctx.mnt)
+    missing = leaks.check(before, 5.0 * float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0))
+    k.diag(f"{t}.no_leaks: after the server exited: "
+           + ("; ".join(missing) or "no FUSE connection left, pinned pages back"))
+    k.result(f"{t}.no_leaks", FAIL if missing else PASS)
     k.totals()
     return k.exit_code()

@@ -23,6 +23,22 @@ class Scenario(NamedTuple):
     catalog: str
 
 
+#: request-timeout (guest/edge/timeout.py): every ring transport, in generation order (A, C, D).
+TIMEOUT_RINGS = ("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
+TIMEOUT_STEPS = ("held", "aborted_in_time", "slot_unreachable", "late_commit_enotconn",
+                 "umount_after_timeout")
+
+
+def timeout_cases_of(transport: str) -> tuple[str, ...]:
+    """request-timeout's cases for one transport (slot_unreachable: zero-copy ones only)."""
+    return tuple(f"{transport.replace('-', '_')}_{s}" for s in TIMEOUT_STEPS
+                 if s != "slot_unreachable" or "zero-copy" in transport)
+
+
+def _timeout_cases() -> tuple[str, ...]:
+    return tuple(c for t in TIMEOUT_RINGS for c in timeout_cases_of(t))
+
+
 _T = ("client_gets_enotconn", "held_commit_enotconn", "idle_entries_enotconn")
 SCENARIOS = {
     "no-sqe128": Scenario("cmds", "no_sqe128", ("no_sqe128_einval", "sqe128_ring_still_works"),
@@ -89,6 +105,8 @@ SCENARIOS = {
     "register-after-ready": Scenario("teardown", "register_after_ready", (
         "served_before", "bad_register_einval", "connection_survives_bad_register",
         "abort_written", "abort_releases_client"), 90, "P2"),
+    "request-timeout": Scenario("timeout", "request_timeout", _timeout_cases(), 120,
+                                "T7: request timeout"),
     "kmbuf-validation": Scenario("kmbuf", "validation", (
         "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
         "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",

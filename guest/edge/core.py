@@ -29,6 +29,10 @@ def ename(res: int | None) -> str:
     return "-" + errno.errorcode.get(-res, str(-res))
 
 
+#: The case every scenario ends with (guest.edge.leaks).
+LEAK_CASE = "no_leaks"
+
+
 class Timeout(Exception):
     """The scenario's time budget ran out."""
 
@@ -40,6 +44,7 @@ class Ctx:
         self.scenario = scenario
         self.cases = list(cases)
         self.done: set[str] = set()
+        self.skipped: set[str] = set()
         self.k = Ktap()
         self.start = time.monotonic()
         self.pid = os.getpid()
@@ -61,6 +66,8 @@ class Ctx:
             if case in self.done or self.finished.is_set():
                 return bool(ok)
             self.done.add(case)
+            if ok is None:
+                self.skipped.add(case)
             if diag:
                 self.k.diag(f"{case}: {diag}")
             status = PASS if ok else (SKIP if ok is None else FAIL)
@@ -125,9 +132,13 @@ def _reap(pid: int, timeout: float) -> int | None:
 
 
 def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
-    """Run fn(ctx, args) under a watchdog; print KTAP; return the exit code."""
-    ctx = Ctx(scenario, cases, budget)
-    ctx.k.header(len(cases))
+    """Run fn(ctx, args) under a watchdog, then the leak checks (case no_leaks, see
+    guest.edge.leaks); print KTAP; return the exit code."""
+    from guest.edge import leaks
+
+    before = leaks.snapshot()
+    ctx = Ctx(scenario, [*cases, LEAK_CASE], budget)
+    ctx.k.header(len(ctx.cases))
     ctx.diag(f"scenario {scenario}, budget {budget:.0f}s, kernel {os.uname().release}")
 
     def watchdog() -> None:
@@ -166,11 +177,27 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
         if ctx.timed_out:
             _finish(ctx, "timeout", "budget exhausted")
         ctx.cleanup()
+        _leak_case(ctx, before)
         _finish(ctx, "error", "not reached")
         ctx.diag(f"elapsed {time.monotonic() - ctx.start:.2f}s")
         ctx.k.totals()
         ctx.finished.set()
     return ctx.k.exit_code()
+
+
+def _leak_case(ctx: Ctx, before) -> None:  # noqa: ANN001
+    """Case no_leaks after cleanup: skipped when every case was, or when cleanup was cut short."""
+    from guest.edge import leaks
+
+    if ctx.timed_out or ctx.finished.is_set():
+        return
+    if ctx.skipped >= set(ctx.cases) - {LEAK_CASE}:
+        ctx.result(LEAK_CASE, None, reason="nothing ran")
+        return
+    scale = float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
+    missing = leaks.check(before, 5.0 * scale)
+    ctx.result(LEAK_CASE, not missing, "after cleanup: " + ("; ".join(missing) or
+                                                              "connections, VmLck and pinned pages back"))
 
 
 def task_state(pid: int, tid: int | None = None) -> str:

@@ -31,17 +31,18 @@ def _write(path: str, byte: bytes) -> int:
 class Sysctls:
     """Set kernel sysctls, remember the old values, restore them (idempotent)."""
 
-    def __init__(self, values: dict[str, str]) -> None:
+    def __init__(self, values: dict[str, str], base: str = SYSCTL) -> None:
         self.old: dict[str, str] = {}
+        self.base = base
         for name, value in values.items():
-            with open(SYSCTL + name) as f:
+            with open(base + name) as f:
                 self.old[name] = f.read().strip()
-            with open(SYSCTL + name, "w") as f:
+            with open(base + name, "w") as f:
                 f.write(value)
 
     def restore(self) -> None:
         for name, value in self.old.items():
-            with contextlib.suppress(OSError), open(SYSCTL + name, "w") as f:
+            with contextlib.suppress(OSError), open(self.base + name, "w") as f:
                 f.write(value)
         self.old = {}
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 
 from guest import mount as M
 from guest.edge.clients import Client, read_file, wait_all
 from guest.edge.core import Ctx, ename
 from guest.edge.kmbuf import DATA, pwrite_file, skip_all_without_d, umount_lazy
 from guest.edge.served import Served
-from guest.uring import abi
 
 
 def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
@@ -30,32 +28,16 @@ def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
                f"WRITE held on entry {e.gid if e else '-'} (slot {e.slot if e else '-'})")
     if e is None:
         return
-    ring = eng.ring_of(e.qid)
     probe = os.memfd_create("fh-kzt", os.MFD_CLOEXEC)
     ctx.closers.append(lambda: os.close(probe))
-
-    def slot_to_memfd(tag: int) -> int | None:
-        ring.prep_rw(abi.Op.WRITE_FIXED, probe, 0, len(secret), 0, tag, buf_index=e.slot)
-        got: list[int] = []
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end and not got:
-            ring.submit()
-            for ud, res, cflags in ring.reap():
-                if ud == tag:
-                    got.append(res)
-                else:
-                    eng.on_cqe(ud, res, cflags)
-            time.sleep(0.01)
-        return got[0] if got else None
-
-    before = slot_to_memfd(0x7F01)
+    before = srv.write_from_slot(e, probe, len(secret), 0x7F01)
     ctx.diag(f"slot read while the WRITE is held: {ename(before)} "
              f"(same bytes as the client's: {os.pread(probe, len(secret), 0) == secret})")
     ctx.result("abort_written", srv.conn.abort(), "fusectl abort with the WRITE held")
     ok = wait_all([w], 10.0)
     ctx.result("clients_return", ok, f"writer: {w.poll(0.0) or 'state ' + w.state()}")
     os.pwrite(probe, bytes(len(secret)), 0)
-    after = slot_to_memfd(0x7F02)
+    after = srv.write_from_slot(e, probe, len(secret), 0x7F02)
     leak = after is not None and after > 0
     ctx.result("slot_empty_after_abort", after is not None and after < 0,
                f"WRITE_FIXED from slot {e.slot} after the request ended: {ename(after)}"

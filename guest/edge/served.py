@@ -158,6 +158,24 @@ class Served:
         """Pump until at least n requests are held."""
         return self.pump(timeout, lambda: len(self.engine.held) >= n)
 
+    def write_from_slot(self, e, fd: int, length: int, tag: int) -> int | None:  # noqa: ANN001
+        """WRITE_FIXED of `length` bytes from entry e's zero-copy buffer slot to fd at 0, on
+        e's ring: the CQE res (bytes, or -errno once the slot is empty), None if none came in
+        3 s. Other CQEs meanwhile go to the engine."""
+        ring = self.engine.ring_of(e.qid)
+        ring.prep_rw(abi.Op.WRITE_FIXED, fd, 0, length, 0, tag, buf_index=e.slot)
+        got: list[int] = []
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end and not got:
+            ring.submit()
+            for ud, res, cflags in ring.reap():
+                if ud == tag:
+                    got.append(res)
+                else:
+                    self.engine.on_cqe(ud, res, cflags)
+            time.sleep(0.01)
+        return got[0] if got else None
+
     def raw(self, cmd_op: int, req: bytes, addr: int = 0, length: int = 0,
             timeout: float = 3.0) -> int | None:
         """One command on the engine's ring; its CQE res, or None if none came."""

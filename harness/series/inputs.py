@@ -68,13 +68,15 @@ def parse_series(text: str, root: Path | None = None) -> SeriesSpec:
     if kind == "mbox":
         f = _path(rest, text)
         if not f.is_file():
-            raise SeriesError(f"series {text!r}: {f} is not a file")
+            raise SeriesError(f"series {text!r}: {f} is not a file",
+                              "pass the path of an mbox; `b4 am -o DIR MESSAGE-ID` writes one")
         return SeriesSpec(name=f.stem, revision="local", patches=(f,), origin=text)
     if kind == "dir":
         d = _path(rest, text)
         files = tuple(sorted(d.glob("*.patch"))) if d.is_dir() else ()
         if not files:
-            raise SeriesError(f"series {text!r}: no *.patch files in {d}")
+            raise SeriesError(f"series {text!r}: no *.patch files in {d}",
+                              "pass a folder of `git format-patch` output")
         return SeriesSpec(name=d.name, revision="local", patches=files, origin=text)
     repo_s, _, rng = rest.rpartition("#")
     repo = _path(repo_s or ".", text)

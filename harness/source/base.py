@@ -13,6 +13,10 @@ class KernelSource(Protocol):
     #: True when the tree can change under us (a user's tree): always re-run make.
     mutable: bool
 
+    def check(self) -> None:
+        """SourceError now if the source cannot exist (a missing path), without downloading."""
+        ...
+
     def prepare(self) -> Path:
         """Make the tree available (download, extract) and return its path."""
         ...

@@ -140,6 +140,9 @@ class DebianSource:
             )
         self._apt: Apt | None = None
 
+    def check(self) -> None:
+        """The package name was checked on construction; the version needs apt (later)."""
+
     @property
     def apt(self) -> Apt:
         if self._apt is None:

@@ -57,9 +57,13 @@ class TarballSource:
         self.path = Path(value).expanduser().resolve()
         self._digest: str | None = None
 
-    def identity(self) -> str:
+    def check(self) -> None:
         if not self.path.is_file():
-            raise SourceError(f"tarball {self.path} does not exist")
+            raise SourceError(f"tarball {self.path} does not exist",
+                              hint="pass tarball:FILE of a kernel source archive (.tar.xz, .tar.gz, ...)")
+
+    def identity(self) -> str:
+        self.check()
         if self._digest is None:
             self._digest = sha256_file(self.path)
         return f"tarball:{self._digest}"

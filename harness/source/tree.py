@@ -19,9 +19,13 @@ class TreeSource:
         self.spec = f"path:{value}"
         self.path = Path(value).expanduser().resolve()
 
-    def prepare(self) -> Path:
+    def check(self) -> None:
         if not self.path.is_dir():
-            raise SourceError(f"kernel tree {self.path} does not exist")
+            raise SourceError(f"kernel tree {self.path} does not exist",
+                              hint="pass path:DIR of a Linux source tree (a folder with the top-level Makefile)")
+
+    def prepare(self) -> Path:
+        self.check()
         check_clean_for_out_of_tree(self.path)
         return self.path
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shlex
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +21,40 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 KEY_PATH = Path.home() / ".cache" / "virtme-ng" / ".ssh" / "id_virtme"
+#: Loopback port of the resident guest runner (guest/runner.py) inside the guest.
+RUNNER_PORT = 7377
+#: `cd DIR && [VAR=value ...] [exec] /usr/bin/python3 -m guest ARGS`: what the runner can run.
+_GUEST_CMD = re.compile(r"cd (?P<cwd>'[^']*'|\S+) && (?P<env>(?:[A-Za-z_][A-Za-z0-9_]*=\S+ )*)(?:exec )?"
+                        r"/usr/bin/python3 -m guest (?P<args>.*)", re.S)
+_FRAME = struct.Struct(">cI")
+
+
+def runner_request(cmd: str) -> dict | None:
+    """The runner request {argv, env, cwd} for a plain `python3 -m guest` command line, or None
+    when cmd is anything else (a pipeline, redirections, other programs: the shell runs it)."""
+    m = _GUEST_CMD.fullmatch(cmd.strip())
+    if m is None or any(ch in m["args"] for ch in ";|&<>`$()\n"):
+        return None
+    try:
+        (cwd,) = shlex.split(m["cwd"])
+        env = dict(kv.split("=", 1) for kv in shlex.split(m["env"]))
+        argv = shlex.split(m["args"])
+    except ValueError:
+        return None
+    return {"argv": argv, "env": env, "cwd": cwd}
+
+
+def take_frames(buf: bytearray) -> list[tuple[bytes, bytes]]:
+    """Remove the complete runner frames at the start of buf: [(kind, payload)] where kind is
+    b"O" (stdout), b"E" (stderr) or b"X" (exit code, ASCII); see guest/runner.py."""
+    out = []
+    while len(buf) >= _FRAME.size:
+        kind, n = _FRAME.unpack_from(buf)
+        if len(buf) < _FRAME.size + n:
+            break
+        out.append((kind, bytes(buf[_FRAME.size:_FRAME.size + n])))
+        del buf[:_FRAME.size + n]
+    return out
 
 
 @dataclass
@@ -44,6 +82,7 @@ class Guest:
         self.user = user
         self.key_path = key_path
         self.client: paramiko.SSHClient | None = None
+        self.runner = False  # the resident guest runner answers on RUNNER_PORT
 
     def connect(self, deadline: float, alive: Callable[[], bool] = lambda: True) -> None:
         """Retry until sshd answers or the monotonic deadline passes (sshd needs ~15 s under TCG)."""
@@ -75,8 +114,34 @@ class Guest:
             raise VmError("not connected to the guest")
         return self.client
 
+    def start_runner(self, repo: Path, timeout: float) -> bool:
+        """Start the resident guest runner (guest/runner.py) and wait until it answers; False
+        (commands keep going through the shell) when it does not come up or
+        FUSE_HARNESS_RUNNER=0."""
+        if os.environ.get("FUSE_HARNESS_RUNNER", "1") == "0":
+            return False
+        self.run(f"cd {shlex.quote(str(repo))} && nohup /usr/bin/python3 -m guest runner --port {RUNNER_PORT} "
+                 "> /tmp/fh-runner.log 2>&1 < /dev/null &", timeout=30)
+        deadline = time.monotonic() + timeout
+        ping = "cd / && /usr/bin/python3 -m guest probe --help"
+        while time.monotonic() < deadline:
+            res = self._run_in_runner(ping, runner_request(ping) or {}, 30)
+            if res is not None and res.rc == 0:
+                self.runner = True
+                return True
+            time.sleep(0.5)
+        log.warning("guest runner did not come up (%s); commands go through the shell",
+                    self.run("tail -3 /tmp/fh-runner.log", timeout=10).stdout.strip())
+        return False
+
     def run(self, cmd: str, timeout: float = 300.0, stdin: str | None = None) -> CommandResult:
-        """Run cmd in the guest's shell; never raises on failure, reports it."""
+        """Run cmd in the guest's shell (or, for a `python3 -m guest` command while the runner is
+        up, in the runner); never raises on failure, reports it."""
+        req = runner_request(cmd) if self.runner and stdin is None else None
+        if req is not None:
+            result = self._run_in_runner(cmd, req, timeout)
+            if result is not None:
+                return result
         client = self._ensure()
         start = time.monotonic()
         try:
@@ -116,6 +181,53 @@ class Guest:
         return CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
                              time.monotonic() - start, timed_out, lost)
 
+    def _run_in_runner(self, cmd: str, req: dict, timeout: float) -> CommandResult | None:
+        """cmd through the runner (a direct-tcpip channel of the SSH connection); None when the
+        runner cannot be reached (the caller falls back to the shell)."""
+        import json
+
+        start = time.monotonic()
+        transport = self._ensure().get_transport()
+        if transport is None or not transport.is_active():
+            return CommandResult(cmd, None, "", "connection lost: transport inactive", 0.0, lost=True)
+        try:
+            chan = transport.open_channel("direct-tcpip", ("127.0.0.1", RUNNER_PORT), ("127.0.0.1", 0),
+                                          timeout=10)
+            chan.sendall(json.dumps(req).encode() + b"\n")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if self.runner:
+                log.warning("guest runner unreachable (%s); back to the shell", exc)
+            self.runner = False
+            return None
+        streams = {b"O": bytearray(), b"E": bytearray()}
+        buf, rc, timed_out, lost = bytearray(), None, False, False
+        chan.settimeout(0.5)
+        deadline = start + timeout
+        while rc is None:
+            try:
+                data = chan.recv(65536)
+                if not data:
+                    lost = True  # the runner's handler died, or the guest did
+                    break
+                buf += data
+            except (TimeoutError, OSError):
+                pass
+            for kind, payload in take_frames(buf):
+                if kind == b"X":
+                    rc = int(payload)
+                else:
+                    streams[kind] += payload
+            if rc is None and not transport.is_active():
+                lost = True
+                break
+            if rc is None and time.monotonic() > deadline:
+                timed_out = True
+                break
+        chan.close()  # on a timeout this kills the command's process group in the guest
+        return CommandResult(cmd, rc, streams[b"O"].decode(errors="replace"),
+                             streams[b"E"].decode(errors="replace"), time.monotonic() - start,
+                             timed_out, lost)
+
     def put(self, local: Path, remote: str) -> None:
         with self._ensure().open_sftp() as sftp:
             sftp.put(str(local), remote)
@@ -129,6 +241,7 @@ class Guest:
             return f.read().decode(errors="replace")
 
     def close(self) -> None:
+        self.runner = False
         if self.client is not None:
             self.client.close()
             self.client = None

@@ -47,7 +47,10 @@ class Vm:
     """One guest kernel under vng, driven over SSH; console logs land in run_dir."""
 
     def __init__(self, image: Path, settings: VmSettings, accel: Accel, run_dir: Path,
-                 rwdirs: tuple[Path, ...] = ()) -> None:
+                 rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None) -> None:
+        """runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
+        is started as the resident runner after each boot (None: every command via the shell)."""
+        self.runner_repo = runner_repo
         self.image = image
         self.settings = settings
         self.accel = accel
@@ -103,6 +106,10 @@ class Vm:
                           hint=f"console log: {self.console_path}") from None
         self.boot_seconds = time.monotonic() - start
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
+        if self.runner_repo is not None:
+            t0 = time.monotonic()
+            up = self.guest.start_runner(self.runner_repo, 60 * self.settings.time_scale)
+            log.info("vm: guest runner %s in %.1fs", "up" if up else "not used", time.monotonic() - t0)
 
     def host_load(self) -> hostload.Snapshot | None:
         """The host's CPU counters now, this VM's processes (vng, QEMU) counted as ours."""

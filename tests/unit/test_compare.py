@@ -71,7 +71,28 @@ def test_regressions_findings_one_sided_and_other_changes(runs):
 
 def test_timing_only_when_both_above_one_second(runs):
     r = C.compare(*runs)
-    assert r["timing"] == [{"nodeid": "tests/vm/test_a.py::test_slow", "base": 2.0, "head": 5.0, "ratio": 2.5}]
+    assert r["timing"] == [{"nodeid": "tests/vm/test_a.py::test_slow", "base": 2.0, "head": 5.0, "ratio": 2.5,
+                            "delta": 3.0}]
+
+
+def test_time_per_phase_side_by_side(runs):
+    base, head = runs
+    for run, durations, end in ((base, {"source": 2.0, "build": 1400.0, "boot": 30.0}, "01:40:00"),
+                                (head, {"source": 1.0, "build": 20.0, "boot": 15.0, "series": 3.0}, "01:05:00")):
+        meta = json.loads((run / "metadata.json").read_text())
+        meta.update(durations=durations, started="2026-12-01T01:00:00Z", finished=f"2026-12-01T{end}Z")
+        (run / "metadata.json").write_text(json.dumps(meta))
+    rows = {r["phase"]: r for r in C.compare(base, head)["phases"]}
+    assert rows["build"] == {"phase": "build", "base": 1400.0, "head": 20.0, "ratio": 0.01}
+    assert rows["wall"]["base"] == 2400.0 and rows["wall"]["head"] == 300.0 and rows["wall"]["ratio"] == 0.12
+    for run, side in ((base, "base"), (head, "head")):
+        cases = {c["nodeid"]: c for c in json.loads((run / "summary.json").read_text())["cases"]}
+        assert rows["tests"][side] == round(sum(c["seconds"] for c in cases.values()), 1)
+    assert rows["series"] == {"phase": "series", "base": None, "head": 3.0, "ratio": None}
+    text = C.render(C.compare(base, head))
+    assert "time per phase (base -> head):" in text
+    assert "build      1400.0s ->     20.0s  (0.01x)" in text
+    assert "series           - ->      3.0s" in text
 
 
 def test_text_table_and_saved_files(runs):

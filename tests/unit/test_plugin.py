@@ -5,7 +5,7 @@ import json
 
 PLANT = '''
 import pytest
-from harness import plugin
+from harness import plugin, plugin_results
 from harness.dmesg import Finding
 
 WARN = Finding("WARNING", "WARNING: fs/fuse/dev_uring.c:653 at fuse_uring_cmd+0x1/0x2",
@@ -47,7 +47,7 @@ def test_known_issue_with_no_declared_findings_fails_on_one(request, run_dir):
 @pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
 def test_known_issue_explains_its_case(request, run_dir):
     request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
-    plugin.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
+    plugin_results.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
                                      {"name": "kv.bad_qid", "verdict": "PASS", "reason": ""}])
     assert False, "kv.unknown_flag failed"
 
@@ -55,7 +55,7 @@ def test_known_issue_explains_its_case(request, run_dir):
 @pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
 def test_known_issue_with_another_failing_case_fails(request, run_dir):
     request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
-    plugin.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
+    plugin_results.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
                                      {"name": "kv.bad_qid", "verdict": "FAIL", "reason": ""}])
     assert False, "two cases failed"
 
@@ -111,3 +111,24 @@ def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
     assert "kv.bad_qid: FAIL" in cases["test_known_issue_with_another_failing_case_fails"]["reason"]
     for name in ("junit.xml", "results.ktap", "metadata.json", "report.html", "report.txt"):
         assert (run / name).is_file(), name
+
+
+def test_terminal_summary_names_each_known_issue_once():
+    from harness import plugin_results
+    from harness.results.model import CaseResult, Verdict
+
+    reason = "known issue zc-tail: zero-copy short read leaves the page tail\nsecond line of detail"
+    cases = [CaseResult("t::a[kmbuf]", Verdict.XFAIL, reason=reason),
+             CaseResult("t::b[kmbuf]", Verdict.XFAIL, reason=reason),
+             CaseResult("t::c", Verdict.PASS),
+             CaseResult("t::d", Verdict.SKIP, reason="target v7.3 does not promise kmbuf"),
+             CaseResult("t::e", Verdict.SKIP, reason="target v7.3 does not promise kmbuf"),
+             CaseResult("t::f", Verdict.FAIL, reason="AssertionError: boom\nmore")]
+    lines = plugin_results.summary_lines(cases)
+    text = "\n".join(lines)
+    assert text.count("zero-copy short read leaves the page tail") == 1
+    assert "XFAIL   t::a[kmbuf] (known issue zc-tail)" in lines
+    assert "second line" not in text
+    assert text.count("does not promise kmbuf") == 1 and "  2 test(s)" in text
+    assert "FAIL    t::f AssertionError: boom" in lines
+    assert "t::c" not in text

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import REPO
-from harness.plugin import ktap_subtests, record_subtests, reproducer_path
+from harness.plugin_results import ktap_subtests, record_subtests, reproducer_path
 
 PY = "/usr/bin/python3"
 #: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec

@@ -49,6 +49,16 @@ def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
              extra=f"--transport {ring} --iterations 20")
 
 
+def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
+    """T7: under fs.fuse.default_request_timeout=15, one mount per ring transport of the kernel
+    (iovec, bufpool, registered pool, zero-copy; kmbuf and kmbuf-zero-copy on the posted
+    series) holds a READ and a WRITE unanswered: the kernel's timeout scan must fail both
+    clients with ECONNABORTED/ENOTCONN between 15 and 30 s after they started; a COMMIT of
+    the held requests then gets -ENOTCONN; a zero-copy slot no longer reaches the client's
+    pages; umount works. All mounts wait for the same scan (about 30 s in all)."""
+    run_edge(vm, request, run_dir, kernel, "request-timeout", "T7", timeout=300)
+
+
 @pytest.mark.parametrize("ring", RINGS_D)
 def test_bad_register_after_ready(vm, request, run_dir, kernel, ring):
     """P2: one bad REGISTER on a serving connection must not strand later requests

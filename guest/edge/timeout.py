@@ -1,0 +1,132 @@
+"""Request timeouts over io-uring: a server that stops answering, caught by the kernel's scan.
+
+`fs.fuse.default_request_timeout` gives every new connection a request timeout. The kernel
+scans a connection every FUSE_TIMEOUT_TIMER_FREQ seconds (15, fs/fuse/req_timeout.c, also
+the smallest timeout it applies) and aborts it once the oldest request of any list, ring
+entries included (fuse_uring_request_expired), is older than the timeout. So a request the
+server holds must end between 15 and 30 s after it was sent, never before and never later.
+
+One mount per ring transport the kernel has, each holding a READ and a WRITE, all at once:
+the scenario waits for the scan once, whatever the number of transports.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from guest import mount as M
+from guest.edge import TIMEOUT_RINGS as RINGS
+from guest.edge import timeout_cases_of as _cases_of
+from guest.edge.clients import Client, read_file
+from guest.edge.core import Ctx, ename
+from guest.edge.hung import Sysctls
+from guest.edge.kmbuf import pwrite_file
+from guest.edge.served import Served
+from guest.probe import probe
+
+#: FUSE_TIMEOUT_TIMER_FREQ (fs/fuse/req_timeout.c): scan period and smallest timeout, s.
+FREQ = 15
+ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")
+DEAD = (errno.ECONNABORTED, errno.ENOTCONN)
+DATA = {b"f": b"timeout " * 600, b"w": b"w" * 4096}
+SECRET = b"timed-out page " * 250
+
+
+def _case(t: str, step: str) -> str:
+    return f"{t.replace('-', '_')}_{step}"
+
+
+def _scale() -> float:
+    return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
+
+
+def request_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """A READ and a WRITE held unanswered on every ring transport of the kernel, under a 15 s
+    request timeout: each client must fail with ECONNABORTED/ENOTCONN no sooner than 15 s and
+    no later than 30 s (plus a margin) after it started; a COMMIT of the held requests then gets
+    -ENOTCONN; on zero-copy the entry's buffer slot no longer reaches the client's pages; the
+    mount unmounts."""
+    knob = "/proc/sys/fs/fuse/default_request_timeout"
+    have = set(probe().get("transports", ()))
+    if not os.path.exists(knob):
+        for c in ctx.cases:
+            ctx.result(c, None, reason=f"no {knob}: kernel without request timeouts")
+        return
+    for t in RINGS:
+        if t not in have:
+            for c in _cases_of(t):
+                ctx.result(c, None, reason=f"kernel has no {t} transport")
+    sysctls = Sysctls({"default_request_timeout": str(FREQ)}, base="/proc/sys/fs/fuse/")
+    ctx.closers.append(sysctls.restore)
+    served: dict[str, tuple[Served, list[Client]]] = {}
+    for i, t in enumerate(r for r in RINGS if r in have):
+        srv = Served(ctx, f"rto{i}", transport=t, files=DATA)
+        srv.engine.auto = True
+        srv.engine.hold = lambda info: info["op"] in ("READ", "WRITE")
+        clients = [Client(ctx, "reader", lambda s=srv: read_file(s.path("f")), cpu=0),
+                   Client(ctx, "writer", lambda s=srv: pwrite_file(s.path("w"), SECRET), cpu=0)]
+        served[t] = (srv, clients)
+    sysctls.restore()  # only connections made above get the timeout
+    pump_all(served, 20.0, lambda: all(len(s.engine.held) >= 2 for s, _ in served.values()))
+    for t, (srv, _) in served.items():
+        ops = sorted(srv.engine.infos[e.gid]["op"] for e in srv.engine.held)
+        ctx.result(_case(t, "held"), len(ops) >= 2, f"{t}: held {ops}")
+    bound = 2 * FREQ + 10 * _scale()
+    pump_all(served, bound + 5,
+             lambda: all(c.done() for _, cs in served.values() for c in cs))
+    for t, (srv, clients) in served.items():
+        _verdicts(ctx, t, srv, clients, bound)
+
+
+def pump_all(served: dict, timeout: float, until) -> bool:  # noqa: ANN001
+    """Reap every mount's rings for up to timeout s; True as soon as until() holds."""
+    end = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() >= end:
+            return False
+        for srv, _ in served.values():
+            srv.pump(0.0)
+        time.sleep(0.01)
+    return True
+
+
+def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float) -> None:
+    seen, ok = [], True
+    for c in clients:
+        o = c.poll(0.0)
+        if not o:
+            seen.append(f"{c.name} still blocked (state {c.state()})")
+            ok = False
+            continue
+        span = o["t1"] - o["t0"]
+        what = ename(-o["errno"]) if not o.get("ok") else f"success {o.get('value')!r:.40}"
+        seen.append(f"{c.name} {what} after {span:.1f} s")
+        ok = ok and not o.get("ok") and o.get("errno") in DEAD and FREQ - 0.5 <= span <= bound
+    ctx.result(_case(t, "aborted_in_time"), ok, f"{t}: {'; '.join(seen)} (expected -ECONNABORTED"
+               f" or -ENOTCONN after {FREQ}..{bound:.0f} s)")
+    eng = srv.engine
+    held = list(eng.held)
+    if t in ZERO_COPY:
+        writes = [e for e in held if eng.infos[e.gid]["op"] == "WRITE"]
+        probe_fd = os.memfd_create("fh-rto", os.MFD_CLOEXEC)
+        ctx.closers.append(lambda: os.close(probe_fd))
+        res = srv.write_from_slot(writes[0], probe_fd, len(SECRET), 0x7F10) if writes else None
+        leaked = res is not None and res > 0 and os.pread(probe_fd, len(SECRET), 0) == SECRET
+        ctx.result(_case(t, "slot_unreachable"), res is not None and res < 0,
+                   f"{t}: WRITE_FIXED from the held WRITE's slot after the timeout: {ename(res)}"
+                   + (" (the client's pages are still reachable)" if leaked else ""))
+    n = len(eng.ent_errors)
+    for e in held:
+        eng.answer(e)
+    srv.pump(3.0, lambda: len(eng.ent_errors) >= n + len(held))
+    late = [ename(r) for _, r, _ in eng.ent_errors[n:]]
+    ctx.result(_case(t, "late_commit_enotconn"), bool(held) and late == ["-ENOTCONN"] * len(held),
+               f"{t}: COMMIT of the {len(held)} held request(s) after the timeout: {late}")
+    try:
+        M.umount(srv.mnt, M.MNT_DETACH)
+        um = "ok"
+    except OSError as exc:
+        um = exc.strerror
+    ctx.result(_case(t, "umount_after_timeout"), um == "ok", f"{t}: umount -l: {um}")

@@ -1,0 +1,135 @@
+"""`python3 -m guest runner`: a resident process that runs `python3 -m guest ...` commands
+without starting Python again.
+
+The host starts one runner per boot. It imports the guest package once (every module a
+command may need: over 9p under TCG that is seconds per command), then listens on a TCP port
+of the guest's loopback; the host reaches it through the SSH connection it already has
+(a direct-tcpip channel), so no process is spawned per command.
+
+Protocol, per connection: one JSON line `{"argv": [...], "env": {...}, "cwd": "..."}`,
+answered by frames `kind(1 byte) length(4 bytes, big endian) data`: `O` stdout bytes, `E`
+stderr bytes, then `X` with the exit code as ASCII. A command runs in a child forked from
+the runner (its own session, the argv as `python3 -m guest` would get it); when the host
+closes the connection first (its timeout), the child's process group is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+#: Modules imported once in the runner, so forked commands find them loaded.
+PRELOAD = ("guest.__main__", "guest.daemon", "guest.probe", "guest.checks.runner",
+           "guest.edge.core", "guest.edge.served", "guest.edge.clients")
+FRAME = struct.Struct(">cI")
+
+
+def preload() -> None:
+    """Import every guest module a command may need (the edge scenarios included)."""
+    from guest import edge
+
+    for name in PRELOAD + tuple(f"guest.edge.{s.module}" for s in edge.SCENARIOS.values()):
+        importlib.import_module(name)
+    from guest.transports import base
+
+    for name in base.supported():
+        base.get(name)
+
+
+def _send(sock: socket.socket, kind: bytes, data: bytes) -> None:
+    sock.sendall(FRAME.pack(kind, len(data)) + data)
+
+
+def _child(req: dict, out_w: int, err_w: int) -> None:
+    """In the forked command process: never returns."""
+    rc = 1
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.environ.update(req.get("env") or {})
+        os.chdir(req.get("cwd") or "/")
+        sys.stdout.reconfigure(line_buffering=True)
+        from guest.__main__ import main
+
+        rc = int(main(list(req["argv"])) or 0)
+    except SystemExit as exc:  # argparse errors, explicit exits
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException:  # noqa: BLE001 - reported like an uncaught exception would be
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(rc)
+
+
+def handle(conn: socket.socket) -> None:
+    """One command on one connection (runs in a process forked per connection)."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        buf += chunk
+    req = json.loads(buf)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        os.close(out_r)
+        os.close(err_r)
+        _child(req, out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    open_fds = {out_r: b"O", err_r: b"E"}
+    try:
+        while open_fds:
+            ready, _, _ = select.select([*open_fds, conn], [], [])
+            if conn in ready and not conn.recv(1, socket.MSG_PEEK):
+                raise ConnectionAbortedError("the host hung up")
+            for fd in ready:
+                if fd is conn:
+                    continue
+                data = os.read(fd, 65536)
+                if data:
+                    _send(conn, open_fds[fd], data)
+                else:
+                    os.close(fd)
+                    del open_fds[fd]
+        _, status = os.waitpid(pid, 0)
+        _send(conn, b"X", str(os.waitstatus_to_exitcode(status)).encode())
+    except OSError:  # the host gave up (its timeout) or the connection broke: end the command
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def serve(port: int) -> int:
+    """Preload, listen on 127.0.0.1:port, fork a handler per connection; never returns."""
+    preload()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers reap themselves away
+    srv = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    print(f"guest runner: listening on 127.0.0.1:{port}", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        if os.fork() == 0:
+            srv.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                handle(conn)
+            finally:
+                os._exit(0)
+        conn.close()

@@ -1,0 +1,61 @@
+"""guest.edge.leaks and the no_leaks case every edge scenario ends with (run here on the host:
+the counters are the host's own, the scenarios are fakes)."""
+
+from __future__ import annotations
+
+from guest.edge import core, leaks
+from guest.edge.leaks import Snapshot
+
+
+def test_leaked_names_each_counter():
+    before = Snapshot(frozenset({"40"}), 0, 100)
+    assert leaks.leaked(before, before) == []
+    now = Snapshot(frozenset({"40", "41", "9"}), 2048, 164)
+    assert leaks.leaked(before, now) == [
+        "FUSE connection(s) 9, 41 still in /sys/fs/fuse/connections",
+        "VmLck 2048 kB, was 0 kB",
+        "pinned pages (nr_foll_pin_acquired - released) 164, was 100",
+    ]
+
+
+def test_fewer_pins_or_connections_are_not_leaks():
+    """An earlier test's teardown may still be releasing: only growth counts."""
+    before = Snapshot(frozenset({"40", "41"}), 64, 100)
+    assert leaks.leaked(before, Snapshot(frozenset({"41"}), 0, 90)) == []
+
+
+def test_unreadable_counters_are_not_leaks():
+    assert leaks.leaked(Snapshot(frozenset(), None, None), Snapshot(frozenset(), 10, 5)) == []
+
+
+def test_snapshot_reads_this_machine():
+    s = leaks.snapshot()
+    assert isinstance(s.connections, frozenset)
+    assert s.vmlck_kb is not None and s.vmlck_kb >= 0
+
+
+def _run(capsys, fn, cases=("a",)):
+    rc = core.run("fake", list(cases), fn, None, 30.0)
+    return rc, capsys.readouterr().out
+
+
+def test_every_scenario_ends_with_no_leaks(capsys):
+    rc, out = _run(capsys, lambda ctx, args: ctx.result("a", True))
+    assert "1..2" in out
+    assert "ok 2 fake.no_leaks" in out
+    assert rc == 0
+
+
+def test_no_leaks_fails_naming_the_locked_memory(capsys, monkeypatch):
+    monkeypatch.setenv("FUSE_HARNESS_TIME_SCALE", "0.05")
+    grow = iter([0] + [4096] * 1000)
+    monkeypatch.setattr(leaks, "_vmlck_kb", lambda: next(grow))
+    rc, out = _run(capsys, lambda ctx, args: ctx.result("a", True))
+    assert "not ok 2 fake.no_leaks" in out
+    assert "VmLck 4096 kB, was 0 kB" in out
+    assert rc != 0
+
+
+def test_no_leaks_skips_when_nothing_ran(capsys):
+    rc, out = _run(capsys, lambda ctx, args: ctx.result("a", None, reason="no kmbuf"))
+    assert "ok 2 fake.no_leaks # SKIP nothing ran" in out

@@ -1,0 +1,114 @@
+"""The resident guest runner (guest/runner.py), run here on the host over a real socket, and
+the host's side of it (which commands go to it, how its frames are read)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.config import REPO
+from harness.vm.control import runner_request, take_frames
+
+
+def test_runner_request_takes_plain_guest_commands():
+    cmd = "cd /src/fuse-harness && FUSE_HARNESS_TIME_SCALE=3 /usr/bin/python3 -m guest edge no-sqe128 --transport iovec"
+    assert runner_request(cmd) == {"argv": ["edge", "no-sqe128", "--transport", "iovec"],
+                                   "env": {"FUSE_HARNESS_TIME_SCALE": "3"}, "cwd": "/src/fuse-harness"}
+    assert runner_request("cd '/a b' && /usr/bin/python3 -m guest probe")["cwd"] == "/a b"
+
+
+@pytest.mark.parametrize("cmd", [
+    "dmesg",
+    "cd /x && /usr/bin/python3 -m guest probe | head",
+    "cd /x && /usr/bin/python3 -m guest probe > /tmp/out",
+    "cd /x && /usr/bin/python3 -m guest edge $(cat list)",
+    "cd /x && /usr/bin/python3 -m guest probe; reboot",
+    "/usr/bin/python3 -m guest probe",
+])
+def test_shell_syntax_stays_with_the_shell(cmd):
+    assert runner_request(cmd) is None
+
+
+def test_take_frames_keeps_a_partial_frame():
+    buf = bytearray(b"O\x00\x00\x00\x03abcE\x00\x00\x00\x01eX\x00\x00\x00\x011X\x00\x00")
+    assert take_frames(buf) == [(b"O", b"abc"), (b"E", b"e"), (b"X", b"1")]
+    assert buf == b"X\x00\x00"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "guest", "runner", "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert "listening" in proc.stdout.readline()
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+def ask(port: int, req: dict, hang_up_after: float | None = None) -> tuple[dict, float]:
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        if hang_up_after is not None:
+            time.sleep(hang_up_after)
+            return {}, time.monotonic() - t0
+        buf, out = bytearray(), {b"O": b"", b"E": b"", b"X": None}
+        while out[b"X"] is None:
+            data = s.recv(65536)
+            assert data, "runner closed the connection without an exit frame"
+            buf += data
+            for kind, payload in take_frames(buf):
+                out[kind] = payload if kind == b"X" else out[kind] + payload
+    return {"rc": int(out[b"X"]), "out": out[b"O"].decode(), "err": out[b"E"].decode()}, time.monotonic() - t0
+
+
+def test_runner_runs_a_command_with_its_exit_code_and_streams(runner):
+    res, _ = ask(runner, {"argv": ["edge", "list"], "env": {}, "cwd": str(REPO)})
+    assert res["rc"] == 0
+    assert "request-timeout" in res["out"] and "no-sqe128" in res["out"]
+    res, _ = ask(runner, {"argv": ["edge", "no-such-scenario"], "env": {}, "cwd": str(REPO)})
+    assert res["rc"] == 2 and "invalid choice" in res["err"]
+
+
+def test_runner_passes_env_and_cwd(runner, tmp_path):
+    res, _ = ask(runner, {"argv": ["check", "--transport", "legacy", "--list"], "env": {"X": "1"},
+                          "cwd": str(tmp_path)})
+    assert res["rc"] == 0 and "legacy.no_leaks" in res["out"]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_hanging_up_kills_the_command(runner):
+    """The host's timeout closes the channel: the command's process group dies. The long
+    command here is a second runner (it listens on its own port until killed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        inner = s.getsockname()[1]
+    conn = socket.create_connection(("127.0.0.1", runner))
+    conn.sendall(json.dumps({"argv": ["runner", "--port", str(inner)], "env": {}, "cwd": str(REPO)}).encode()
+                 + b"\n")
+    end = time.monotonic() + 20
+    while not _listening(inner):
+        assert time.monotonic() < end, "the command never started"
+        time.sleep(0.1)
+    conn.close()
+    end = time.monotonic() + 10
+    while _listening(inner):
+        assert time.monotonic() < end, "the command outlived the connection"
+        time.sleep(0.1)
+    res, _ = ask(runner, {"argv": ["probe", "--help"], "env": {}, "cwd": "/"})
+    assert res["rc"] == 0
