@@ -142,7 +142,8 @@ def footer(run: Run) -> str:
 
 
 def page(run: Run) -> str:
-    body = [results(run), sections.bench(run), sections.compare(run), sections.bisect(run), sections.known_issues(run),
+    body = [results(run), sections.timings(run), sections.bench(run), sections.compare(run), sections.bisect(run),
+            sections.known_issues(run),
             tested(run), reproduce(run)]
     title = f"{run.status} · fuse-harness {run.path.name}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -33,6 +33,27 @@ def known_issues(run: Run) -> str:
             f'<th>reason / reproducer</th><th>in this run</th></tr>{"".join(rows)}</table>')
 
 
+#: How many of the slowest tests "Where the time went" lists.
+SLOWEST = 12
+
+
+def timings(run: Run) -> str:
+    """Where the run's time went: its phases (metadata.json durations, the VM's boot) and the
+    slowest tests with their share of all tests' time."""
+    if not run.cases:
+        return ""
+    total = sum(float(c.get("seconds") or 0) for c in run.cases) or 1.0
+    phases = {k: v for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))}
+    chips = "".join(f"<span class='chip'>{e(k)} {e(secs(v))}</span>" for k, v in phases.items())
+    chips += f"<span class='chip'>tests {e(secs(total))} ({len(run.cases)})</span>"
+    rows = "".join(
+        f"<tr><td class='mono'>{e(c['nodeid'])}</td><td class='num'>{e(secs(c.get('seconds') or 0))}</td>"
+        f"<td class='num'>{100 * float(c.get('seconds') or 0) / total:.1f}%</td></tr>"
+        for c in sorted(run.cases, key=lambda c: -float(c.get("seconds") or 0))[:SLOWEST])
+    return (f'<h2 id="time">Where the time went</h2><p>{chips}</p><table><tr><th>slowest tests</th>'
+            f'<th class="num">time</th><th class="num">share</th></tr>{rows}</table>')
+
+
 def _items(title: str, items: list[Any], cls: str = "") -> str:
     """A list of dicts as a table (columns = union of keys), or of strings as a list."""
     if not items:

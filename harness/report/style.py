@@ -47,7 +47,9 @@ code, pre, .mono { font-family: ui-monospace,SFMono-Regular,Menlo,Consolas,"Libe
 pre { background:#0d1117; color:#e6edf3; padding:10px 12px; border-radius:6px; overflow:auto; max-height:480px;
       white-space:pre; margin:6px 0; }
 table { border-collapse:collapse; width:100%; }
-th, td { text-align:left; vertical-align:top; padding:6px 8px; border-bottom:1px solid var(--line); }
+th, td { text-align:left; vertical-align:top; padding:6px 8px; border-bottom:1px solid var(--line);
+         overflow-wrap:anywhere; }
+td pre { white-space:pre-wrap; overflow-wrap:anywhere; }
 th { background:var(--bg); font-size:12px; text-transform:uppercase; letter-spacing:.5px; color:var(--muted); }
 td.num, th.num { text-align:right; white-space:nowrap; font-variant-numeric: tabular-nums; }
 .badge { display:inline-block; color:#fff; font-weight:700; font-size:12px; border-radius:12px; padding:2px 10px;

@@ -58,6 +58,14 @@ def _counts(run: Run) -> str:
     return ", ".join(f"{v} {n}" for v, n in run.counts.items()) or "no tests ran"
 
 
+def _time(run: Run) -> str:
+    """Phases and all tests, in seconds (report.html lists the slowest tests)."""
+    if not run.cases:
+        return ""
+    phases = [f"{k} {v:.0f}s" for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))]
+    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s"])
+
+
 def _source(k: dict[str, Any]) -> str:
     src, ident = k.get("source"), k.get("source_identity")
     return f"{src} ({ident})" if src and ident and ident != src else src or ident or ""
@@ -186,6 +194,7 @@ def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     lines += _field("compiler", k.get("compiler"))
     lines += _field("vm", _vm(run))
     lines += _field("results", _counts(run))
+    lines += _field("time", _time(run))
     bad = _failures(run)
     if bad:
         lines += ["", "Not passing (or with kernel log findings):", *bad]

@@ -267,3 +267,15 @@ def test_text_names_each_known_issue_with_its_reproducer(tmp_path: Path) -> None
                                   "  REGISTER accepts init.flags bits it does not know",
                                   "  reproduce: python3 -m guest edge kmbuf-validation"]
     assert "other-target" not in "\n".join(lines)
+
+
+def test_html_says_where_the_time_went(tmp_path: Path, known: Path) -> None:
+    from harness.report.data import load
+    from harness.report.sections import timings
+
+    run = load(make_run(tmp_path), known)
+    html = timings(run)
+    assert "Where the time went" in html
+    slowest = max(run.cases, key=lambda c: float(c.get("seconds") or 0))
+    assert html.index(slowest["nodeid"]) < min(html.index(c["nodeid"]) for c in run.cases if c is not slowest)
+    assert "%</td>" in html
