@@ -105,6 +105,13 @@ SCENARIOS = {
     "register-after-ready": Scenario("teardown", "register_after_ready", (
         "served_before", "bad_register_einval", "connection_survives_bad_register",
         "abort_written", "abort_releases_client"), 90, "P2"),
+    "protected-buffers": Scenario("hostile", "protected_buffers", (
+        "header_fault_clean", "survives_header_fault", "payload_fault_clean",
+        "survives_payload_fault"), 90, "H1: server breaks its buffers"),
+    "never-ready": Scenario("notready", "never_ready", (
+        "served_over_devfuse", "client_killable", "abort_releases_client", "umount_after_abort",
+        "io_uring_setup_refused", "devfuse_serves_without_io_uring"), 90,
+        "H5: ring never ready"),
     "request-timeout": Scenario("timeout", "request_timeout", _timeout_cases(), 120,
                                 "T7: request timeout"),
     "kmbuf-validation": Scenario("kmbuf", "validation", (
@@ -144,7 +151,8 @@ def add_parser(sub) -> None:  # noqa: ANN001
     """The `edge` subcommand's arguments."""
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
     e.add_argument("scenario", choices=(*SCENARIOS, "list"))
-    e.add_argument("--transport", default="bufpool", choices=("iovec", "bufpool", "kmbuf"),
+    e.add_argument("--transport", default="bufpool",
+                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"),
                    help="ring transport of the served connection (default bufpool)")
     e.add_argument("--provoke", action="store_true",
                    help="also run the steps that may wedge the guest (kmbuf-small-buffer)")

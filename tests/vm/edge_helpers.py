@@ -25,6 +25,11 @@ RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in ("iovec"
 #: The same, plus generation D's kmbuf (the posted kmbuf series): for scenarios that only
 #: drive a served connection (teardown, commits, notifications), never its setup commands.
 RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), id="kmbuf")]
+#: Every ring transport whose served connection answers reads from the scenario's memory
+#: file system (the zero-copy ones need a backing file: their header and buffer handling is
+#: the registered pool's and kmbuf's).
+RINGS_SERVED = [*RINGS_D, pytest.param("bufpool-registered", marks=pytest.mark.transport("bufpool-registered"),
+                                       id="bufpool-registered")]
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "
