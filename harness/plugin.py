@@ -202,7 +202,8 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
 
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
     accel = choose_accel(settings.accel)
-    machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO)
+    machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
+                 kmemleak=kconfig_has(kernel, "DEBUG_KMEMLEAK"))
     phases = pytestconfig.stash[PHASES]
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
@@ -280,6 +281,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     path = run_dir / "dmesg" / f"{name}.log"
     text = ""
     if machine.alive():
+        machine.kmemleak_scan()  # its report lands in this test's slice (debug profile)
         end = machine.mark(f"END {item.nodeid}")
         full = machine.dmesg() or ""
         text = dmesg.slice_between(full, start, end) if start else full

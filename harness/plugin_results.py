@@ -222,7 +222,8 @@ def summary_lines(cases: list[CaseResult], width: int = 110) -> list[str]:
             known.setdefault(m.group(1), m.group(2).strip().splitlines()[0])
             lines.append(f"{c.verdict.value:7} {c.nodeid}{extra} (known issue {m.group(1)})")
         else:
-            first = (c.reason.strip().splitlines() or [""])[0]
+            text = c.reason.strip().splitlines() or [""]
+            first = text[0] if not text[0].endswith(":") or len(text) < 2 else f"{text[0]} {text[1].strip()}"
             lines.append(f"{c.verdict.value:7} {c.nodeid}{extra} {first[:width]}")
     for reason, ids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"SKIP    {len(ids):3} test(s): {reason[:width]}")

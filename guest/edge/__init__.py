@@ -109,7 +109,7 @@ SCENARIOS = {
         "header_fault_clean", "survives_header_fault", "payload_fault_clean",
         "survives_payload_fault"), 90, "H1: server breaks its buffers"),
     "never-ready": Scenario("notready", "never_ready", (
-        "served_over_devfuse", "client_killable", "abort_releases_client", "umount_after_abort",
+        "clients_wait_for_ready", "client_killable", "abort_releases_client", "umount_after_abort",
         "io_uring_setup_refused", "devfuse_serves_without_io_uring"), 90,
         "H5: ring never ready"),
     "request-timeout": Scenario("timeout", "request_timeout", _timeout_cases(), 120,

@@ -88,13 +88,17 @@ def _survives(ctx: Ctx, case: str, srv: Served, name: str, want: bytes) -> None:
     ctx.result(case, ok, f"a fresh read once the memory is readable again: {out or 'blocked'}")
 
 
-def _protected(ctx: Ctx, srv: Served, areas: list[tuple[int, int]], seconds: float) -> None:
-    """Submit what is queued, keep areas unreadable for seconds (reaping nothing), restore."""
+def _protected(ctx: Ctx, srv: Served, areas: list[tuple[int, int]], seconds: float,
+               start=None) -> None:  # noqa: ANN001
+    """Submit what is queued, keep areas unreadable for seconds (reaping nothing; start() runs
+    once they are), restore them."""
     for addr, length in areas:
         mprotect(addr, length, PROT_NONE)
     try:
         for ring in srv.rings():
             ring.submit()
+        if start is not None:
+            start()
         time.sleep(seconds)
     finally:
         for addr, length in areas:
@@ -121,10 +125,11 @@ def protected_buffers(ctx: Ctx, args) -> None:  # noqa: ANN001
     _survives(ctx, "survives_header_fault", srv, "s", BODY[::-1])
 
     areas = payload_areas(eng)
-    writer = Client(ctx, "writer", lambda: _write_then_read(srv.path("w")), cpu=0)
-    time.sleep(0.5)  # the WRITE reaches the kernel while nothing is reaped
-    _protected(ctx, srv, areas, 1.5)
+    writer = Client(ctx, "writer", lambda: _write_then_read(srv.path("w")), cpu=0, gate=True)
+    _protected(ctx, srv, areas, 3.0, start=writer.go)  # the client runs while they are unreadable
+    early = writer.poll(0.0)
     srv.pump(min(20.0, ctx.left()), writer.done)
-    ctx.diag(f"payload areas protected: {[(hex(a), n) for a, n in areas]}")
-    _verdict(ctx, "payload_fault_clean", "payload buffers unreadable when the WRITE came", writer, want)
+    ctx.diag(f"payload areas {[(hex(a), n) for a, n in areas]} unreadable for 3 s; the client "
+             + (f"ended inside that window: {early}" if early else "was still waiting when they came back"))
+    _verdict(ctx, "payload_fault_clean", "payload buffers unreadable when the client wrote", writer, want)
     _survives(ctx, "survives_payload_fault", srv, "t", BODY)

@@ -37,6 +37,13 @@ REARM_WARN_ONCE = (
 )
 
 
+#: kmemleak's control file (CONFIG_DEBUG_KMEMLEAK, debugfs); a scan it is told to do prints
+#: "kmemleak: N new suspected memory leaks" into the kernel log.
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+KMEMLEAK_SCAN = (f"{{ [ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/debug; }} 2>/dev/null; "
+                 f"echo scan > {KMEMLEAK}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,10 +54,12 @@ class Vm:
     """One guest kernel under vng, driven over SSH; console logs land in run_dir."""
 
     def __init__(self, image: Path, settings: VmSettings, accel: Accel, run_dir: Path,
-                 rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None) -> None:
+                 rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None, kmemleak: bool = False) -> None:
         """runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
-        is started as the resident runner after each boot (None: every command via the shell)."""
+        is started as the resident runner after each boot (None: every command via the shell).
+        kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (kmemleak_scan() then scans)."""
         self.runner_repo = runner_repo
+        self.kmemleak = kmemleak
         self.image = image
         self.settings = settings
         self.accel = accel
@@ -106,6 +115,8 @@ class Vm:
                           hint=f"console log: {self.console_path}") from None
         self.boot_seconds = time.monotonic() - start
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
+        if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
+            self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
         if self.runner_repo is not None:
             t0 = time.monotonic()
             up = self.guest.start_runner(self.runner_repo, 60 * self.settings.time_scale)
@@ -159,6 +170,13 @@ class Vm:
         if self.guest is None:
             raise VmError("the VM is not running")
         return self.guest.run(cmd, timeout=(timeout or self.settings.exec_timeout) * self.settings.time_scale)
+
+    def kmemleak_scan(self) -> float | None:
+        """Ask kmemleak to scan now (seconds it took), None without kmemleak. Objects younger
+        than its minimum age (5 s) wait for the next scan: a leak may show one test late."""
+        if not self.kmemleak:
+            return None
+        return self.run(KMEMLEAK_SCAN, timeout=300).seconds
 
     def mark(self, text: str, rearm_warn_once: bool = False) -> str:
         """Write a unique marker line into the guest's kernel log; return it.

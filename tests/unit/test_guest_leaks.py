@@ -24,6 +24,13 @@ def test_fewer_pins_or_connections_are_not_leaks():
     assert leaks.leaked(before, Snapshot(frozenset({"41"}), 0, 90)) == []
 
 
+def test_a_negative_pin_baseline_counts_as_zero():
+    """The counters are read one after the other: -5 was seen with nothing pinned."""
+    before = Snapshot(frozenset(), 0, -5)
+    assert leaks.leaked(before, Snapshot(frozenset(), 0, 0)) == []
+    assert leaks.leaked(before, Snapshot(frozenset(), 0, 3)) != []
+
+
 def test_unreadable_counters_are_not_leaks():
     assert leaks.leaked(Snapshot(frozenset(), None, None), Snapshot(frozenset(), 10, 5)) == []
 

@@ -16,8 +16,9 @@ def test_server_protects_its_own_buffers(vm, request, run_dir, kernel, ring):
 
 
 def test_ring_never_becomes_ready(vm, request, run_dir, kernel):
-    """H5: INIT negotiated FUSE_OVER_IO_URING but no entry is ever registered: a server that
-    reads /dev/fuse serves there; the clients of one that does nothing stay killable, an abort
-    releases them and the mount unmounts; with kernel.io_uring_disabled=2 io_uring_setup fails
-    with EPERM and /dev/fuse serves."""
+    """H5: INIT negotiated FUSE_OVER_IO_URING but no entry is ever registered: new requests
+    wait for the ring (killable, nothing reaches /dev/fuse for them), SIGKILL ends a client,
+    an abort releases the others and the mount unmounts; with kernel.io_uring_disabled=2
+    io_uring_setup fails with EPERM and a server that leaves FUSE_OVER_IO_URING out of INIT is
+    served over /dev/fuse."""
     run_edge(vm, request, run_dir, kernel, "never-ready", "H5", timeout=180)
