@@ -269,7 +269,7 @@ def pytest_runtest_call(item: pytest.Item):
         outcome = yield
         _judge(item, outcome)
         return
-    start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True) if machine.alive() else None
+    start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True)  # None: the guest is gone
     outcome = yield
     _collect_dmesg(item, machine, start)
     _judge(item, outcome)
@@ -280,10 +280,10 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
     path = run_dir / "dmesg" / f"{name}.log"
     text = ""
-    if machine.alive():
-        machine.kmemleak_scan()  # its report lands in this test's slice (debug profile)
-        end = machine.mark(f"END {item.nodeid}")
-        full = machine.dmesg() or ""
+    # one round trip: (a kmemleak scan on the debug profile,) the marker, the log
+    end = machine.mark(f"END {item.nodeid}", then_dmesg=True)
+    if end is not None and machine.last_dmesg is not None:
+        full = machine.last_dmesg
         text = dmesg.slice_between(full, start, end) if start else full
     else:
         # The guest died or hangs: the console holds the kernel log up to its end.

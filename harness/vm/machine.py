@@ -57,9 +57,10 @@ class Vm:
                  rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None, kmemleak: bool = False) -> None:
         """runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
         is started as the resident runner after each boot (None: every command via the shell).
-        kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (kmemleak_scan() then scans)."""
+        kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (mark(then_dmesg=True) scans first)."""
         self.runner_repo = runner_repo
         self.kmemleak = kmemleak
+        self.last_dmesg: str | None = None
         self.image = image
         self.settings = settings
         self.accel = accel
@@ -171,24 +172,26 @@ class Vm:
             raise VmError("the VM is not running")
         return self.guest.run(cmd, timeout=(timeout or self.settings.exec_timeout) * self.settings.time_scale)
 
-    def kmemleak_scan(self) -> float | None:
-        """Ask kmemleak to scan now (seconds it took), None without kmemleak. Objects younger
-        than its minimum age (5 s) wait for the next scan: a leak may show one test late."""
-        if not self.kmemleak:
-            return None
-        return self.run(KMEMLEAK_SCAN, timeout=300).seconds
-
-    def mark(self, text: str, rearm_warn_once: bool = False) -> str:
-        """Write a unique marker line into the guest's kernel log; return it.
+    def mark(self, text: str, rearm_warn_once: bool = False, then_dmesg: bool = False) -> str | None:
+        """Write a unique marker line into the guest's kernel log; return it, or None when the
+        guest did not answer (so no separate liveness check is needed). With then_dmesg the
+        same command prints the whole kernel log after the marker: self.last_dmesg.
 
         rearm_warn_once also resets every WARN_ONCE/pr_*_once flag (debugfs
         clear_warn_once), so a once-per-boot warning is reported to each test that
         reaches it, not only to the first one."""
+        if not self.running() or self.guest is None:
+            return None
         marker = f"fuse-harness-mark {uuid.uuid4().hex[:12]} {text}"
         safe = marker.replace("'", "")
         rearm = f"{REARM_WARN_ONCE}; " if rearm_warn_once else ""
-        self.run(f"{rearm}echo '{safe}' > /dev/kmsg", timeout=20)
-        return safe
+        # a kmemleak scan first, so what it reports lands before the marker (debug profile)
+        scan = f"{KMEMLEAK_SCAN}; " if then_dmesg and self.kmemleak else ""
+        tail = " && dmesg" if then_dmesg else ""
+        result = self.run(f"{rearm}{scan}echo '{safe}' > /dev/kmsg{tail}",
+                          timeout=120 if scan else 30 if then_dmesg else 20)
+        self.last_dmesg = result.stdout if then_dmesg and result.ok else None
+        return safe if result.ok else None
 
     def dmesg(self, timeout: float = 30.0) -> str | None:
         """The guest's whole kernel log, or None if the guest cannot be reached."""
