@@ -203,7 +203,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
     accel = choose_accel(settings.accel)
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
-                 kmemleak=kconfig_has(kernel, "DEBUG_KMEMLEAK"))
+                 kmemleak=kconfig_has(kernel, "DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append)
     phases = pytestconfig.stash[PHASES]
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
