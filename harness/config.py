@@ -87,6 +87,8 @@ class VmSettings:
 
 #: Default time_scale of the debug profile (KASAN, lockdep, UBSAN under TCG).
 DEBUG_TIME_SCALE = 3.0
+#: Default boot_timeout of the debug profile (seconds, before the time scale).
+DEBUG_BOOT_TIMEOUT = 300.0
 
 
 _TARGET_KEYS = {f for f in Target.__dataclass_fields__ if f != "path"}
@@ -183,7 +185,10 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
         "boot_timeout": "FUSE_HARNESS_BOOT_TIMEOUT",
         "time_scale": "FUSE_HARNESS_TIME_SCALE",
     }
-    values: dict[str, Any] = {"time_scale": DEBUG_TIME_SCALE} if profile == "debug" else {}
+    # debug: a KASAN + lockdep guest under TCG needs 4.5 to over 9 minutes to reach SSH, most
+    # of it in udev coldplug and `udevadm settle` (up to 300 s): 300 s x the time scale
+    values: dict[str, Any] = ({"time_scale": DEBUG_TIME_SCALE, "boot_timeout": DEBUG_BOOT_TIMEOUT}
+                              if profile == "debug" else {})
     if profile == "debug" and os.environ.get("FUSE_HARNESS_KMEMLEAK", "0") != "1":
         # kmemleak is built in but switched off at boot unless asked for: under TCG it makes a
         # KASAN + lockdep boot too slow for the boot timeout (measured: see README)
