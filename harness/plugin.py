@@ -299,6 +299,8 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
     tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
     wedge = item.get_closest_marker("fresh_guest_after")
+    if item.session.items and item.session.items[-1] is item:
+        return  # no next test to protect: no reboot (a debug guest takes minutes)
     if wedge and not tainted and machine.alive():
         log.warning("%s may leave the guest wedged (%s): rebooting the guest", item.nodeid, wedge.args[0])
         _restart(item, machine, "guest restart after a test that may wedge it failed")
