@@ -212,14 +212,14 @@ def pwrite_file(path: str, data: bytes) -> int:
         os.close(fd)
 
 
-def umount_lazy(ctx: Ctx, srv: Served) -> None:
-    """Case umount_after_abort: umount -l of the aborted mount succeeds."""
+def umount_lazy(ctx: Ctx, srv: Served, case: str = "umount_after_abort", label: str = "") -> None:
+    """Case `case`: umount -l of the (aborted) mount succeeds."""
     try:
         M.umount(srv.mnt, M.MNT_DETACH)
         um = "ok"
     except OSError as exc:
         um = exc.strerror
-    ctx.result("umount_after_abort", um == "ok", f"umount -l: {um}")
+    ctx.result(case, um == "ok", f"{label}umount -l: {um}")
 
 
 def bad_header_index(ctx: Ctx, args) -> None:  # noqa: ANN001

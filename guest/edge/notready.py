@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import errno
 
-from guest import mount as M
 from guest.counters import Counters
 from guest.devfuse import DevFuseReader
 from guest.edge.clients import Client, read_file, wait_all
 from guest.edge.conn import Conn
 from guest.edge.core import Ctx, _reap
 from guest.edge.hung import Sysctls
+from guest.edge.kmbuf import umount_lazy
 from guest.edge.served import Served
 from guest.fuse import proto as P
 from guest.fuse.fs import MemoryFs
@@ -70,12 +70,7 @@ def never_ready(ctx: Ctx, args) -> None:  # noqa: ANN001
     out = waiter.poll(0.0)
     ctx.result("abort_releases_client", aborted and bool(out) and out.get("errno") in DEAD,
                f"fusectl abort {aborted}; waiter: {out or 'still blocked, state ' + waiter.state()}")
-    try:
-        M.umount(srv.mnt, M.MNT_DETACH)
-        um = "ok"
-    except OSError as exc:
-        um = exc.strerror
-    ctx.result("umount_after_abort", um == "ok", f"umount -l: {um}")
+    umount_lazy(ctx, srv)
 
     sysctls = Sysctls({"io_uring_disabled": "2"})
     ctx.closers.append(sysctls.restore)

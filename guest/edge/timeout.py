@@ -16,13 +16,12 @@ import errno
 import os
 import time
 
-from guest import mount as M
 from guest.edge import TIMEOUT_RINGS as RINGS
 from guest.edge import timeout_cases_of as _cases_of
 from guest.edge.clients import Client, read_file
 from guest.edge.core import Ctx, ename
 from guest.edge.hung import Sysctls
-from guest.edge.kmbuf import pwrite_file
+from guest.edge.kmbuf import pwrite_file, umount_lazy
 from guest.edge.served import Served
 from guest.probe import probe
 
@@ -124,9 +123,4 @@ def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float
     late = [ename(r) for _, r, _ in eng.ent_errors[n:]]
     ctx.result(_case(t, "late_commit_enotconn"), bool(held) and late == ["-ENOTCONN"] * len(held),
                f"{t}: COMMIT of the {len(held)} held request(s) after the timeout: {late}")
-    try:
-        M.umount(srv.mnt, M.MNT_DETACH)
-        um = "ok"
-    except OSError as exc:
-        um = exc.strerror
-    ctx.result(_case(t, "umount_after_timeout"), um == "ok", f"{t}: umount -l: {um}")
+    umount_lazy(ctx, srv, _case(t, "umount_after_timeout"), f"{t}: ")
