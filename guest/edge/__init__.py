@@ -29,9 +29,19 @@ TIMEOUT_STEPS = ("held", "aborted_in_time", "slot_unreachable", "late_commit_eno
                  "umount_after_timeout")
 
 
+def time_scale() -> float:
+    """FUSE_HARNESS_TIME_SCALE (the host's time scale: slow debug kernels), default 1."""
+    return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
+
+
+def timeout_case(transport: str, step: str) -> str:
+    """request-timeout's case name for one transport and step."""
+    return f"{transport.replace('-', '_')}_{step}"
+
+
 def timeout_cases_of(transport: str) -> tuple[str, ...]:
     """request-timeout's cases for one transport (slot_unreachable: zero-copy ones only)."""
-    return tuple(f"{transport.replace('-', '_')}_{s}" for s in TIMEOUT_STEPS
+    return tuple(timeout_case(transport, s) for s in TIMEOUT_STEPS
                  if s != "slot_unreachable" or "zero-copy" in transport)
 
 
@@ -172,8 +182,7 @@ def main(args) -> int:  # noqa: ANN001
 
     ensure_enable_uring()
     fn = getattr(importlib.import_module(f"guest.edge.{s.module}"), s.func)
-    scale = float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)  # slow (debug) kernels
-    return run(args.scenario, list(s.cases), fn, args, (args.budget or s.budget) * scale)
+    return run(args.scenario, list(s.cases), fn, args, (args.budget or s.budget) * time_scale())
 
 
 def parser_cases_ok() -> bool:

@@ -194,8 +194,7 @@ def _leak_case(ctx: Ctx, before) -> None:  # noqa: ANN001
     if ctx.skipped >= set(ctx.cases) - {LEAK_CASE}:
         ctx.result(LEAK_CASE, None, reason="nothing ran")
         return
-    scale = float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
-    missing = leaks.check(before, 5.0 * scale)
+    missing = leaks.check(before)
     ctx.result(LEAK_CASE, not missing, "after cleanup: " + ("; ".join(missing) or
                                                               "connections, VmLck and pinned pages back"))
 

@@ -88,9 +88,12 @@ def leaked(before: Snapshot, now: Snapshot) -> list[str]:
     return out
 
 
-def check(before: Snapshot, timeout: float = 5.0) -> list[str]:
-    """Poll until nothing leaked or timeout s passed; what is still leaked then."""
-    end = time.monotonic() + timeout
+def check(before: Snapshot, timeout: float | None = None) -> list[str]:
+    """Poll until nothing leaked or timeout s passed (default 5 s x the time scale); what is
+    still leaked then."""
+    from guest.edge import time_scale
+
+    end = time.monotonic() + (5.0 * time_scale() if timeout is None else timeout)
     while True:
         missing = leaked(before, snapshot())
         if not missing or time.monotonic() >= end:

@@ -16,7 +16,10 @@ import errno
 import os
 import time
 
+from guest import ZERO_COPY
 from guest.edge import TIMEOUT_RINGS as RINGS
+from guest.edge import time_scale
+from guest.edge import timeout_case as _case
 from guest.edge import timeout_cases_of as _cases_of
 from guest.edge.clients import Client, read_file
 from guest.edge.core import Ctx, ename
@@ -27,18 +30,10 @@ from guest.probe import probe
 
 #: FUSE_TIMEOUT_TIMER_FREQ (fs/fuse/req_timeout.c): scan period and smallest timeout, s.
 FREQ = 15
-ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")
 DEAD = (errno.ECONNABORTED, errno.ENOTCONN)
 DATA = {b"f": b"timeout " * 600, b"w": b"w" * 4096}
 SECRET = b"timed-out page " * 250
 
-
-def _case(t: str, step: str) -> str:
-    return f"{t.replace('-', '_')}_{step}"
-
-
-def _scale() -> float:
-    return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
 
 
 def request_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
@@ -72,7 +67,7 @@ def request_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
     for t, (srv, _) in served.items():
         ops = sorted(srv.engine.infos[e.gid]["op"] for e in srv.engine.held)
         ctx.result(_case(t, "held"), len(ops) >= 2, f"{t}: held {ops}")
-    bound = 2 * FREQ + 10 * _scale()
+    bound = 2 * FREQ + 10 * time_scale()
     pump_all(served, bound + 5,
              lambda: all(c.done() for _, cs in served.values() for c in cs))
     for t, (srv, clients) in served.items():
