@@ -56,15 +56,17 @@ def max_pages_limit() -> int:
 
 
 def negotiate(init_in: bytes, want_uring: bool, max_write: int,
-              max_pages: int | None) -> tuple[bytes, Init]:
-    """Build the fuse_init_out payload for a FUSE_INIT request's arg."""
+              max_pages: int | None, max_background: int = 64, extra: int = 0) -> tuple[bytes, Init]:
+    """Build the fuse_init_out payload for a FUSE_INIT request's arg (max_background: the
+    kernel's limit on background requests in flight, congestion at three quarters of it;
+    extra: more FUSE_* INIT flags to ask for, such as FUSE_ASYNC_DIO)."""
     major, minor, max_readahead, flags, flags2 = P.INIT_IN.unpack(init_in)[:5]
     if major != P.KERNEL_MAJOR:
         raise ValueError(f"kernel speaks FUSE {major}.{minor}, need 7.x")
     if not flags & P.INIT_EXT:
         flags2 = 0
     offered = flags | (flags2 << 32)
-    want = WANTED | P.INIT_EXT
+    want = WANTED | P.INIT_EXT | extra
     if max_pages is not None:
         want |= P.MAX_PAGES
     if want_uring:
@@ -76,7 +78,7 @@ def negotiate(init_in: bytes, want_uring: bool, max_write: int,
     eff_write = max(4096, max_write)
     neg_minor = min(minor, SERVER_MINOR)
     payload = P.INIT_OUT.pack(P.KERNEL_MAJOR, neg_minor, max_readahead,
-                              reply & 0xFFFFFFFF, 64, 48, max_write, 1,
+                              reply & 0xFFFFFFFF, max_background, max(1, max_background * 3 // 4), max_write, 1,
                               max_pages or 0, 0, reply >> 32, 0, 0, bytes(22))
     info = Init(major, minor, flags, flags2, neg_minor, reply & 0xFFFFFFFF, reply >> 32,
                 eff_write, eff_pages, P.max_payload_size(eff_write, eff_pages),

@@ -287,7 +287,7 @@ class Bisection:
                 result["reproducer"] = reproducer(tree, self.good, self.bad, self.test, self.repeat, self.target,
                                                   self.profile, worktree, build_dir, first)
                 write_json_atomic(run_dir / "bisect.json", result)
-                write_reproducer(run_dir, config.REPO, result["reproducer"].splitlines())
+                write_reproducer(run_dir, result["reproducer"].splitlines())
                 meta.finish("PASS" if first else "FAIL", {"bisect": result["seconds"]})
         result["run_dir"] = str(run_dir)
         return result

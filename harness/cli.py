@@ -114,6 +114,12 @@ def cmd_shell(args: argparse.Namespace) -> int:
         vm.stop()
 
 
+def _cmd_vm(args: argparse.Namespace) -> int:
+    from harness.vm import kept
+
+    return kept.cli(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build the target and run the VM suite under pytest, then a summary."""
     import pytest
@@ -165,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("command", nargs="?", help="run this instead of an interactive shell")
         p.set_defaults(func=func)
+    p = sub.add_parser("vm", help="keep a guest of the target's kernel running for later runs (up|down|status)")
+    _target_args(p)
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+    p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
+    p.set_defaults(func=_cmd_vm)
     p = sub.add_parser("run", help="main job: build, boot, run the VM test suite, summarize")
     _target_args(p)
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)

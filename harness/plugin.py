@@ -197,6 +197,7 @@ def _uncaptured(config: pytest.Config):
 @pytest.fixture(scope="session")
 def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     """One guest for the whole session, restarted by the plugin after it dies."""
+    from harness.vm import kept
     from harness.vm.boot import choose_accel
     from harness.vm.machine import Vm
 
@@ -205,25 +206,29 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
                  kmemleak=kconfig_has(kernel, "DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append)
     phases = pytestconfig.stash[PHASES]
+    claim = kept.session_claim(machine, kernel.image, kernel.built.kernel_release, accel.kind)
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
-            machine.start()
+            if not machine.running():
+                machine.start()
     except HarnessError as exc:
         pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
     values = _rerun_values(pytestconfig)
     build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
-    write_reproducer(run_dir, hcfg.REPO, [
-        f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build dir {kernel.built.build_dir}",
+    write_reproducer(run_dir, [
+        f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build {kernel.built.build_dir.name}",
         shlex.join([".venv/bin/fuse-harness", "build", *build_opts]),
         shlex.join(rerun_command("tests/vm", values)),
-        "# the guest alone, booted by hand:",
-        "# " + shlex.join(machine.command),
+        "# the guest alone, with a shell in it (the QEMU command is in metadata.json):",
+        "# " + shlex.join([".venv/bin/fuse-harness", "shell", *build_opts]),
     ])
     pytestconfig.stash[_VM] = machine
     yield machine
     machine.stop()
+    if claim is not None:
+        claim.release()
 
 
 _VM = pytest.StashKey[object]()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as hcfg
 from harness.cache import write_json_atomic
 from harness.errors import HarnessError
 from harness.plugin import (
@@ -143,7 +142,7 @@ def _test_reproducer(item: pytest.Item) -> None:
     if path.exists():
         return
     cmd = rerun_command(item.nodeid, _rerun_values(item.config))
-    write_reproducer(run_dir, hcfg.REPO, [
+    write_reproducer(run_dir, [
         f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
         "# runs just this test (its dmesg slice lands in the new run folder).",
         shlex.join(cmd),

@@ -29,6 +29,26 @@ TIMEOUT_STEPS = ("held", "aborted_in_time", "slot_unreachable", "late_commit_eno
                  "umount_after_timeout")
 
 
+#: payload-lies (guest/edge/lies.py): the opcodes whose reply claims too much, and the claims.
+LIE_OPS = ("READ", "READDIR", "LISTXATTR", "GETXATTR", "STATFS")
+LIES = ("page_past_buffer", "u32_max")
+
+
+def lie_cases() -> tuple[str, ...]:
+    """payload-lies' case names: one per opcode and lie, then the survivors."""
+    return (*(f"{op.lower()}_{lie}_clean" for op in LIE_OPS for lie in LIES),
+            "entries_keep_serving", "small_max_write_split_intact")
+
+
+#: owner-exits (guest/edge/owner.py): the ring set up plainly, then SINGLE_ISSUER|DEFER_TASKRUN.
+OWNER_VARIANTS = ("plain", "single_issuer")
+OWNER_STEPS = ("owner_exits_holding_requests", "clients_return", "waiting_back_to_zero")
+
+
+#: teardown-load (guest/edge/load.py): how each round tears its loaded connection down.
+LOAD_METHODS = ("abort", "umount_force", "umount_lazy", "server_sigkill")
+
+
 def time_scale() -> float:
     """FUSE_HARNESS_TIME_SCALE (the host's time scale: slow debug kernels), default 1."""
     return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
@@ -97,6 +117,8 @@ SCENARIOS = {
                            150, "S3"),
     "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
         "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),
+    "background": Scenario("background", "background", (
+        "readahead_parallel", "dio_aio_depth32_parallel"), 240, "BG: background requests"),
     "hung-writer": Scenario("hung", "hung_writer", (
         "second_writer_in_d_state", "hung_task_reported", "writers_complete", "data_intact"), 75,
         "harness: HUNG_TASK"),
@@ -110,6 +132,11 @@ SCENARIOS = {
         "blocked_client_released"), 90, "T4"),
     "thread-exit": Scenario("teardown", "thread_exit", (
         "submitter_registered_and_exited", "client_not_stranded", "abort_written"), 60, "T5"),
+    "owner-exits": Scenario("owner", "owner_exits", tuple(
+        f"{v}_{s}" for v in OWNER_VARIANTS for s in OWNER_STEPS), 120, "T6: ring owner exits"),
+    "teardown-load": Scenario("load", "teardown_load", (
+        *(f"{m}_under_load" for m in LOAD_METHODS), "killed_clients_depth_1"), 240,
+        "T8: teardown under load"),
     "mount-loop": Scenario("teardown", "mount_loop", (
         "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)"),
     "register-after-ready": Scenario("teardown", "register_after_ready", (
@@ -118,12 +145,20 @@ SCENARIOS = {
     "protected-buffers": Scenario("hostile", "protected_buffers", (
         "header_fault_clean", "survives_header_fault", "payload_fault_clean",
         "survives_payload_fault"), 90, "H1: server breaks its buffers"),
+    "payload-lies": Scenario("lies", "payload_lies", lie_cases(), 150,
+                             "H2: payload sizes that lie"),
+    "buffer-table": Scenario("tamper", "buffer_table", tuple(
+        f"{t}_{s}" for t in ("slot_replaced", "table_unregistered")
+        for s in ("in_flight_clean", "later_clean", "umount_after_abort")), 90, "H7: buffer-table tampering"),
     "never-ready": Scenario("notready", "never_ready", (
         "clients_wait_for_ready", "client_killable", "abort_releases_client", "umount_after_abort",
         "io_uring_setup_refused", "devfuse_serves_without_io_uring"), 90,
         "H5: ring never ready"),
     "request-timeout": Scenario("timeout", "request_timeout", _timeout_cases(), 120,
                                 "T7: request timeout"),
+    "request-timeout-idle": Scenario("timeout", "idle_entries_timeout", (
+        "thread_exit_client_ends_in_time", "thread_exit_umount", "ring_closed_client_ends_in_time",
+        "ring_closed_umount"), 90, "T7: request timeout, idle entries cancelled"),
     "kmbuf-validation": Scenario("kmbuf", "validation", (
         "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
         "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",

@@ -66,16 +66,17 @@ class Conn:
         return h, arg0
 
     def reply_init(self, h: P.InHeader, arg0: bytes, want_uring: bool = True, max_write: int = 131072,
-                   max_pages: int | None = None) -> Init:
-        payload, self.init = negotiate(arg0, want_uring, max_write, max_pages)
+                   max_pages: int | None = None, max_background: int = 64, extra: int = 0) -> Init:
+        payload, self.init = negotiate(arg0, want_uring, max_write, max_pages, max_background, extra)
         os.write(self.fd, P.pack_devfuse_reply(h.unique, 0, payload))
         return self.init
 
-    def setup(self, want_uring: bool = True, max_write: int = 131072, max_pages: int | None = None) -> Init:
+    def setup(self, want_uring: bool = True, max_write: int = 131072, max_pages: int | None = None,
+              max_background: int = 64, extra: int = 0) -> Init:
         """Mount and answer INIT (with FUSE_OVER_IO_URING when want_uring; max_pages asks FUSE_MAX_PAGES)."""
         self.mount()
         h, arg0 = self.read_init()
-        return self.reply_init(h, arg0, want_uring, max_write, max_pages)
+        return self.reply_init(h, arg0, want_uring, max_write, max_pages, max_background, extra)
 
     @property
     def bufpool(self) -> bool:

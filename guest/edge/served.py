@@ -96,10 +96,12 @@ class Served:
     def __init__(self, ctx: Ctx, tag: str, transport: str = "bufpool", queue_depth: int = 4,
                  pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
                  zero_pool_qid: int | None = None, start: bool = True, max_write: int = 131072,
-                 max_pages: int | None = None, buf_size: int = 0) -> None:
+                 max_pages: int | None = None, buf_size: int = 0, ring_flags: int = 0,
+                 max_background: int = 64, init_flags: int = 0) -> None:
         self.ctx = ctx
         self.conn = Conn(ctx, tag)
-        self.init = self.conn.setup(max_write=max_write, max_pages=max_pages)
+        self.init = self.conn.setup(max_write=max_write, max_pages=max_pages, max_background=max_background,
+                                    extra=init_flags)
         self.mnt = self.conn.mnt
         self.counters = Counters(transport)
         self.fs = MemoryFs()
@@ -109,6 +111,7 @@ class Served:
         self.server = Server(self.fs, self.counters)
         opts = base.Options(queue_depth, pool_bufs, 0.0, buf_size)
         cls = manual_class(base.get(transport))
+        cls.ring_setup_flags = ring_flags  # IORING_SETUP_*: the rings are made by this thread
         self.engine = cls(self.conn.fd, self.server, self.counters, self.init, opts)
         e = self.engine
         e.log, e.held, e.answered, e.aux, e.ent_errors, e.infos = [], [], [], {}, [], {}

@@ -119,3 +119,43 @@ def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float
     ctx.result(_case(t, "late_commit_enotconn"), bool(held) and late == ["-ENOTCONN"] * len(held),
                f"{t}: COMMIT of the {len(held)} held request(s) after the timeout: {late}")
     umount_lazy(ctx, srv, _case(t, "umount_after_timeout"), f"{t}: ")
+
+
+def idle_entries_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """Under a 15 s request timeout, two mounts whose entries all sit idle and are cancelled
+    before any client comes: on one the thread that REGISTERed them exits (io_uring cancels
+    its commands), on the other the server closes its rings and keeps /dev/fuse open. A read
+    on each then finds no entry: it must still end (an error) within the timeout bound, and
+    the periodic scan must find it without an oops; both mounts unmount after."""
+    import threading
+
+    knob = "/proc/sys/fs/fuse/default_request_timeout"
+    if not os.path.exists(knob):
+        for c in ctx.cases:
+            ctx.result(c, None, reason=f"no {knob}: kernel without request timeouts")
+        return
+    sysctls = Sysctls({"default_request_timeout": str(FREQ)}, base="/proc/sys/fs/fuse/")
+    ctx.closers.append(sysctls.restore)
+    exited = Served(ctx, "rti-exit", transport=args.transport, files=DATA, start=False)
+    closed = Served(ctx, "rti-close", transport=args.transport, files=DATA)
+    sysctls.restore()
+    exited.engine.auto = closed.engine.auto = True
+    t = threading.Thread(target=exited.engine.start, name="rti-submitter")
+    t.start()
+    t.join(20.0)
+    closed.close_rings()
+    served = {"thread_exit": (exited, [Client(ctx, "r-exit", lambda: read_file(exited.path("f")), cpu=0)]),
+              "ring_closed": (closed, [Client(ctx, "r-close", lambda: read_file(closed.path("f")), cpu=0)])}
+    bound = 2 * FREQ + 10 * time_scale()
+    end = time.monotonic() + bound + 5
+    while time.monotonic() < end and not all(c.done() for _, cs in served.values() for c in cs):
+        exited.pump(0.05)
+    for v, (srv, (c,)) in served.items():
+        o = c.poll(0.0)
+        span = (o["t1"] - o["t0"]) if o else None
+        what = ("STILL BLOCKED" if o is None else f"success {o.get('value')!r:.30}" if o.get("ok")
+                else f"{ename(-o['errno'])} after {span:.1f} s")
+        ok = bool(o) and not o.get("ok") and span is not None and span <= bound
+        ctx.result(f"{v}_client_ends_in_time", ok, f"{v}: the read {what} (bound {bound:.0f} s)")
+        srv.conn.abort()
+        umount_lazy(ctx, srv, f"{v}_umount", f"{v}: ")

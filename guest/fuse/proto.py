@@ -80,6 +80,7 @@ ASYNC_READ = 1 << 0
 BIG_WRITES = 1 << 5
 DO_READDIRPLUS = 1 << 13
 READDIRPLUS_AUTO = 1 << 14
+ASYNC_DIO = 1 << 15
 PARALLEL_DIROPS = 1 << 18
 ABORT_ERROR = 1 << 21
 MAX_PAGES = 1 << 22
@@ -284,7 +285,9 @@ def layouts(generation: str = "C") -> dict[str, StructLayout]:
 def constants(generation: str = "C") -> dict[str, int]:
     """fuse.h constants the guest hard-codes for a generation, by C name."""
     out = {"FUSE_IO_URING_CMD_REGISTER": URING_CMD_REGISTER,
-           "FUSE_IO_URING_CMD_COMMIT_AND_FETCH": URING_CMD_COMMIT_AND_FETCH}
+           "FUSE_IO_URING_CMD_COMMIT_AND_FETCH": URING_CMD_COMMIT_AND_FETCH,
+           "FUSE_ASYNC_READ": ASYNC_READ, "FUSE_ASYNC_DIO": ASYNC_DIO, "FUSE_MAX_PAGES": MAX_PAGES,
+           "FUSE_OVER_IO_URING": OVER_IO_URING}
     if generation == "C":
         out.update(FUSE_IO_URING_CMD_ADD_QUEUE=URING_CMD_ADD_QUEUE,
                    FUSE_IO_URING_CMD_ADD_BUFPOOL=URING_CMD_ADD_BUFPOOL,

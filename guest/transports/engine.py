@@ -78,6 +78,7 @@ class RingEngine:
     zero_copy = False
     uses_pool = False
     commit_sqe_flags = 0  # IOSQE_* on every COMMIT_AND_FETCH (edge scenarios: IOSQE_ASYNC)
+    ring_setup_flags = 0  # IORING_SETUP_* beyond SQE128 (edge scenarios: SINGLE_ISSUER|DEFER_TASKRUN)
 
     def __init__(self, devfd: int, server: Server, counters: Counters, init: Init,
                  opts: Options) -> None:
@@ -89,7 +90,7 @@ class RingEngine:
         n = self.nr_queues * self.depth
         self.entries = [Entry(i, i // self.depth, i % self.depth) for i in range(n)]
         self.extra_rings: list[Ring] = []
-        self.ring = Ring(pow2(min(n + 16, 4096)), cq_entries=pow2(2 * n + 64))
+        self.ring = Ring(pow2(min(n + 16, 4096)), cq_entries=pow2(2 * n + 64), flags=self.ring_setup_flags)
         self.hdr = mmap.mmap(-1, max(mmap.PAGESIZE, n * HDR_STRIDE))
         self.hdr_addr = addr_of(self.hdr)
         self.delayed: list[tuple[float, int, int, int, bytes, int | None]] = []

@@ -72,7 +72,8 @@ class KmbufTransport(RingEngine):
                              "below 65536 is needed")
         self.nbufs = nbufs
         self.buf_size = self.opts.buf_size or round_up(self.payload_size, mmap.PAGESIZE)
-        self.qrings = [self.ring] + [Ring(pow2(self.depth + 16), cq_entries=pow2(4 * self.depth + 64))
+        self.qrings = [self.ring] + [Ring(pow2(self.depth + 16), cq_entries=pow2(4 * self.depth + 64),
+                                                   flags=self.ring_setup_flags)
                                      for _ in range(1, self.nr_queues)]
         self.extra_rings = self.qrings[1:]
         hdr_len = self.depth * P.URING_HDR_SIZE

@@ -24,6 +24,7 @@ class Setup(IntFlag):
     SQE128 = 1 << 10
     CQE32 = 1 << 11
     SINGLE_ISSUER = 1 << 12
+    DEFER_TASKRUN = 1 << 13
 
 
 class Op(IntEnum):
@@ -179,7 +180,8 @@ def layouts(generation: str = "C") -> dict[str, StructLayout]:
 
 def constants(generation: str = "C") -> dict[str, int]:
     """uapi constants the guest hard-codes, by C name, for the compiled check."""
-    out = {"IORING_SETUP_SQE128": int(Setup.SQE128), "IORING_OP_URING_CMD": int(Op.URING_CMD),
+    out = {"IORING_SETUP_SQE128": int(Setup.SQE128), "IORING_SETUP_SINGLE_ISSUER": int(Setup.SINGLE_ISSUER),
+           "IORING_SETUP_DEFER_TASKRUN": int(Setup.DEFER_TASKRUN), "IORING_OP_URING_CMD": int(Op.URING_CMD),
            "IORING_OP_READ_FIXED": int(Op.READ_FIXED), "IORING_OP_WRITE_FIXED": int(Op.WRITE_FIXED),
            "IORING_REGISTER_BUFFERS2": int(Register.BUFFERS2),
            "IORING_REGISTER_BUFFERS_UPDATE": int(Register.BUFFERS_UPDATE),

@@ -32,6 +32,9 @@ class Ring:
             flags |= abi.Setup.CQSIZE
             self.params.cq_entries = cq_entries
         self.params.flags = flags
+        #: IORING_SETUP_DEFER_TASKRUN: completions are posted only while the submitter task is
+        #: inside io_uring_enter(IORING_ENTER_GETEVENTS), so every enter asks for events.
+        self.deferred = bool(flags & abi.Setup.DEFER_TASKRUN)
         self.fd = syscall.io_uring_setup(entries, ctypes.addressof(self.params))
         try:
             self._map()
@@ -104,9 +107,9 @@ class Ring:
         """
         self._sq_tail.value = self._local_tail
         to_submit = self.pending()
-        if to_submit == 0 and wait_nr == 0:
+        if to_submit == 0 and wait_nr == 0 and not self.deferred:
             return 0
-        flags = abi.ENTER_GETEVENTS if wait_nr else 0
+        flags = abi.ENTER_GETEVENTS if wait_nr or self.deferred else 0
         try:
             return syscall.io_uring_enter(self.fd, to_submit, wait_nr, flags)
         except InterruptedError:

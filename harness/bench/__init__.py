@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         meta.update(vm={"accel": accel.kind, "accel_reason": accel.reason, "command": vm.command,
                         "boot_seconds": round(vm.boot_seconds, 1), "cpus": vm_settings.cpus,
                         "memory": vm_settings.memory})
-        write_reproducer(run_dir, config.REPO, [".venv/bin/fuse-harness " + shlex.join(sys.argv[1:])])
+        write_reproducer(run_dir, [".venv/bin/fuse-harness " + shlex.join(sys.argv[1:])])
         with phases.measure("bench"):
             result = measure(vm, transports, settings, run_dir / "bench", accel.kind, vm_settings.cpus,
                              vm_settings.memory, host=vm.host_load)

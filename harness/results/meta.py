@@ -57,16 +57,21 @@ def rerun_command(nodeid: str, values: dict[str, Any]) -> list[str]:
     return cmd
 
 
-def write_reproducer(run_dir: Path, repo: Path, lines: list[str], name: str = "reproduce.sh") -> Path:
-    """A shell script that repeats this run from a checkout of the harness."""
+#: The first lines of every reproducer: find the checkout at run time, never a path of the
+#: machine that wrote it. FUSE_HARNESS_CHECKOUT wins; else the git checkout the script sits in
+#: (results/NNN/ of a checkout); else the current directory (run it from your checkout).
+CHECKOUT_PROLOGUE = (
+    "# Run from a checkout of fuse-harness (make setup done); FUSE_HARNESS_CHECKOUT names another.",
+    'cd "${FUSE_HARNESS_CHECKOUT:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null'
+    ' || pwd)}"',
+)
+
+
+def write_reproducer(run_dir: Path, lines: list[str], name: str = "reproduce.sh") -> Path:
+    """run_dir/name: a shell script that repeats this run (or one test) from a checkout of the
+    harness; it holds no path of this machine (CHECKOUT_PROLOGUE finds the checkout)."""
     path = run_dir / name
-    body = [
-        "#!/bin/sh",
-        "# Reproduce this fuse-harness run. Needs a checkout of fuse-harness (make setup done).",
-        "set -e",
-        f"cd {shlex.quote(str(repo))}",
-        *lines,
-    ]
+    body = ["#!/bin/sh", "set -e", *CHECKOUT_PROLOGUE, *lines]
     path.write_text("\n".join(body) + "\n")
     path.chmod(0o755)
     return path

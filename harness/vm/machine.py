@@ -74,6 +74,8 @@ class Vm:
         self.command: list[str] = []
         self.boot_seconds = 0.0
         self.boot_crashed = False
+        self.kept = False  # a guest left running for later runs (harness.vm.kept): stop() keeps it
+        self.on_boot = None  # callable(vm) after every boot that came up (a kept guest: record it)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -103,7 +105,8 @@ class Vm:
         with self.console_path.open("wb") as err, stdout_path.open("wb") as out:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          env=vng_env(), start_new_session=True)
-        atexit.register(self.kill)  # never leave a QEMU behind, whatever ends this process
+        if not self.kept:
+            atexit.register(self.kill)  # never leave a QEMU behind, whatever ends this process
         self.guest = Guest(port)
         try:
             self.guest.connect(start + self.settings.boot_timeout * self.settings.time_scale,
@@ -131,6 +134,36 @@ class Vm:
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
         if self.runner_repo is not None:
             self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
+        if self.on_boot is not None:
+            self.on_boot(self)
+
+    def adopt(self, state: dict) -> bool:
+        """Drive a kept guest (harness.vm.kept) instead of booting one: True when it answers
+        over SSH within 20 s. Its guest runner is restarted, so it runs this checkout's code."""
+        self.proc = _Pid(int(state["pid"]))  # type: ignore[assignment]
+        self.console_path = Path(state["console"]) if state.get("console") else None
+        self.guest = Guest(int(state["port"]))
+        try:
+            self.guest.connect(time.monotonic() + 20, alive=self.running)
+            ok = self.guest.run("true", timeout=20).ok
+        except VmError:
+            ok = False
+        if not ok:
+            self.guest.close()
+            self.proc, self.guest = None, None
+            return False
+        self.kept, self.boot_seconds = True, 0.0
+        self.command = ["(kept guest)", f"pid {state['pid']}", f"ssh port {state['port']}"]
+        if self.runner_repo is not None:
+            self.guest.run("pkill -f 'guest [r]unner'; true", timeout=20)
+            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
+        return True
+
+    def keep(self) -> None:
+        """Leave this guest running when the session (or the process) ends."""
+        self.kept = True
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.kill)
 
     def host_load(self) -> hostload.Snapshot | None:
         """The host's CPU counters now, this VM's processes (vng, QEMU) counted as ours."""
@@ -155,7 +188,11 @@ class Vm:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        """Power off cleanly if possible, else kill."""
+        """Power off cleanly if possible, else kill; a kept guest is only let go."""
+        if self.kept and self.running():
+            if self.guest is not None:
+                self.guest.close()
+            return
         if self.running() and self.guest is not None and self.guest.client is not None:
             self.guest.run("sync; (sleep 0.5; echo o > /proc/sysrq-trigger) >/dev/null 2>&1 &", timeout=10)
             try:
@@ -221,3 +258,27 @@ class Vm:
                 return outcome, why
             return Outcome.FAILED, "the guest died or the connection dropped during the command"
         return classify(result.rc, console, result.timed_out)
+
+
+class _Pid:
+    """The Popen surface Vm uses, for a process this one did not start (a kept guest)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return 0
+        except PermissionError:
+            pass
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > end:
+                raise subprocess.TimeoutExpired("qemu", timeout or 0)
+            time.sleep(0.1)
+        return 0

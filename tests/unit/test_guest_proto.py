@@ -100,6 +100,16 @@ def test_negotiate_uring_and_minor() -> None:
     assert not init.over_io_uring  # not offered -> never echoed
 
 
+def test_negotiate_max_background_and_extra_flags() -> None:
+    payload, _ = negotiate(_init_in(46, 0xFFFFFFFF, 0), True, 131072, 4, max_background=4, extra=P.ASYNC_DIO)
+    out = P.INIT_OUT.unpack(payload)
+    assert (out[4], out[5]) == (4, 3)  # max_background, congestion_threshold (3/4 of it)
+    assert out[3] & P.ASYNC_DIO
+    payload, _ = negotiate(_init_in(46, 0xFFFFFFFF & ~P.ASYNC_DIO, 0), True, 131072, None)
+    out = P.INIT_OUT.unpack(payload)
+    assert (out[4], out[5]) == (64, 48) and not out[3] & P.ASYNC_DIO  # defaults; never unoffered
+
+
 def test_server_dispatch_roundtrip() -> None:
     c = Counters("legacy")
     s = Server(MemoryFs(), c)

@@ -17,6 +17,7 @@ import pytest
 
 from harness.config import REPO
 from harness.plugin_results import ktap_subtests, record_subtests, reproducer_path
+from harness.results.meta import CHECKOUT_PROLOGUE
 
 PY = "/usr/bin/python3"
 #: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
@@ -30,6 +31,10 @@ RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), i
 #: the registered pool's and kmbuf's).
 RINGS_SERVED = [*RINGS_D, pytest.param("bufpool-registered", marks=pytest.mark.transport("bufpool-registered"),
                                        id="bufpool-registered")]
+#: Transports whose replies go through an io_uring fixed buffer the server could tamper with:
+#: 7.3's registered pool and zero-copy (payload pools), generation D (the headers).
+RINGS_FIXED = [pytest.param(t, marks=pytest.mark.transport(t), id=t)
+               for t in ("bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")]
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "
@@ -49,21 +54,30 @@ def _diags(stdout: str, case: str) -> list[str]:
     return [ln[2:] for ln in stdout.splitlines() if ln.startswith(f"# {short}:")]
 
 
+def in_checkout(command: str) -> str:
+    """A guest command with its `cd <this checkout> && ` prefix turned into `cd "$PWD" && `
+    (the host shell of a reproducer fills it in: the guest sees the host's paths)."""
+    prefix = f"cd {shlex.quote(str(REPO))} && "
+    return 'cd "$PWD" && ' + (command[len(prefix):] if command.startswith(prefix) else command)
+
+
 def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, command: str,
                      catalog: str) -> Path:
-    """reproducer-<test>.sh: the guest command and the kernel it needs."""
+    """reproducer-<test>.sh: boot the kernel (cached build) and run the guest command in it,
+    from whatever checkout the user runs it in (no path of this machine)."""
     tgt = kernel.target
     kconfig = "+".join(getattr(tgt, "kconfig", ()) or ())
-    boot = f".venv/bin/fuse-harness shell --target {tgt.name} --profile {kernel.profile}"
+    guest = in_checkout(command)
     lines = [
         "#!/bin/sh",
         f"# {request.node.nodeid} (catalog {catalog}, fuse-uring-abi.md)",
         f"# kernel: Linux {kernel.built.kernel_release} ({kernel.source_spec}), "
         f"config: kconfigs/{kconfig}, target {tgt.name}, profile {kernel.profile}",
-        "# boot it and run the scenario in the guest:",
-        f"#   cd {REPO} && {boot} {shlex.quote(command)}",
-        "# or, inside an already booted guest:",
-        command,
+        "# Boots that kernel and runs the scenario in the guest. Inside a guest you already have",
+        "# (fuse-harness shell), run the double-quoted command from the checkout's directory.",
+        *CHECKOUT_PROLOGUE,
+        f'exec .venv/bin/fuse-harness shell --target {tgt.name} --profile {kernel.profile} '
+        f'"{guest.replace(chr(34), chr(92) + chr(34))}"',
         "",
     ]
     path = reproducer_path(request.node, run_dir)

@@ -4,7 +4,7 @@ through pinned pages of its own) and the connection keeps serving (guest/edge/ho
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_SERVED, run_edge
+from edge_helpers import RINGS_FIXED, RINGS_SERVED, run_edge
 
 
 @pytest.mark.parametrize("ring", RINGS_SERVED)
@@ -22,3 +22,22 @@ def test_ring_never_becomes_ready(vm, request, run_dir, kernel):
     io_uring_setup fails with EPERM and a server that leaves FUSE_OVER_IO_URING out of INIT is
     served over /dev/fuse."""
     run_edge(vm, request, run_dir, kernel, "never-ready", "H5", timeout=180)
+
+
+@pytest.mark.parametrize("ring", RINGS_SERVED)
+def test_reply_payload_sz_lies(vm, request, run_dir, kernel, ring):
+    """H2: the first READ, READDIR, LISTXATTR, GETXATTR and STATFS reply each claim a
+    payload_sz one page past the entry's buffer, then 0xffffffff: the client gets an error (or
+    the right value), never wrong bytes or a hang, and every queue serves a fresh read after;
+    a connection limited to 4 KiB per request (max_write 4096, max_pages 1) carries a 256 KiB
+    write and read intact."""
+    run_edge(vm, request, run_dir, kernel, "payload-lies", "H2", timeout=240, extra=f"--transport {ring}")
+
+
+@pytest.mark.parametrize("ring", RINGS_FIXED)
+def test_buffer_table_tampered_in_flight(vm, request, run_dir, kernel, ring):
+    """H7: with a GETXATTR held, the server replaces the fixed buffer the kernel reads its reply
+    from (BUFFERS_UPDATE to a decoy) on one mount and unregisters the whole table on another,
+    committing after each: the client gets the right value or EIO/EFAULT, never the decoy's
+    bytes; later requests never block; abort and umount work; no page stays pinned."""
+    run_edge(vm, request, run_dir, kernel, "buffer-table", "H7", timeout=180, extra=f"--transport {ring}")

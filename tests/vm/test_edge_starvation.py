@@ -7,7 +7,7 @@ kept in edge-<scenario>.ktap in the run dir.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import run_edge
+from edge_helpers import RINGS_SERVED, run_edge
 
 
 @pytest.mark.transport("bufpool")
@@ -29,3 +29,12 @@ def test_bufpool_uaddr_zero_rejected(vm, request, run_dir, kernel):
     """S5: ADD_BUFPOOL with uaddr=0 must be refused; 7.3.4 accepts it, the first request
     fails, its buffer leaks and later requests starve until abort (known issue)."""
     run_edge(vm, request, run_dir, kernel, "bufpool-uaddr-zero", "S5", timeout=240)
+
+
+@pytest.mark.parametrize("ring", RINGS_SERVED)
+def test_background_requests_in_parallel(vm, request, run_dir, kernel, ring):
+    """BG: max_background 4, 16 KiB requests and a server that answers each READ after 20 ms:
+    an 8 MiB buffered sequential read (readahead) and fio libaio O_DIRECT at iodepth 32 each
+    keep 2..(4 + queues - 1) READs outstanding at once, read the right data, and never leave
+    the server without a READ for more than 2 s while the client waits."""
+    run_edge(vm, request, run_dir, kernel, "background", "BG", timeout=400, extra=f"--transport {ring}")

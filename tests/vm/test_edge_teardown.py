@@ -7,7 +7,7 @@ recovers with a fusectl abort.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_D, run_edge
+from edge_helpers import RINGS_D, RINGS_SERVED, run_edge
 
 
 @pytest.mark.parametrize("ring", RINGS_D)
@@ -42,6 +42,25 @@ def test_submitting_thread_exits(vm, request, run_dir, kernel, ring):
     run_edge(vm, request, run_dir, kernel, "thread-exit", "T5", timeout=180, extra=f"--transport {ring}")
 
 
+@pytest.mark.parametrize("ring", RINGS_SERVED)
+def test_ring_owner_exits_holding_requests(vm, request, run_dir, kernel, ring):
+    """T6: the thread that made the ring exits with a READ held in every entry and more READs
+    queued. A plain ring: another thread commits and every client returns with its bytes. A
+    SINGLE_ISSUER|DEFER_TASKRUN ring: nobody else may submit, so the server closes its rings
+    and aborts; every client returns. fusectl's `waiting` comes back to 0 in both."""
+    run_edge(vm, request, run_dir, kernel, "owner-exits", "T6", timeout=240, extra=f"--transport {ring}")
+
+
+@pytest.mark.parametrize("ring", RINGS_SERVED)
+def test_teardown_under_load(vm, request, run_dir, kernel, ring):
+    """T8: 20 rounds of clients writing and reading on every queue, each round torn down by
+    fusectl abort, umount -f, umount -l (still served, then abort) or SIGKILL of the server,
+    in turn: every client returns within 15 s with a teardown error; then 20 clients
+    SIGKILLed mid-I/O at queue depth 1 leave the entry serving and `waiting` at 0."""
+    run_edge(vm, request, run_dir, kernel, "teardown-load", "T8", timeout=400,
+             extra=f"--transport {ring} --iterations 20")
+
+
 @pytest.mark.parametrize("ring", RINGS_D)
 def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
     """20 x (mount, serve a read, umount, every entry -ENOTCONN); no fuse connection leaks."""
@@ -57,6 +76,15 @@ def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
     the held requests then gets -ENOTCONN; a zero-copy slot no longer reaches the client's
     pages; umount works. All mounts wait for the same scan (about 30 s in all)."""
     run_edge(vm, request, run_dir, kernel, "request-timeout", "T7", timeout=300)
+
+
+@pytest.mark.parametrize("ring", RINGS_D)
+def test_request_timeout_with_idle_entries_cancelled(vm, request, run_dir, kernel, ring):
+    """T7 (idle entries): under a 15 s request timeout, a mount whose registering thread exited
+    and one whose rings were closed (idle entries cancelled, /dev/fuse kept): a read on each
+    ends with an error within 30 s (plus a margin), and both unmount."""
+    run_edge(vm, request, run_dir, kernel, "request-timeout-idle", "T7", timeout=180,
+             extra=f"--transport {ring}")
 
 
 @pytest.mark.parametrize("ring", RINGS_D)

@@ -2,6 +2,8 @@
  * with the 7.2 forward-port's numbering (7.2's BPF_FILTER moved from 37 to 39). */
 #include <stdint.h>
 #define IORING_SETUP_SQE128		(1U << 10)
+#define IORING_SETUP_SINGLE_ISSUER	(1U << 12)
+#define IORING_SETUP_DEFER_TASKRUN	(1U << 13)
 #define IORING_CQE_F_BUFFER		(1U << 0)
 #define IORING_CQE_BUFFER_SHIFT		16
 #define IORING_OFF_PBUF_RING		0x80000000ULL

@@ -2,6 +2,9 @@
  * shaped as the kmbuf v4 uapi (19/25, 24/25): init.{flags,queue_depth} at 18/20, 24 bytes. */
 #define FUSE_KERNEL_VERSION 7
 #define FUSE_KERNEL_MINOR_VERSION 45
+#define FUSE_ASYNC_READ (1 << 0)
+#define FUSE_ASYNC_DIO (1 << 15)
+#define FUSE_MAX_PAGES (1 << 22)
 #define FUSE_OVER_IO_URING (1ULL << 41)
 
 struct fuse_uring_ent_in_out {

@@ -1,0 +1,111 @@
+"""Buffer-table tampering while requests are in flight (issue class "hostile server", H7).
+
+Registered-buffer transports hand the kernel an io_uring fixed buffer it reads at COMMIT:
+7.3's registered pool and zero-copy (slot q: queue q's payload pool, IORING_REGISTER_BUFFERS
+then ADD_BUFPOOL), the posted kmbuf series (slot 0, or queue_depth with zero-copy: the
+queue's headers). With a GETXATTR held in an entry the server (1, on one mount) replaces that
+slot with a decoy buffer through IORING_REGISTER_BUFFERS_UPDATE, then commits, and (2, on
+another) unregisters every fixed buffer (IORING_UNREGISTER_BUFFERS), then commits. Correct: the client gets the right
+value (the kernel holds its own reference to what was registered) or EIO/EFAULT, never the
+decoy's bytes; later requests are served or fail the same way, none blocks; abort releases
+every client and the mount unmounts; no page stays pinned (the scenario's no_leaks case).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+
+from guest.edge.clients import Client
+from guest.edge.core import Ctx, ename
+from guest.edge.kmbuf import umount_lazy
+from guest.edge.served import Served
+from guest.fuse import proto as P
+from guest.uring import abi, syscall
+from guest.uring.ring import Ring, addr_of
+
+VALUE = bytes(range(256)) * 8  # 2 KiB, what the server answers for user.v
+DECOY = 0xEE
+CLEAN = (errno.EIO, errno.EFAULT, errno.EINVAL, errno.ENOTCONN, errno.ECONNABORTED)
+FILES = {f"g{i}".encode(): b"x" for i in range(6)}
+
+
+def fixed_target(eng, qid: int) -> tuple[Ring, int, int, int, str]:  # noqa: ANN001
+    """(ring, fixed buffer index, address, length, what) of the buffer the kernel reads a
+    reply from at COMMIT on queue qid, per transport (see the module docstring)."""
+    if hasattr(eng, "qrings"):  # generation D: the queue's headers
+        first = min(e.hdr_off for e in eng.entries if e.qid == qid)
+        idx = eng.depth if eng.zero_copy else 0
+        return eng.ring_of(qid), idx, eng.hdr_addr + first, eng.depth * P.URING_HDR_SIZE, "headers"
+    pool = eng.pools[qid]
+    return eng.ring, qid, pool.base, pool.length, "payload pool"
+
+
+def _outcome(what: str, c: Client | None, srv: Served, seconds: float) -> tuple[bool, str]:
+    """Pump until the client ends (at most seconds): (clean?, what it saw)."""
+    if c is None:
+        return False, f"{what}: no GETXATTR reached the ring"
+    srv.pump(min(seconds, srv.ctx.left()), c.done)
+    out = c.poll(0.0)
+    if out is None:
+        return False, f"{what}: the client is STILL BLOCKED after {seconds:.0f} s ({c.state()})"
+    if out.get("ok"):
+        got = bytes.fromhex(out["value"])
+        if got == VALUE:
+            return True, f"{what}: the right value"
+        return False, f"{what}: " + ("THE DECOY'S BYTES" if set(got) == {DECOY} else f"WRONG BYTES {got[:16]!r}")
+    code = out.get("errno")
+    return code in CLEAN, f"{what}: client failed with {errno.errorcode.get(code, code)}"
+
+
+def _replace(ring: Ring, idx: int, length: int, ctx: Ctx) -> str:
+    decoy = mmap.mmap(-1, length)
+    decoy.write(bytes([DECOY]) * length)
+    ctx.closers.append(decoy.close)
+    ring.update_buffers(idx, [(addr_of(decoy), length)])
+    return f"BUFFERS_UPDATE of slot {idx} to a decoy"
+
+
+def _unregister(ring: Ring, idx: int, length: int, ctx: Ctx) -> str:
+    syscall.io_uring_register(ring.fd, abi.Register.UNREGISTER_BUFFERS, 0, 0)
+    return "UNREGISTER_BUFFERS"
+
+
+def _step(ctx: Ctx, args, tag: str, tamper) -> None:  # noqa: ANN001
+    """One mount: a GETXATTR held, tamper(), COMMIT it; then a fresh GETXATTR per queue; abort."""
+    srv = Served(ctx, f"tamper-{tag}", transport=args.transport, files=FILES)
+    eng = srv.engine
+    for name in FILES:
+        srv.fs.setxattr(srv.fs.lookup(P.ROOT_ID, name).ino, b"user.v", VALUE, 0)
+    eng.auto = True
+    eng.hold = lambda i: i["op"] == "GETXATTR"
+    ring, idx, addr, length, what = fixed_target(eng, 0)
+    c = Client(ctx, "g0", lambda: os.getxattr(srv.path("g0"), "user.v").hex(), cpu=0)
+    srv.pump(min(20.0, ctx.left()), lambda: bool(eng.held) or c.done())
+    held = list(eng.held)
+    try:
+        did = f"{tamper(ring, idx, length, ctx)}: 0"
+    except OSError as exc:
+        did = f"{tamper.__name__.strip('_')}: {ename(-(exc.errno or errno.EIO))}"
+    eng.hold = None
+    for e in held:
+        eng.answer(e)
+    ctx.diag(f"{args.transport}: queue 0's {what} are fixed buffer {idx} ({length} bytes at {addr:#x}); "
+             f"{did} with {len(held)} GETXATTR held")
+    ok, why = _outcome(f"{did}, then COMMIT", c if held else None, srv, 10.0)
+    ctx.result(f"{tag}_in_flight_clean", ok, why)
+    later = [Client(ctx, f"g{1 + q}", lambda q=q: os.getxattr(srv.path(f"g{1 + q}"), "user.v").hex(), cpu=q)
+             for q in range(srv.conn.nr_queues)]
+    seen = [_outcome(f"queue {q}", cl, srv, 10.0) for q, cl in enumerate(later)]
+    ctx.result(f"{tag}_later_clean", all(ok for ok, _ in seen),
+               "a fresh GETXATTR per queue after that: " + "; ".join(why for _, why in seen))
+    srv.conn.abort()
+    umount_lazy(ctx, srv, f"{tag}_umount_after_abort", f"{args.transport}: ")
+
+
+def buffer_table(ctx: Ctx, args) -> None:  # noqa: ANN001
+    """Replace (one mount), then unregister (another), the fixed buffer a held request's reply
+    goes through."""
+    _step(ctx, args, "slot_replaced", _replace)
+    _step(ctx, args, "table_unregistered", _unregister)

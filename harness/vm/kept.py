@@ -1,0 +1,225 @@
+"""A guest kept running between runs: `fuse-harness vm up` boots it, later runs adopt it.
+
+The state of a kept guest is one JSON file per kernel build directory under
+<cache>/vms/: the QEMU process group, the SSH port, the console log and the identity of the
+kernel image it booted (path, size, mtime in ns). A run whose kernel image is that same file
+adopts the guest instead of booting (under TCG here that saves 17-32 s per run); a run whose
+build directory matches but whose image was rebuilt replaces the guest by one booted with the
+new image, and keeps that one. The adopting run holds an exclusive lock on the state file for
+its whole session, so two runs never share a guest: the second boots its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.cache import cache_root, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def state_dir() -> Path:
+    return cache_root() / "vms"
+
+
+def identity(image: Path) -> dict[str, Any]:
+    """What makes two kernel images the same: resolved path, size, mtime in ns."""
+    st = image.stat()
+    return {"image": str(image.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def state_path(image: Path) -> Path:
+    """<cache>/vms/<hash of the build directory>.json (image is <build>/arch/*/boot/bzImage)."""
+    build = image.resolve().parents[3]
+    return state_dir() / f"{hashlib.sha256(str(build).encode()).hexdigest()[:16]}.json"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """A state file's content, None when unreadable or its QEMU is gone."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and alive(int(state.get("pid", 0))) else None
+
+
+def save(image: Path, pid: int, port: int, console: Path | None, run_dir: Path, accel: str,
+         release: str) -> Path:
+    """Record a kept guest; returns the state file."""
+    path = state_path(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**identity(image), "pid": pid, "port": port, "accel": accel,
+                             "console": str(console or ""), "run_dir": str(run_dir),
+                             "kernel_release": release, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                               time.gmtime())})
+    return path
+
+
+def stop(state: dict[str, Any], path: Path | None = None) -> None:
+    """Kill a kept guest's process group and forget it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(int(state["pid"]), signal.SIGKILL)
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def all_states() -> list[tuple[Path, dict[str, Any] | None]]:
+    """Every state file with its live state (None: its QEMU is gone)."""
+    d = state_dir()
+    return [(p, read(p)) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+
+
+class Claim:
+    """The session's hold on the kept guest of one kernel build (an exclusive flock)."""
+
+    def __init__(self, image: Path) -> None:
+        self.image = image
+        self.path = state_path(image)
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """True when no other session holds this build's kept guest."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path.with_suffix(".lock")), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def state(self) -> tuple[dict[str, Any] | None, bool]:
+        """(the live kept guest of this build or None, whether it booted this very image)."""
+        state = read(self.path) if self.path.exists() else None
+        if state is None:
+            return None, False
+        same = {k: state.get(k) for k in ("image", "size", "mtime_ns")} == identity(self.image)
+        return state, same
+
+
+def record(image: Path, release: str, accel: str):  # noqa: ANN201
+    """An on_boot callback for Vm: save the guest that just came up as this build's kept one."""
+    def on_boot(vm) -> None:  # noqa: ANN001
+        assert vm.proc is not None and vm.guest is not None
+        save(image, vm.proc.pid, vm.guest.port, vm.console_path, vm.run_dir, accel, release)
+    return on_boot
+
+
+def cli(args) -> int:  # noqa: ANN001
+    """`fuse-harness vm up|down|status`: keep a guest of the target's kernel running for later
+    runs (pytest, `fuse-harness run`) to adopt while that kernel image is unchanged."""
+    if args.action == "status":
+        states = all_states()
+        for path, state in states:
+            if state is None:
+                print(f"{path.name}: stale (its QEMU is gone)")
+                continue
+            print(f"Linux {state['kernel_release']} ({state['accel']}) pid {state['pid']}, ssh port "
+                  f"{state['port']}, since {state['since']}; image {state['image']}; console {state['console']}")
+        if not states:
+            print("no kept guest")
+        return 0
+    if args.action == "down":
+        n = 0
+        for path, state in all_states():
+            if state is not None:
+                stop(state, path)
+                n += 1
+            else:
+                path.unlink(missing_ok=True)
+        print(f"stopped {n} kept guest(s)")
+        return 0
+    return _up(args)
+
+
+def _up(args) -> int:  # noqa: ANN001
+    from harness import config
+    from harness.cache import new_run_dir
+    from harness.cli import _kernel
+    from harness.errors import VmError
+    from harness.vm.boot import choose_accel
+    from harness.vm.machine import Vm
+
+    k = _kernel(args)
+    claim = Claim(k.image)
+    if not claim.acquire():
+        raise VmError("a test session is using the kept guest of this kernel right now",
+                      hint="wait for it to end, or `fuse-harness vm down` to stop it")
+    try:
+        state, same = claim.state()
+        if state is not None and same:
+            print(f"I: already up: Linux {state['kernel_release']}, pid {state['pid']}, ssh port {state['port']}")
+            return 0
+        if state is not None:
+            print(f"I: the kept guest runs an older build of this kernel (pid {state['pid']}): replacing it")
+            stop(state, claim.path)
+        settings = config.vm_settings(k.profile, accel=args.accel)
+        accel = choose_accel(settings.accel)
+        results = Path(args.results_dir)
+        run_dir = new_run_dir(results, f"vm-{k.target.name}")
+        vm = Vm(k.image, settings, accel, run_dir, rwdirs=(results.resolve(),), runner_repo=config.REPO)
+        vm.keep()
+        vm.on_boot = record(k.image, k.built.kernel_release, accel.kind)
+        vm.start()
+        assert vm.guest is not None
+        print(f"I: kept guest up in {vm.boot_seconds:.1f}s: Linux {k.built.kernel_release}, ssh port "
+              f"{vm.guest.port}, console {vm.console_path}")
+        print("I: runs of this kernel now use it (FUSE_HARNESS_KEPT_VM=0: boot their own); "
+              "`fuse-harness vm down` stops it")
+        vm.guest.close()
+        return 0
+    finally:
+        claim.release()
+
+
+def session_claim(machine, image: Path, release: str, accel: str) -> Claim | None:  # noqa: ANN001
+    """For a test session about to boot `machine`: adopt the kept guest of this kernel build
+    (`fuse-harness vm up`) when it booted this very image; when the image was rebuilt since (or
+    the guest does not answer), stop it and let the session's own boot be kept instead.
+    Returns the session's claim (release it at the end), None when no kept guest is in play
+    (none, FUSE_HARNESS_KEPT_VM=0, or another session holds it)."""
+    if os.environ.get("FUSE_HARNESS_KEPT_VM", "1") == "0":
+        return None
+    claim = Claim(image)
+    if not claim.path.exists() or not claim.acquire():
+        return None
+    state, same = claim.state()
+    if state is None:
+        claim.release()
+        return None
+    machine.on_boot = record(image, release, accel)
+    if same and machine.adopt(state):
+        log.info("vm: reusing the kept guest (pid %s, ssh port %s, up since %s)", state["pid"], state["port"],
+                 state["since"])
+        return claim
+    log.info("vm: the kept guest %s; booting and keeping a new one",
+             "runs an older build of this kernel" if not same else "does not answer")
+    stop(state, claim.path)
+    machine.keep()
+    return claim
