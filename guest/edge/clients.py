@@ -18,6 +18,15 @@ from collections.abc import Callable
 from guest.edge.core import Ctx, task_state
 
 
+def detach_stdio() -> None:
+    """Point a forked child's stdout/stderr at /dev/null: a child stranded in the kernel must
+    not hold the scenario's output pipes open (whoever reads them would wait for ever)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 class Client:
     """One forked client running fn() (which returns a JSON-able value)."""
 
@@ -31,6 +40,7 @@ class Client:
         pid = os.fork()
         if pid == 0:  # child: never returns
             os.close(r)
+            detach_stdio()
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 if cpu is not None:

@@ -21,7 +21,7 @@ import time
 
 from guest import mount as M
 from guest.edge import LOAD_METHODS
-from guest.edge.clients import Client, read_file
+from guest.edge.clients import Client, detach_stdio, read_file
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 
@@ -55,6 +55,7 @@ def _server_child(ctx: Ctx, args, tag: str, files: dict[bytes, bytes]) -> tuple[
     if pid == 0:
         try:
             os.close(r)
+            detach_stdio()
             srv = Served(ctx, tag, transport=args.transport, queue_depth=2, files=files)
             srv.engine.auto = True
             os.write(w, b"R")

@@ -12,7 +12,7 @@ import signal
 import time
 
 from guest import mount as M
-from guest.edge.clients import Client, read_file, wait_all
+from guest.edge.clients import Client, detach_stdio, read_file, wait_all
 from guest.edge.core import Ctx, _reap, ename
 from guest.edge.served import Served
 
@@ -83,6 +83,7 @@ def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
     if pid == 0:
         try:
             os.close(r)
+            detach_stdio()
             srv = Served(ctx, "t3", transport=args.transport, files=DATA)
             os.write(w, b"R")
             srv.wait_held(1, 60.0)

@@ -45,6 +45,14 @@ KMEMLEAK_SCAN = (f"{{ [ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/deb
                  f"echo scan > {KMEMLEAK}")
 
 
+#: User tasks in uninterruptible sleep (D) after a test: a client stranded in the kernel that no
+#: signal ends, so the next test gets a fresh guest (kernel threads, [bracketed], are left out).
+STUCK_SEP = "@@fuse-harness-stuck-tasks"
+#: Listed only when still in D 2 s after a first sighting (a task briefly in D is not stuck).
+STUCK_TASKS = ("d() { ps -eo stat=,pid=,args= | awk '$1 ~ /^D/ && $3 !~ /^\\[/'; }; "
+               '[ -z "$(d)" ] || { sleep 2; d; }')
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,6 +70,7 @@ class Vm:
         self.runner_repo = runner_repo
         self.kmemleak = kmemleak
         self.last_dmesg: str | None = None
+        self.stuck: list[str] = []  # D-state user tasks seen by the last mark(then_dmesg=True)
         self.image = image
         self.settings = settings
         self.accel = accel
@@ -222,7 +231,7 @@ class Vm:
         """Write a unique marker line into the guest's kernel log; return it, or None when the
         guest is gone (so no separate liveness check is needed). With then_dmesg the same
         command prints the whole kernel log after the marker (self.last_dmesg), and None also
-        means that log did not come.
+        means that log did not come; self.stuck then lists the user tasks left in D state.
 
         rearm_warn_once also resets every WARN_ONCE/pr_*_once flag (debugfs
         clear_warn_once), so a once-per-boot warning is reported to each test that
@@ -234,10 +243,14 @@ class Vm:
         rearm = f"{REARM_WARN_ONCE}; " if rearm_warn_once else ""
         # a kmemleak scan first, so what it reports lands before the marker (debug profile)
         scan = f"{KMEMLEAK_SCAN}; " if then_dmesg and self.kmemleak else ""
-        tail = " && dmesg" if then_dmesg else ""
+        tail = f" && dmesg && echo {STUCK_SEP} && {STUCK_TASKS}" if then_dmesg else ""
         result = self.run(f"{rearm}{scan}echo '{safe}' > /dev/kmsg{tail}",
                           timeout=120 if scan else 30 if then_dmesg else 20)
-        self.last_dmesg = result.stdout if then_dmesg and result.ok else None
+        self.last_dmesg, self.stuck = None, []
+        if then_dmesg and result.ok:
+            log_text, _, stuck = result.stdout.partition(f"\n{STUCK_SEP}\n")
+            self.last_dmesg = log_text + "\n"
+            self.stuck = [ln.strip() for ln in stuck.splitlines() if ln.strip()]
         if result.lost or not self.running() or (then_dmesg and self.last_dmesg is None):
             return None
         # a slow guest (a debug kernel right after boot) may finish the echo after the command
