@@ -154,6 +154,7 @@ def _killed_clients(ctx: Ctx, args) -> None:  # noqa: ANN001
                  files={b"k": b"", b"last": b"last read\n"})
     srv.engine.auto = True
     minor = M.minor_of(srv.mnt)
+    M.ensure_fusectl()
     for i in range(20):
         c = Client(ctx, f"k{i}", lambda: _io_loop(srv.path("k")), cpu=i % srv.conn.nr_queues)
         srv.pump(min(0.1 + 0.02 * (i % 5), ctx.left()))

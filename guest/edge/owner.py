@@ -37,6 +37,8 @@ DEPTH = 2
 
 
 def _waiting(mnt_minor: int | None) -> int | None:
+    """fusectl's count of the connection's requests in flight (None: no such connection)."""
+    M.ensure_fusectl()
     try:
         with open(f"{M.FUSECTL}/{mnt_minor}/waiting") as f:
             return int(f.read())
