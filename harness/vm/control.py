@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -74,6 +75,20 @@ class CommandResult:
         return self.rc == 0
 
 
+#: Where the guest keeps the code stamp of the runner it started.
+RUNNER_STAMP = "/tmp/fh-runner.stamp"
+
+
+def code_stamp(repo: Path) -> str:
+    """12 hex digits naming this checkout's guest code: its path and every guest/*.py file's
+    name, size and mtime (an edit, a pull or another checkout changes it)."""
+    h = hashlib.sha256(str(repo.resolve()).encode())
+    for f in sorted((repo / "guest").rglob("*.py")):
+        st = f.stat()
+        h.update(f"{f.relative_to(repo)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
 class Guest:
     """An SSH session to the guest on 127.0.0.1:port."""
 
@@ -115,16 +130,24 @@ class Guest:
             raise VmError("not connected to the guest")
         return self.client
 
-    def start_runner(self, repo: Path, give_up_after: float) -> None:
+    def start_runner(self, repo: Path, give_up_after: float, reuse: bool = False) -> None:
         """Start the resident guest runner (guest/runner.py) in the background, unless
         FUSE_HARNESS_RUNNER=0. Commands go through the shell until it answers (it listens only
         once its imports are done: seconds under TCG, minutes on a debug kernel); if it has not
-        answered give_up_after seconds from now, the shell keeps them."""
+        answered give_up_after seconds from now, the shell keeps them. reuse (a kept guest): a
+        runner already started from this checkout's unchanged guest code (code_stamp) is kept,
+        any other is replaced."""
         if os.environ.get("FUSE_HARNESS_RUNNER", "1") == "0":
             return
-        self.run(f"cd {shlex.quote(str(repo))} && nohup /usr/bin/python3 -m guest runner --port {RUNNER_PORT} "
-                 "> /tmp/fh-runner.log 2>&1 < /dev/null &", timeout=30)
+        stamp = code_stamp(repo)
         self.runner_deadline = time.monotonic() + give_up_after
+        if reuse and self.run(f"grep -qx {stamp} {RUNNER_STAMP}", timeout=20).ok:
+            return
+        if reuse:  # its own command: the pattern must not meet the runner's command line below
+            self.run("pkill -f 'guest [r]unner'; true", timeout=20)
+        self.run(f"echo {stamp} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
+                 f"nohup /usr/bin/python3 -m guest runner --port {RUNNER_PORT} "
+                 "> /tmp/fh-runner.log 2>&1 < /dev/null &", timeout=30)
 
     def run(self, cmd: str, timeout: float = 300.0, stdin: str | None = None) -> CommandResult:
         """Run cmd in the guest's shell (or, for a `python3 -m guest` command while the runner is

@@ -148,7 +148,8 @@ class Vm:
 
     def adopt(self, state: dict) -> bool:
         """Drive a kept guest (harness.vm.kept) instead of booting one: True when it answers
-        over SSH within 20 s. Its guest runner is restarted, so it runs this checkout's code."""
+        over SSH within 20 s. Its guest runner is kept if it runs this checkout's unchanged guest
+        code, else restarted."""
         self.proc = _Pid(int(state["pid"]))  # type: ignore[assignment]
         self.console_path = Path(state["console"]) if state.get("console") else None
         self.guest = Guest(int(state["port"]))
@@ -164,8 +165,7 @@ class Vm:
         self.kept, self.boot_seconds = True, 0.0
         self.command = ["(kept guest)", f"pid {state['pid']}", f"ssh port {state['port']}"]
         if self.runner_repo is not None:
-            self.guest.run("pkill -f 'guest [r]unner'; true", timeout=20)
-            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
+            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)
         return True
 
     def keep(self) -> None:
