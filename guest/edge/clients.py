@@ -27,6 +27,24 @@ def detach_stdio() -> None:
     os.close(null)
 
 
+def fork_server(ctx: Ctx, tag: str, body: Callable[[int], None]) -> tuple[int, int, str]:
+    """Fork a server process for a mount at ctx.mountpoint(tag): the child runs body(w) (w: a
+    pipe to report progress on) and exits. Returns (pid, the pipe's read end, mount point)."""
+    mnt = ctx.mountpoint(tag)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            detach_stdio()
+            body(w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    ctx.pids.append(pid)
+    return pid, r, mnt
+
+
 class Client:
     """One forked client running fn() (which returns a JSON-able value)."""
 

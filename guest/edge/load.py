@@ -21,7 +21,7 @@ import time
 
 from guest import mount as M
 from guest.edge import LOAD_METHODS
-from guest.edge.clients import Client, detach_stdio, read_file
+from guest.edge.clients import Client, fork_server, read_file
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 
@@ -49,21 +49,13 @@ def _io_loop(path: str) -> int:
 def _server_child(ctx: Ctx, args, tag: str, files: dict[bytes, bytes]) -> tuple[int, str]:  # noqa: ANN001
     """A forked server process (Served, answering everything) for a mount at ctx.mountpoint(tag):
     (pid, mount point) once it is ready."""
-    mnt = ctx.mountpoint(tag)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            detach_stdio()
-            srv = Served(ctx, tag, transport=args.transport, queue_depth=2, files=files)
-            srv.engine.auto = True
-            os.write(w, b"R")
-            srv.pump(120.0, lambda: False)
-        finally:
-            os._exit(0)
-    os.close(w)
-    ctx.pids.append(pid)
+    def serve(w: int) -> None:
+        srv = Served(ctx, tag, transport=args.transport, queue_depth=2, files=files)
+        srv.engine.auto = True
+        os.write(w, b"R")
+        srv.pump(120.0, lambda: False)
+
+    pid, r, mnt = fork_server(ctx, tag, serve)
     ready = select.select([r], [], [], min(30.0, ctx.left()))[0] and os.read(r, 1) == b"R"
     os.close(r)
     if not ready:

@@ -12,7 +12,7 @@ import signal
 import time
 
 from guest import mount as M
-from guest.edge.clients import Client, detach_stdio, read_file, wait_all
+from guest.edge.clients import Client, fork_server, read_file, wait_all
 from guest.edge.core import Ctx, _reap, ename
 from guest.edge.served import Served
 
@@ -77,22 +77,14 @@ def abort_fusectl(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
     """T3: SIGKILL the server process while it holds a request."""
-    mnt = ctx.mountpoint("t3")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            detach_stdio()
-            srv = Served(ctx, "t3", transport=args.transport, files=DATA)
-            os.write(w, b"R")
-            srv.wait_held(1, 60.0)
-            os.write(w, b"H")
-            time.sleep(120)
-        finally:
-            os._exit(0)
-    os.close(w)
-    ctx.pids.append(pid)
+    def serve(w: int) -> None:
+        srv = Served(ctx, "t3", transport=args.transport, files=DATA)
+        os.write(w, b"R")
+        srv.wait_held(1, 60.0)
+        os.write(w, b"H")
+        time.sleep(120)
+
+    pid, r, mnt = fork_server(ctx, "t3", serve)
     got = b""
     end = time.monotonic() + min(30.0, ctx.left())
     c = None

@@ -45,11 +45,14 @@ KMEMLEAK_SCAN = (f"{{ [ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/deb
                  f"echo scan > {KMEMLEAK}")
 
 
-#: User tasks in uninterruptible sleep (D) after a test: a client stranded in the kernel that no
-#: signal ends, so the next test gets a fresh guest (kernel threads, [bracketed], are left out).
+#: User tasks in uninterruptible sleep (D) inside FUSE or io_uring after a test (wchan such as
+#: request_wait_answer): a client stranded in the kernel that no signal ends, so the next test
+#: gets a fresh guest. Kernel threads ([bracketed]) and tasks in D elsewhere (reading the guest
+#: package over 9p right after a boot) are left out.
 STUCK_SEP = "@@fuse-harness-stuck-tasks"
-#: Listed only when still in D 2 s after a first sighting (a task briefly in D is not stuck).
-STUCK_TASKS = ("d() { ps -eo stat=,pid=,args= | awk '$1 ~ /^D/ && $3 !~ /^\\[/'; }; "
+#: Listed only when still there 2 s after a first sighting (a task briefly in D is not stuck).
+STUCK_TASKS = ("d() { ps -eo stat=,pid=,wchan:40=,args= | "
+               "awk '$1 ~ /^D/ && $3 ~ /fuse|request_wait|uring/ && $4 !~ /^\\[/'; }; "
                '[ -z "$(d)" ] || { sleep 2; d; }')
 
 
