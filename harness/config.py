@@ -22,7 +22,9 @@ KCONFIGS_DIR = REPO / "kconfigs"
 TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
 #: What a target or series may promise: the guest's transports plus posted-series variants.
 PROMISABLE = (*TRANSPORTS, "bufring", "pinned-headers", "pinned-buffers")
-PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",)}
+PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",), "race": ("race",)}
+#: Profiles whose instrumented kernels get the debug time scale and boot timeout.
+SLOW_PROFILES = ("debug", "race")
 DEFAULT_TARGET = "v7.3"
 
 
@@ -188,7 +190,7 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
     # debug: a KASAN + lockdep guest under TCG needs 4.5 to over 9 minutes to reach SSH, most
     # of it in udev coldplug and `udevadm settle` (up to 300 s): 300 s x the time scale
     values: dict[str, Any] = ({"time_scale": DEBUG_TIME_SCALE, "boot_timeout": DEBUG_BOOT_TIMEOUT}
-                              if profile == "debug" else {})
+                              if profile in SLOW_PROFILES else {})
     if profile == "debug" and os.environ.get("FUSE_HARNESS_KMEMLEAK", "0") != "1":
         # kmemleak is built in but switched off at boot unless asked for: under TCG it makes a
         # KASAN + lockdep boot too slow for the boot timeout (measured: see README)

@@ -15,6 +15,7 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(rx))
     for kind, rx in (
         ("KASAN", r"BUG: KASAN: [\w-]+"),
+        ("KCSAN", r"BUG: KCSAN: [\w-]+"),
         ("KFENCE", r"BUG: KFENCE: "),
         ("UBSAN", r"UBSAN: [\w-]+"),
         ("LOCKDEP", r"WARNING: (possible circular locking dependency|possible recursive locking|"
@@ -54,6 +55,17 @@ class Finding:
         """True when pattern (a regex) matches the kind, the line or the fingerprint."""
         rx = re.compile(pattern)
         return bool(rx.search(self.kind) or rx.search(self.line) or rx.search(self.fingerprint))
+
+
+#: A KCSAN report concerns this project when a frame or the title names FUSE or io_uring code;
+#: an instrumented kernel also reports races of its own elsewhere (scheduler, mm, drivers).
+_OURS = re.compile(r"fuse|io_uring|iou_|\bio_(?:req|ring|issue|submit|cqring|fill_cqe|poll|wq|rsrc|kbuf|"
+                   r"buffer|sq|cq|uring)")
+
+
+def in_scope(f: Finding) -> bool:
+    """Every finding counts, except a KCSAN data race that touches neither FUSE nor io_uring."""
+    return f.kind != "KCSAN" or bool(_OURS.search(f.excerpt.split("=" * 20)[0]))
 
 
 def strip_ts(line: str) -> str:

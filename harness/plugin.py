@@ -60,7 +60,7 @@ MARKERS = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fuse-harness")
     group.addoption("--target", default=None, help=f"target name or YAML path (default {hcfg.DEFAULT_TARGET})")
-    group.addoption("--profile", default=None, help="kconfig profile: default or debug")
+    group.addoption("--profile", default=None, help=f"kconfig profile: {', '.join(hcfg.PROFILES)} (default: default)")
     group.addoption("--source", default=None, help="override the target's kernel source (path:DIR, ...)")
     group.addoption("--series", default=None,
                     help="apply a patch series: mbox:FILE, dir:FOLDER, git:TREE#A..B, msgid:ID, NAME/REV")
@@ -300,13 +300,14 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         _restart(item, machine, "restart failed")
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
-    findings = dmesg.scan(text) + [dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t)
-                                   for t in (machine.stuck if end is not None else [])]
+    stuck = machine.stuck if end is not None else []
+    findings = [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
+        dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
     item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
     tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
     wedge = item.get_closest_marker("fresh_guest_after")
-    if machine.stuck and end is not None and not wedge:
-        wedge = pytest.mark.fresh_guest_after(f"tasks stuck in D state: {'; '.join(machine.stuck)[:200]}").mark
+    if stuck and not wedge:
+        wedge = pytest.mark.fresh_guest_after(f"tasks stuck in D state: {'; '.join(stuck)[:200]}").mark
     if item.session.items and item.session.items[-1] is item:
         return  # no next test to protect: no reboot (a debug guest takes minutes)
     if wedge and not tainted and machine.alive():

@@ -209,6 +209,19 @@ def task_state(pid: int, tid: int | None = None) -> str:
         return "-"
 
 
+def kernel_stack(pid: int) -> str:
+    """Where a task sleeps in the kernel: its wchan and its top frames (/proc/PID/stack, root
+    only), one line; '' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+        with open(f"/proc/{pid}/stack") as f:
+            frames = [ln.split("] ", 1)[-1].split("+", 1)[0] for ln in f.read().splitlines()[:6]]
+    except OSError:
+        return ""
+    return f"wchan {wchan}: {' < '.join(frames)}"
+
+
 def _finish(ctx: Ctx, status: str, reason: str) -> None:
     """Report every case not reported yet with status (timeout/error)."""
     with ctx.lock:

@@ -16,7 +16,7 @@ from guest.counters import Counters
 from guest.devfuse import DevFuseReader
 from guest.edge.clients import Client, read_file, wait_all
 from guest.edge.conn import Conn
-from guest.edge.core import Ctx, _reap
+from guest.edge.core import Ctx, _reap, kernel_stack
 from guest.edge.hung import Sysctls
 from guest.edge.kmbuf import umount_lazy
 from guest.edge.served import Served
@@ -25,7 +25,7 @@ from guest.fuse.fs import MemoryFs
 from guest.server import Server
 from guest.uring.ring import Ring
 
-DATA = {b"f": b"never ready\n" * 300}
+DATA = {b"f": b"never ready\n" * 300, b"g": b"never ready\n" * 300}
 WANT = DATA[b"f"].decode("latin-1")
 DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 
@@ -54,17 +54,20 @@ def _memory_server(conn: Conn) -> tuple[Counters, DevFuseReader]:
 def never_ready(ctx: Ctx, args) -> None:  # noqa: ANN001
     """A server that reads /dev/fuse and never registers; then io_uring switched off."""
     srv = Served(ctx, "nr1", transport="iovec", files=DATA, start=False)  # every kernel has it
+    # two names: a second lookup of the same name waits for the first in d_alloc_parallel,
+    # uninterruptibly (VFS, d_wait_lookup), and SIGKILL could not end it before the abort
     killed = Client(ctx, "killed", lambda: read_file(srv.path("f")), cpu=0)
-    waiter = Client(ctx, "waiter", lambda: read_file(srv.path("f")), cpu=1)
+    waiter = Client(ctx, "waiter", lambda: read_file(srv.path("g")), cpu=1)
     blocked = not wait_all([killed, waiter], 3.0)
     dev = srv.counters.snapshot()["paths"].get("devfuse", 0)
-    state = killed.state()
+    state, where = killed.state(), kernel_stack(killed.pid)
     ctx.result("clients_wait_for_ready", blocked and dev == 0,
                f"after 3 s: killed {killed.poll(0.0) or 'waiting, state ' + state}, waiter "
                f"{waiter.poll(0.0) or 'waiting'}; requests answered over /dev/fuse: {dev}")
     killed.kill()
     gone = _reap(killed.pid, 5.0) is not None
-    ctx.result("client_killable", gone, f"gone within 5 s of SIGKILL: {gone} (state was {state})")
+    ctx.result("client_killable", gone, f"gone within 5 s of SIGKILL: {gone} (state was {state}, {where}"
+               + ("" if gone else f"; after the SIGKILL: state {killed.state()}, {kernel_stack(killed.pid)}") + ")")
     aborted = srv.conn.abort()
     wait_all([waiter], min(10.0, ctx.left()))
     out = waiter.poll(0.0)

@@ -75,6 +75,9 @@ class CommandResult:
         return self.rc == 0
 
 
+#: Seconds a `python3 -m guest` command waits for a runner that is still starting (under TCG
+#: its imports take about as long as one command through the shell).
+RUNNER_WAIT = 45.0
 #: Where the guest keeps the code stamp of the runner it started.
 RUNNER_STAMP = "/tmp/fh-runner.stamp"
 
@@ -99,6 +102,7 @@ class Guest:
         self.client: paramiko.SSHClient | None = None
         self.runner = False  # the resident guest runner answered on RUNNER_PORT
         self.runner_deadline = 0.0  # until then, a runner that does not answer may be starting
+        self.runner_waited = False  # the first command of a boot waited for a starting runner
 
     def connect(self, deadline: float, alive: Callable[[], bool] = lambda: True) -> None:
         """Retry until sshd answers or the monotonic deadline passes (sshd needs ~15 s under TCG)."""
@@ -141,6 +145,7 @@ class Guest:
             return
         stamp = code_stamp(repo)
         self.runner_deadline = time.monotonic() + give_up_after
+        self.runner_waited = False
         if reuse and self.run(f"grep -qx {stamp} {RUNNER_STAMP}", timeout=20).ok:
             return
         if reuse:  # its own command: the pattern must not meet the runner's command line below
@@ -156,6 +161,9 @@ class Guest:
         req = runner_request(cmd) if (self.runner or waiting) and stdin is None else None
         if req is not None:
             result = self._run_in_runner(cmd, req, timeout)
+            if result is None and waiting and not self.runner_waited:
+                self.runner_waited = True
+                result = self._wait_for_runner(cmd, req, timeout)
             if result is not None:
                 if not self.runner:
                     log.info("guest runner: up, `python3 -m guest` commands go to it")
@@ -199,6 +207,22 @@ class Guest:
         chan.close()
         return CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
                              time.monotonic() - start, timed_out, lost)
+
+    def _wait_for_runner(self, cmd: str, req: dict, timeout: float) -> CommandResult | None:
+        """The runner is still importing: the first command waits for it up to RUNNER_WAIT s
+        rather than run in the shell, which costs as much (Python and the package over 9p) and
+        slows the runner's own start on a 2-vCPU guest; every later command then takes the fast
+        path. Past that (a debug kernel imports for minutes) commands use the shell until the
+        runner answers, as before."""
+        until = min(self.runner_deadline, time.monotonic() + RUNNER_WAIT)
+        while time.monotonic() < until:
+            time.sleep(0.5)
+            result = self._run_in_runner(cmd, req, timeout)
+            if result is not None:
+                return result
+        log.info("guest runner: not listening after %.0f s; the shell runs commands until it is",
+                 RUNNER_WAIT)
+        return None
 
     def _run_in_runner(self, cmd: str, req: dict, timeout: float) -> CommandResult | None:
         """cmd through the runner (a direct-tcpip channel of the SSH connection); None when the

@@ -68,3 +68,38 @@ def test_warning_in_the_7x_format():
     assert "dev_uring.c:653" in findings[0].line
     # the same line without its "cut here" header is still a finding
     assert dmesg.scan((DATA / "warn73.log").read_text().splitlines()[1])[0].kind == "WARNING"
+
+
+def _kcsan(a: str, b: str) -> str:
+    return "\n".join([
+        "[  12.000000] ==================================================================",
+        f"[  12.000001] BUG: KCSAN: data-race in {a} / {b}",
+        "[  12.000002] ",
+        "[  12.000003] write to 0xffff888003a1c0d8 of 4 bytes by task 214 on cpu 1:",
+        f"[  12.000004]  {a}+0x5c/0x120",
+        "[  12.000005]  do_syscall_64+0x9e/0x1a0",
+        "[  12.000006] ",
+        "[  12.000007] read to 0xffff888003a1c0d8 of 4 bytes by task 0 on cpu 0:",
+        f"[  12.000008]  {b}+0x20/0x60",
+        "[  12.000009] ==================================================================",
+        "[  12.000010] other task: fuse_dev_do_read+0x10/0x20",
+    ])
+
+
+def test_kcsan_is_its_own_kind_and_scoped_to_fuse_and_io_uring():
+    (ours,) = dmesg.scan(_kcsan("fuse_uring_commit_fetch", "fuse_uring_send_in_task"))
+    assert ours.kind == "KCSAN" and dmesg.in_scope(ours)
+    (theirs,) = dmesg.scan(_kcsan("tick_sched_do_timer", "ktime_get_update_offsets_now"))
+    assert theirs.kind == "KCSAN" and not dmesg.in_scope(theirs)  # the trailing line is not its report
+    (uring,) = dmesg.scan(_kcsan("io_req_task_work_add", "io_uring_cmd_done"))
+    assert dmesg.in_scope(uring)
+    assert all(dmesg.in_scope(f) for f in dmesg.scan("[ 1.0] BUG: KASAN: use-after-free in tick_x+0x1/0x2"))
+
+
+def test_race_profile_is_slow_and_known():
+    from harness import config
+
+    assert config.PROFILES["race"] == ("race",)
+    assert (config.REPO / "kconfigs" / "race.config").read_text().count("CONFIG_KCSAN=y") == 1
+    s = config.vm_settings("race")
+    assert s.time_scale == config.DEBUG_TIME_SCALE and "kmemleak=off" not in s.append
