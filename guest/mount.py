@@ -70,6 +70,17 @@ def ensure_fusectl() -> bool:
     return os.path.isdir(FUSECTL)
 
 
+def waiting(minor: int | None) -> int | None:
+    """fusectl's count of a connection's requests in flight (`waiting`), None when there is no
+    such connection."""
+    ensure_fusectl()
+    try:
+        with open(f"{FUSECTL}/{minor}/waiting") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def abort(target: str | None = None, minor: int | None = None) -> bool:
     """Abort the connection behind target (or minor) via fusectl; True on success."""
     if minor is None and target is not None:

@@ -146,7 +146,6 @@ def _killed_clients(ctx: Ctx, args) -> None:  # noqa: ANN001
                  files={b"k": b"", b"last": b"last read\n"})
     srv.engine.auto = True
     minor = M.minor_of(srv.mnt)
-    M.ensure_fusectl()
     for i in range(20):
         c = Client(ctx, f"k{i}", lambda: _io_loop(srv.path("k")), cpu=i % srv.conn.nr_queues)
         srv.pump(min(0.1 + 0.02 * (i % 5), ctx.left()))
@@ -158,11 +157,7 @@ def _killed_clients(ctx: Ctx, args) -> None:  # noqa: ANN001
     waiting = None
     for _ in range(50):
         srv.pump(0.1)
-        try:
-            with open(f"{M.FUSECTL}/{minor}/waiting") as f:
-                waiting = int(f.read())
-        except (OSError, ValueError):
-            waiting = None
+        waiting = M.waiting(minor)
         if waiting == 0:
             break
     ok = bool(out and out.get("ok") and out["value"] == "last read\n") and waiting == 0

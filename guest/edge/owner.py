@@ -36,16 +36,6 @@ FLAGS = {"plain": 0, "single_issuer": abi.Setup.SINGLE_ISSUER | abi.Setup.DEFER_
 DEPTH = 2
 
 
-def _waiting(mnt_minor: int | None) -> int | None:
-    """fusectl's count of the connection's requests in flight (None: no such connection)."""
-    M.ensure_fusectl()
-    try:
-        with open(f"{M.FUSECTL}/{mnt_minor}/waiting") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
 def _owner(ctx: Ctx, args, variant: str, box: dict) -> None:  # noqa: ANN001
     """The owner thread: ring, REGISTER, clients, READs held, then return (the thread exits)."""
     try:
@@ -114,10 +104,10 @@ def _variant(ctx: Ctx, args, variant: str) -> None:  # noqa: ANN001
                + (f"; STILL BLOCKED {stuck}" if stuck else "") + (f"; WRONG BYTES {wrong[:2]}" if wrong else "")
                + (f"; unexpected errors {bad_err}" if bad_err else ""))
     end = time.monotonic() + 5.0
-    w = _waiting(minor)
+    w = M.waiting(minor)
     while w not in (0, None) and time.monotonic() < end:  # RELEASEs of the clients' files come last
         srv.pump(0.1) if refused is None else time.sleep(0.1)
-        w = _waiting(minor)
+        w = M.waiting(minor)
     ctx.result(f"{variant}_waiting_back_to_zero", w == 0,
                f"/sys/fs/fuse/connections/{minor}/waiting = {w}")
     srv.conn.abort()

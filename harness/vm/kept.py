@@ -62,13 +62,12 @@ def read(path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and alive(int(state.get("pid", 0))) else None
 
 
-def save(image: Path, pid: int, port: int, console: Path | None, run_dir: Path, accel: str,
-         release: str) -> Path:
+def save(image: Path, pid: int, port: int, console: Path | None, accel: str, release: str) -> Path:
     """Record a kept guest; returns the state file."""
     path = state_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {**identity(image), "pid": pid, "port": port, "accel": accel,
-                             "console": str(console or ""), "run_dir": str(run_dir),
+                             "console": str(console or ""),
                              "kernel_release": release, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                time.gmtime())})
     return path
@@ -127,7 +126,7 @@ def record(image: Path, release: str, accel: str):  # noqa: ANN201
     """An on_boot callback for Vm: save the guest that just came up as this build's kept one."""
     def on_boot(vm) -> None:  # noqa: ANN001
         assert vm.proc is not None and vm.guest is not None
-        save(image, vm.proc.pid, vm.guest.port, vm.console_path, vm.run_dir, accel, release)
+        save(image, vm.proc.pid, vm.guest.port, vm.console_path, accel, release)
     return on_boot
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.bench import hostload
 from harness.config import VmSettings
 from harness.errors import VmError
+from harness.vm import kept
 from harness.vm.boot import Accel, vng_command, vng_env
 from harness.vm.console import Outcome, classify
 from harness.vm.control import CommandResult, Guest
@@ -283,13 +284,7 @@ class _Pid:
         self.pid = pid
 
     def poll(self) -> int | None:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return 0
-        except PermissionError:
-            pass
-        return None
+        return None if kept.alive(self.pid) else 0
 
     def wait(self, timeout: float | None = None) -> int:
         end = time.monotonic() + (timeout if timeout is not None else 1e9)

@@ -41,7 +41,7 @@ class FakeVm:
 
 
 def test_same_image_is_adopted_and_held(image, sleeper, tmp_path):
-    kept.save(image, sleeper.pid, 2222, tmp_path / "console-1.log", tmp_path, "tcg", "7.3.4")
+    kept.save(image, sleeper.pid, 2222, tmp_path / "console-1.log", "tcg", "7.3.4")
     vm = FakeVm(answers=True)
     claim = kept.session_claim(vm, image, "7.3.4", "tcg")
     assert claim is not None and vm.adopted["port"] == 2222 and not vm.kept
@@ -51,7 +51,7 @@ def test_same_image_is_adopted_and_held(image, sleeper, tmp_path):
 
 
 def test_rebuilt_image_replaces_the_kept_guest(image, sleeper, tmp_path):
-    kept.save(image, sleeper.pid, 2222, None, tmp_path, "tcg", "7.3.4")
+    kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")
     image.write_bytes(b"kernel, rebuilt")
     os.utime(image, ns=(1, 1))
     vm = FakeVm(answers=True)
@@ -63,7 +63,7 @@ def test_rebuilt_image_replaces_the_kept_guest(image, sleeper, tmp_path):
 
 def test_no_kept_guest_or_opted_out(image, sleeper, tmp_path, monkeypatch):
     assert kept.session_claim(FakeVm(True), image, "7.3.4", "tcg") is None
-    kept.save(image, sleeper.pid, 2222, None, tmp_path, "tcg", "7.3.4")
+    kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")
     monkeypatch.setenv("FUSE_HARNESS_KEPT_VM", "0")
     vm = FakeVm(True)
     assert kept.session_claim(vm, image, "7.3.4", "tcg") is None and vm.adopted is None
@@ -72,7 +72,7 @@ def test_no_kept_guest_or_opted_out(image, sleeper, tmp_path, monkeypatch):
 def test_dead_guest_is_stale(image, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    kept.save(image, proc.pid, 2222, None, tmp_path, "tcg", "7.3.4")
+    kept.save(image, proc.pid, 2222, None, "tcg", "7.3.4")
     assert kept.read(kept.state_path(image)) is None
     assert kept.session_claim(FakeVm(True), image, "7.3.4", "tcg") is None
     assert [s for _, s in kept.all_states()] == [None]
