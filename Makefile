@@ -1,6 +1,8 @@
 # Entry points for people and CI. `make run` = set-up + the main job; `make test` = the tests.
 TARGET ?= v7.3
 PROFILE ?= default
+# JOBS=N: N guests side by side (pytest-xdist), one run folder
+JOBS ?= 0
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -13,7 +15,7 @@ run: setup
 	$(VENV)/bin/fuse-harness run --target $(TARGET) --profile $(PROFILE)
 
 test: setup
-	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE) -m "not slow"
+	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE) -m "not slow" -n $(JOBS)
 
 test-slow: setup
 	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE) -m slow
@@ -22,7 +24,7 @@ unit: setup
 	$(PY) -m pytest tests/unit
 
 vm: setup
-	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE)
+	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE) -n $(JOBS)
 
 # The house style is what `ruff check` enforces (pyproject.toml: pycodestyle, pyflakes, isort,
 # bugbear, pyupgrade, simplify at 120 columns). No auto-formatter: the wire tables and

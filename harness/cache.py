@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 #: Build folders inside cache-owned source trees (harness.build.place): never indexed, copied
@@ -59,3 +63,22 @@ def write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def exclusive(name: str, what: str) -> Iterator[None]:
+    """Hold <cache>/<name>.lock (an flock) for the block: two fuse-harness processes (two
+    sessions, or xdist workers) never prepare a source or build a kernel at the same time; the
+    second waits, says so, then finds the first one's result cached."""
+    path = cache_root() / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("harness").info("%s: waiting for another fuse-harness process (%s)", what, path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

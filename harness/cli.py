@@ -120,6 +120,13 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     return kept.cli(args)
 
 
+def _jobs(text: str) -> int:
+    """-n/--jobs: a count of guests (0 or more)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of guests (0, 1, 2, ...)")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build the target and run the VM suite under pytest, then a summary."""
     import pytest
@@ -139,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--accel", args.accel]
     if args.k:
         argv += ["-k", args.k]
+    if args.jobs:
+        argv += ["-n", str(args.jobs)]
     if not args.slow:
         argv += ["-m", "not slow"]
     os.chdir(config.REPO)
@@ -183,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
     p.add_argument("-k", default=None, help="only tests matching this pytest expression")
     p.add_argument("--slow", action="store_true", help="also run tests marked slow (bisect self-test, bench smoke)")
+    p.add_argument("-n", "--jobs", type=_jobs, default=0,
+                   help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import build, source
+from harness.cache import exclusive
 from harness.config import Target
 from harness.log import Phases
 
@@ -97,6 +98,12 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     phases = phases or Phases()
     if not series_override:
         target.check_series()
+    with exclusive("obtain", "kernel"):
+        return _obtain(target, profile, phases, source_override, series_override, build_dir)
+
+
+def _obtain(target: Target, profile: str, phases: Phases, source_override: str | None,
+            series_override: str | None, build_dir: Path | None) -> Kernel:
     pinned = build_dir or os.environ.get(BUILD_DIR_ENV)
     build_dir = Path(pinned).expanduser().resolve() if pinned else None
     spec = source_override or target.source

@@ -27,8 +27,9 @@ from harness.results.meta import Metadata, rerun_command, write_reproducer
 from harness.results.model import CaseResult
 
 log = logging.getLogger("harness.plugin")
-#: The results half (verdicts, reproducers, outputs, terminal summary).
-pytest_plugins = ["harness.plugin_results"]
+#: The results half (verdicts, reproducers, outputs, terminal summary) and the parallel half
+#: (`-n N`: a guest per worker, one run folder).
+pytest_plugins = ["harness.plugin_xdist", "harness.plugin_results"]
 
 RUN_DIR = pytest.StashKey[Path]()
 KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
@@ -100,13 +101,41 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
+    """The run folder (made on first use); an xdist worker uses the controller's."""
     if RUN_DIR not in cfg.stash:
-        base = Path(_opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
-        run_dir = new_run_dir(base, f"{target}-{profile}")
-        (run_dir / "dmesg").mkdir()
+        from harness.plugin_xdist import shared_run_dir
+
+        argv = ["pytest", *cfg.invocation_params.args]
+        run_dir = shared_run_dir(cfg)
+        if run_dir is not None:
+            cfg.stash[META] = Metadata(run_dir, argv, persist=False)
+        else:
+            base = Path(_opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
+            run_dir = new_run_dir(base, f"{target}-{profile}")
+            (run_dir / "dmesg").mkdir()
+            cfg.stash[META] = Metadata(run_dir, argv)
         cfg.stash[RUN_DIR] = run_dir
-        cfg.stash[META] = Metadata(run_dir, ["pytest", *cfg.invocation_params.args])
     return cfg.stash[RUN_DIR]
+
+
+def prepare_controller(cfg: pytest.Config, build: bool) -> None:
+    """The controller of an `-n N` run (harness.plugin_xdist): make the run folder; with
+    `build`, first check the input (bad input stops before a run folder exists), then build
+    the kernel once."""
+    from harness.kernel import preflight
+    from harness.plugin_xdist import built
+
+    profile = _profile_name(cfg)
+    if not build:
+        _run_dir(cfg, _target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
+        return
+    try:
+        target = hcfg.load_target(_target_name(cfg))
+        preflight(target, profile, _opt(cfg, "source"), _opt(cfg, "series"))
+    except HarnessError as exc:
+        raise pytest.UsageError(f"fuse-harness: {exc}") from None
+    _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
+    built(cfg)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -167,19 +196,22 @@ def run_dir(pytestconfig: pytest.Config, target: hcfg.Target, profile: str) -> P
 @pytest.fixture(scope="session")
 def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path):
     """The built kernel for --target/--profile (cached builds are reused)."""
+    return _obtain(pytestconfig, target, profile, run_dir)
+
+
+def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path):
     from harness.kernel import obtain
 
-    phases = pytestconfig.stash[PHASES]
     try:
-        with _uncaptured(pytestconfig):  # a cold build takes minutes: show its progress
-            k = obtain(target, profile, phases,
-                       source_override=_opt(pytestconfig, "source", env="FUSE_HARNESS_SOURCE"),
-                       series_override=_opt(pytestconfig, "series", env="FUSE_HARNESS_SERIES"))
+        with _uncaptured(cfg):  # a cold build takes minutes: show its progress
+            k = obtain(target, profile, cfg.stash[PHASES],
+                       source_override=_opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
+                       series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"))
     except HarnessError as exc:
-        pytestconfig.stash[META].update(status="ERROR", error=str(exc))
+        cfg.stash[META].update(status="ERROR", error=str(exc))
         pytest.exit(f"fuse-harness: cannot build the kernel: {exc}", returncode=exc.exit_code)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
-    pytestconfig.stash[META].update(kernel=k.describe())
+    cfg.stash[META].update(kernel=k.describe())
     return k
 
 
@@ -203,8 +235,11 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
 
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
     accel = choose_accel(settings.accel)
+    from harness.plugin_xdist import worker_id
+
+    kmemleak = kconfig_has(kernel, "DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
-                 kmemleak=kconfig_has(kernel, "DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append)
+                 label=worker_id(pytestconfig) or "", kmemleak=kmemleak)
     phases = pytestconfig.stash[PHASES]
     claim = kept.session_claim(machine, kernel.image, kernel.built.kernel_release, accel.kind)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,15 @@ from harness.plugin import (
     _expected_patterns,
     _rerun_values,
     _unexplained,
+)
+from harness.plugin_xdist import (
+    case_of,
+    case_property,
+    distributing,
+    merge_workers,
+    unused,
+    worker_id,
+    worker_output,
 )
 from harness.results import junit, ktap
 from harness.results.meta import rerun_command, write_reproducer
@@ -87,20 +97,27 @@ def _unxfail(report: pytest.TestReport, why: str | None = None) -> None:
         report.longrepr = why
 
 
+@pytest.hookimpl(tryfirst=True)  # in an xdist worker: before the report is sent to the controller
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record the final verdict (after xfail handling) of setup errors/skips and calls."""
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        item = _items_of(report).get(report.nodeid)
-        if item is not None:
-            _record(item, report)
-
-
-def _items_of(report: pytest.TestReport) -> dict:
+    """Record the final verdict (after xfail handling) of setup errors/skips and calls; a
+    worker's verdicts reach the controller in their reports (harness.plugin_xdist)."""
     config = _CONFIG.get("config")
-    return config.stash[ITEMS] if config is not None else {}
+    if config is None:
+        return
+    if distributing(config):
+        data = case_of(report)
+        if data is not None:
+            config.stash[CASES].append(CaseResult.from_json(data))
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        item = config.stash[ITEMS].get(report.nodeid)
+        if item is not None:
+            case = _record(item, report)
+            if worker_id(config) is not None:
+                case_property(report, case.to_json())
 
 
-def _record(item: pytest.Item, report: pytest.TestReport) -> None:
+def _record(item: pytest.Item, report: pytest.TestReport) -> CaseResult:
     wasxfail = hasattr(report, "wasxfail")
     timed = "Timeout" in str(report.longrepr or "") and report.failed
     reason = ""
@@ -125,6 +142,7 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
     item.config.stash[CASES].append(case)
     if case.verdict in (Verdict.FAIL, Verdict.XFAIL, Verdict.TIMEOUT, Verdict.ERROR, Verdict.XPASS):
         _test_reproducer(item)
+    return case
 
 
 def reproducer_path(item: pytest.Item, run_dir: Path) -> Path:
@@ -158,7 +176,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     cfg = session.config
     if RUN_DIR not in cfg.stash:
         return
+    durations = dict(cfg.stash[PHASES].durations)
+    if worker_id(cfg) is not None:  # the controller writes the run's files
+        worker_output(cfg, cfg.stash[META].data, durations)
+        return
     run_dir = cfg.stash[RUN_DIR]
+    if distributing(cfg) and unused(cfg):  # -n N over unit tests only: no run to record
+        shutil.rmtree(run_dir, ignore_errors=True)
+        del cfg.stash[RUN_DIR]
+        return
+    merge_workers(cfg, cfg.stash[META].data, durations)
     cases = cfg.stash[CASES]
     counts: dict[str, int] = {}
     for c in cases:
@@ -170,7 +197,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     junit.write(run_dir / "junit.xml", "fuse-harness", cases,
                 {k: str(v) for k, v in kinfo.items() if isinstance(v, (str, int, float, bool))})
     status = "PASS" if int(exitstatus) == 0 else "FAIL"
-    cfg.stash[META].finish(status, cfg.stash[PHASES].durations)
+    cfg.stash[META].finish(status, durations)
     from harness.report import render_html, render_text
 
     try:

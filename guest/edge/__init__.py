@@ -137,6 +137,8 @@ SCENARIOS = {
     "teardown-load": Scenario("load", "teardown_load", (
         *(f"{m}_under_load" for m in LOAD_METHODS), "killed_clients_depth_1"), 240,
         "T8: teardown under load"),
+    "register-burst": Scenario("burst", "register_burst", ("served_after_burst", "abort_during_burst"), 240,
+                               "T8: first REGISTERs from one thread per queue at once"),
     "mount-loop": Scenario("teardown", "mount_loop", (
         "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)"),
     "register-after-ready": Scenario("teardown", "register_after_ready", (

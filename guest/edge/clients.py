@@ -8,6 +8,7 @@ CPU so their requests land on that CPU's queue.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
@@ -135,6 +136,23 @@ class Client:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.rfd = self.gate_fd = -1
+
+
+def judge(out: dict | None, want: object, clean: tuple[int, ...],
+          describe: Callable[[object], str] | None = None) -> tuple[bool, str]:
+    """A client's outcome (Client.poll) against what a clean kernel gives: its value == want,
+    or an error whose errno is in clean. Returns (clean?, what the client saw); describe names
+    a wrong value (default: its first 80 characters)."""
+    if out is None:
+        return False, "the client is still blocked"
+    if out.get("ok"):
+        if out["value"] == want:
+            return True, "the client succeeded with the right value"
+        return False, "the client succeeded WITH A WRONG VALUE: " + (
+            describe(out["value"]) if describe else str(out["value"])[:80])
+    code = out.get("errno")
+    name = errno.errorcode.get(code, str(code)) if code else out.get("error", "?")
+    return code in clean, f"the client failed with {name}" + (" (killed: an oops?)" if code is None else "")
 
 
 def wait_all(clients: list[Client], timeout: float) -> bool:

@@ -22,7 +22,7 @@ import mmap
 import os
 import time
 
-from guest.edge.clients import Client
+from guest.edge.clients import Client, judge
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.uring.ring import addr_of
@@ -69,15 +69,9 @@ def _write_then_read(path: str) -> str:
 
 def _verdict(ctx: Ctx, case: str, what: str, c: Client, want: str) -> None:
     out = c.poll(0.0)
-    if out is None:
-        ctx.result(case, False, f"{what}: client still blocked after the memory came back "
-                   f"(state {c.state()})")
-    elif out.get("ok"):
-        ctx.result(case, out["value"] == want, f"{what}: client succeeded, "
-                   + ("with the right bytes" if out["value"] == want else "WITH WRONG BYTES"))
-    else:
-        ctx.result(case, out.get("errno") in CLEAN, f"{what}: client failed with "
-                   f"{errno.errorcode.get(out.get('errno'), out.get('errno'))} (EIO or EFAULT expected)")
+    ok, why = judge(out, want, CLEAN, describe=lambda v: f"digest {str(v)[:16]}")
+    state = f" after the memory came back (state {c.state()})" if out is None else ""
+    ctx.result(case, ok, f"{what}: {why}{state} (right bytes, EIO or EFAULT expected)")
 
 
 def _survives(ctx: Ctx, case: str, srv: Served, name: str, want: bytes) -> None:

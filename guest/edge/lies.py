@@ -17,7 +17,7 @@ import hashlib
 import os
 
 from guest.edge import LIE_OPS, LIES
-from guest.edge.clients import Client
+from guest.edge.clients import Client, judge
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -68,18 +68,6 @@ def _client_fn(srv: Served, op: str, tag: str):  # noqa: ANN202
     return (lambda: os.statvfs(srv.mnt).f_blocks), fs.statfs()[0]
 
 
-def _judge(out: dict | None, want: object) -> tuple[bool, str]:
-    if out is None:
-        return False, "the client is still blocked"
-    if out.get("ok"):
-        right = out["value"] == want
-        return right, "the client succeeded " + ("with the right value" if right else
-                                                 f"WITH A WRONG VALUE: {str(out['value'])[:80]}")
-    code = out.get("errno")
-    name = errno.errorcode.get(code, str(code)) if code else out.get("error", "?")
-    return code in CLEAN, f"the client failed with {name}" + (" (killed: an oops?)" if code is None else "")
-
-
 def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Each opcode's first reply claims a payload_sz past the buffer; then every queue serves
     a fresh read; then a 4 KiB-per-request connection carries 256 KiB intact."""
@@ -98,7 +86,7 @@ def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
             c = Client(ctx, case, fn, cpu=0)
             srv.pump(min(15.0, ctx.left()), c.done)
             lied = eng.claim_payload.pop(op, None) is None
-            ok, why = _judge(c.poll(0.0), want)
+            ok, why = judge(c.poll(0.0), want, CLEAN)
             errs = sorted({r for _, r, _ in eng.ent_errors[n_err:]})
             ops = [i["op"] for i in eng.log[n_log:]]
             if not lied:

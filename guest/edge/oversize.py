@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from guest.edge.clients import Client, stat_size
+from guest.edge.clients import Client, judge, stat_size
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -20,16 +20,6 @@ from guest.fuse import proto as P
 BIG = bytes(range(256)) * 256  # 64 KiB, the largest xattr value the VFS allows
 #: What a client may get for a value that does not fit the transport.
 TOO_BIG = (errno.E2BIG, errno.EIO, errno.ERANGE, errno.ENOSPC)
-
-
-def _verdict(out: dict | None, ok_value: object) -> tuple[bool, str]:
-    if out is None:
-        return False, "the client is still blocked"
-    if out.get("ok"):
-        return out["value"] == ok_value, f"succeeded: {str(out['value'])[:60]}"
-    code = out.get("errno")
-    name = errno.errorcode.get(code, str(code)) if code else out.get("error", "?")
-    return code in TOO_BIG, f"error {name}" + (" (killed: an oops?)" if code is None else "")
 
 
 def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
@@ -47,8 +37,8 @@ def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
 
     c = Client(ctx, "setxattr", set_big, cpu=0)
     srv.pump(30.0, c.done)
-    ok, why = _verdict(c.poll(0.0), "set")
-    stored = srv.fs.getxattr(srv.fs.lookup(P.ROOT_ID, b"f").ino, b"user.big") if ok and why.startswith("succ") \
+    ok, why = judge(c.poll(0.0), "set", TOO_BIG)
+    stored = srv.fs.getxattr(srv.fs.lookup(P.ROOT_ID, b"f").ino, b"user.big") if ok and "client succeeded" in why \
         else None
     if stored is not None and stored != BIG:
         ok, why = False, f"{why}, but the server stored {len(stored)} bytes that differ"
@@ -61,10 +51,10 @@ def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.engine.claim_payload["GETXATTR"] = len(BIG)
     c2 = Client(ctx, "getxattr", lambda: len(os.getxattr(srv.path("g"), "user.big")), cpu=0)
     srv.pump(30.0, c2.done)
-    ok, why = _verdict(c2.poll(0.0), len(BIG))
+    ok, why = judge(c2.poll(0.0), len(BIG), TOO_BIG)
     errs = [f"{res}" for _, res, _ in srv.engine.ent_errors]
-    ctx.result("claimed_reply_rejected", ok and not why.startswith("succ"),
-               f"reply of {srv.engine.payload_size} bytes claiming payload_sz {len(BIG)}: client {why}; "
+    ctx.result("claimed_reply_rejected", ok and "client succeeded" not in why,
+               f"reply of {srv.engine.payload_size} bytes claiming payload_sz {len(BIG)}: {why}; "
                f"entry CQE errors {errs or 'none'}")
 
     c3 = Client(ctx, "stat-h", lambda: stat_size(srv.path("h")), cpu=0)

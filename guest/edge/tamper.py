@@ -17,7 +17,7 @@ import errno
 import mmap
 import os
 
-from guest.edge.clients import Client
+from guest.edge.clients import Client, judge
 from guest.edge.core import Ctx, ename
 from guest.edge.kmbuf import umount_lazy
 from guest.edge.served import Served
@@ -48,15 +48,14 @@ def _outcome(what: str, c: Client | None, srv: Served, seconds: float) -> tuple[
         return False, f"{what}: no GETXATTR reached the ring"
     srv.pump(min(seconds, srv.ctx.left()), c.done)
     out = c.poll(0.0)
-    if out is None:
-        return False, f"{what}: the client is STILL BLOCKED after {seconds:.0f} s ({c.state()})"
-    if out.get("ok"):
-        got = bytes.fromhex(out["value"])
-        if got == VALUE:
-            return True, f"{what}: the right value"
-        return False, f"{what}: " + ("THE DECOY'S BYTES" if set(got) == {DECOY} else f"WRONG BYTES {got[:16]!r}")
-    code = out.get("errno")
-    return code in CLEAN, f"{what}: client failed with {errno.errorcode.get(code, code)}"
+    ok, why = judge(out, VALUE.hex(), CLEAN, describe=_wrong)
+    state = f" after {seconds:.0f} s ({c.state()})" if out is None else ""
+    return ok, f"{what}: {why}{state}"
+
+
+def _wrong(value: object) -> str:
+    got = bytes.fromhex(str(value))
+    return "THE DECOY'S BYTES" if set(got) == {DECOY} else f"bytes {got[:16]!r}"
 
 
 def _replace(ring: Ring, idx: int, length: int, ctx: Ctx) -> str:

@@ -17,8 +17,10 @@ from harness.cache import write_json_atomic
 class Metadata:
     """The run's record; saved after every update so a killed run still leaves one."""
 
-    def __init__(self, run_dir: Path, argv: list[str]) -> None:
-        self.path = run_dir / "metadata.json"
+    def __init__(self, run_dir: Path, argv: list[str], persist: bool = True) -> None:
+        """persist=False keeps the record in memory only (an xdist worker: the controller
+        writes metadata.json)."""
+        self.path = run_dir / "metadata.json" if persist else None
         self.data: dict[str, Any] = {
             "harness_version": __version__,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -35,7 +37,8 @@ class Metadata:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        if self.path is not None:
+            write_json_atomic(self.path, self.data)
 
     def finish(self, status: str, durations: dict[str, float]) -> None:
         self.data["status"] = status

@@ -34,6 +34,11 @@ class CaseResult:
         data["verdict"] = self.verdict.value
         return data
 
+    @classmethod
+    def from_json(cls, data: dict) -> CaseResult:
+        """The inverse of to_json (summary.json, an xdist worker's report)."""
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
 
 def verdict_of(outcome: str, when: str, wasxfail: bool, timed_out: bool = False) -> Verdict:
     """Map a pytest report outcome to a Verdict."""

@@ -67,11 +67,14 @@ class Vm:
     """One guest kernel under vng, driven over SSH; console logs land in run_dir."""
 
     def __init__(self, image: Path, settings: VmSettings, accel: Accel, run_dir: Path,
-                 rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None, kmemleak: bool = False) -> None:
-        """runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
+                 rwdirs: tuple[Path, ...] = (), runner_repo: Path | None = None, kmemleak: bool = False,
+                 label: str = "") -> None:
+        """label: names this guest's logs when several share run_dir (an xdist worker id:
+        console-gw0-1.log). runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
         is started as the resident runner after each boot (None: every command via the shell).
         kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (mark(then_dmesg=True) scans first)."""
         self.runner_repo = runner_repo
+        self.label = f"{label}-" if label else ""
         self.kmemleak = kmemleak
         self.last_dmesg: str | None = None
         self.stuck: list[str] = []  # D-state user tasks seen by the last mark(then_dmesg=True)
@@ -110,8 +113,8 @@ class Vm:
         port = free_port()
         self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=KEEPALIVE,
                                    rwdirs=self.rwdirs, ssh_port=port)
-        self.console_path = self.run_dir / f"console-{self.boots}.log"
-        stdout_path = self.run_dir / f"vng-stdout-{self.boots}.log"
+        self.console_path = self.run_dir / f"console-{self.label}{self.boots}.log"
+        stdout_path = self.run_dir / f"vng-stdout-{self.label}{self.boots}.log"
         log.info("vm: booting %s (%s: %s), console: %s", self.image.name, self.accel.kind,
                  self.accel.reason, self.console_path)
         start = time.monotonic()

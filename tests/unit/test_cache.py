@@ -63,3 +63,25 @@ def test_indexing_and_copying_a_tree_skip_its_build_folders(tmp_path):
     assert files == ["fs/a.c"]
     gitops.copy_worktree(repo, src, tmp_path / "tree", base)
     assert sorted(p.name for p in (tmp_path / "tree").iterdir()) == [".git", "fs"]
+
+
+def test_exclusive_makes_a_second_holder_wait(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from harness.cache import exclusive
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path))
+    order = []
+
+    def second():
+        with exclusive("obtain", "kernel"):
+            order.append("second")
+
+    with exclusive("obtain", "kernel"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join(5)
+    assert order == ["first done", "second"]

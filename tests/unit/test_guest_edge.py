@@ -81,3 +81,19 @@ def test_register_bad_iov_cases_match_the_module():
     from guest.edge import SCENARIOS, register
 
     assert SCENARIOS["register-bad-iov"].cases == register.case_names()
+
+
+def test_judge_a_client_outcome():
+    import errno
+
+    from guest.edge.clients import judge
+
+    clean = (errno.EIO, errno.EFAULT)
+    assert judge(None, "x", clean) == (False, "the client is still blocked")
+    assert judge({"ok": True, "value": "x"}, "x", clean)[0]
+    ok, why = judge({"ok": True, "value": "y" * 100}, "x", clean)
+    assert not ok and "WRONG VALUE" in why and len(why) < 130
+    assert judge({"ok": True, "value": "y"}, "x", clean, describe=lambda v: "THE DECOY")[1].endswith("THE DECOY")
+    assert judge({"ok": False, "errno": errno.EFAULT}, "x", clean) == (True, "the client failed with EFAULT")
+    assert not judge({"ok": False, "errno": errno.ENOENT}, "x", clean)[0]
+    assert "killed: an oops?" in judge({"ok": False, "error": "killed"}, "x", clean)[1]

@@ -132,3 +132,32 @@ def test_terminal_summary_names_each_known_issue_once():
     assert text.count("does not promise kmbuf") == 1 and "  2 test(s)" in text
     assert "FAIL    t::f AssertionError: boom" in lines
     assert "t::c" not in text
+
+
+def test_two_workers_give_one_run_folder_with_the_same_verdicts(pytester, tmp_path):
+    """-n 2 (pytest-xdist): the verdicts each worker reaches travel to the controller, which
+    alone writes the run's files, into one folder."""
+    pytester.makepyfile(test_inner=PLANT)
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(single))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(parallel), "-n", "2")
+    result.assert_outcomes(passed=3, failed=5, xfailed=2, errors=1)
+    (run,) = parallel.iterdir()
+    (one,) = single.iterdir()
+
+    def verdicts(folder):
+        cases = json.loads((folder / "summary.json").read_text())["cases"]
+        return {c["nodeid"].split("::")[-1]: c["verdict"] for c in cases}
+
+    assert verdicts(run) == verdicts(one) and len(verdicts(run)) == 11
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["status"] == "FAIL" and set(meta["workers"]) <= {"gw0", "gw1"} and meta["workers"]
+    for name in ("junit.xml", "results.ktap", "report.html", "report.txt"):
+        assert (run / name).is_file(), name
+
+
+def test_two_workers_over_unit_tests_leave_no_run_folder(pytester, tmp_path):
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n\n\ndef test_b():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "2")
+    result.assert_outcomes(passed=2)
+    assert not any(tmp_path.iterdir())

@@ -35,6 +35,9 @@ RINGS_SERVED = [*RINGS_D, pytest.param("bufpool-registered", marks=pytest.mark.t
 #: 7.3's registered pool and zero-copy (payload pools), generation D (the headers).
 RINGS_FIXED = [pytest.param(t, marks=pytest.mark.transport(t), id=t)
                for t in ("bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")]
+#: Transports whose queues the scenario sets up from one thread each (register-burst).
+RINGS_BURST = [pytest.param(t, marks=pytest.mark.transport(t), id=t)
+               for t in ("iovec", "bufpool", "bufpool-registered")]
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "

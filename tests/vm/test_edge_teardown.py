@@ -7,7 +7,7 @@ recovers with a fusectl abort.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_D, RINGS_SERVED, run_edge
+from edge_helpers import RINGS_BURST, RINGS_D, RINGS_SERVED, run_edge
 
 
 @pytest.mark.parametrize("ring", RINGS_D)
@@ -58,6 +58,16 @@ def test_teardown_under_load(vm, request, run_dir, kernel, ring):
     in turn: every client returns within 15 s with a teardown error; then 20 clients
     SIGKILLed mid-I/O at queue depth 1 leave the entry serving and `waiting` at 0."""
     run_edge(vm, request, run_dir, kernel, "teardown-load", "T8", timeout=400,
+             extra=f"--transport {ring} --iterations 20")
+
+
+@pytest.mark.parametrize("ring", RINGS_BURST)
+def test_first_registers_from_one_thread_per_queue(vm, request, run_dir, kernel, ring):
+    """T8: 20 mounts, each with one thread and io_uring per queue released together right
+    after INIT (libfuse's start-up), one reading client per queue racing them: every REGISTER
+    is taken and every queue's ring serves; on every other mount fusectl abort races the burst
+    and every thread and client returns; umount leaves no connection behind."""
+    run_edge(vm, request, run_dir, kernel, "register-burst", "T8 registration", timeout=400,
              extra=f"--transport {ring} --iterations 20")
 
 

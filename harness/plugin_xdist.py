@@ -1,0 +1,139 @@
+"""pytest plugin, parallel half: `-n N` (pytest-xdist) gives every worker its own guest and the
+run one folder.
+
+The controller (the process that started pytest) checks the input, builds the kernel once
+(its progress on the terminal), creates the run folder and hands its path to every worker
+(`workerinput`). Each worker boots its own guest (own SSH port, console-<worker>-<boot>.log),
+slices dmesg, restarts its guest after a crash and writes its tests' reproducers into that
+folder. The verdict of each test travels back in its report (a `fuse_harness_case` user
+property) and the worker's kernel/VM metadata and phase times in `workeroutput`; the
+controller alone writes summary.json, results.ktap, junit.xml, metadata.json and the reports.
+Loaded by harness.plugin (`pytest_plugins`); every xdist hook is optional, so the plugin also
+loads where pytest-xdist is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import config as hcfg
+
+#: The user property that carries a worker's CaseResult (JSON) to the controller.
+CASE_PROPERTY = "fuse_harness_case"
+#: workerinput / workeroutput keys.
+RUN_DIR_KEY = "fuse_harness_run_dir"
+OUTPUT_KEY = "fuse_harness"
+_WORKERS = pytest.StashKey[dict[str, dict[str, Any]]]()
+_BUILT = pytest.StashKey[bool]()
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    """"gw0", "gw1", ... in an xdist worker; None in the controller or a run without -n."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput.get("workerid") if workerinput is not None else None
+
+
+def shared_run_dir(config: pytest.Config) -> Path | None:
+    """The run folder the controller made, in a worker (None elsewhere)."""
+    workerinput = getattr(config, "workerinput", None)
+    value = workerinput.get(RUN_DIR_KEY) if workerinput is not None else None
+    return Path(value) if value else None
+
+
+def distributing(config: pytest.Config) -> bool:
+    """True in the controller of an `-n N` run (N > 0): it runs no test itself."""
+    return worker_id(config) is None and config.pluginmanager.getplugin("dsession") is not None
+
+
+def reaches_vm_tests(config: pytest.Config) -> bool:
+    """Whether the command line's paths include tests/vm (then the controller builds first)."""
+    vm_dir = (hcfg.REPO / "tests" / "vm").resolve()
+    root = Path(config.invocation_params.dir)
+    for arg in config.args or ["."]:
+        path = (root / arg.split("::", 1)[0]).resolve()
+        if path == vm_dir or vm_dir in path.parents or path in vm_dir.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller of an `-n N` run: make the run folder before any worker starts, and with VM
+    tests first check the input and build the kernel (so N workers neither build twice nor
+    each make a folder). A folder no worker used is removed at the end."""
+    config = session.config
+    if not distributing(config):
+        return
+    from harness import plugin
+
+    config.stash[_WORKERS] = {}
+    plugin.prepare_controller(config, build=reaches_vm_tests(config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # noqa: ANN001 (xdist's WorkerController)
+    from harness.plugin import RUN_DIR
+
+    run_dir = node.config.stash.get(RUN_DIR, None)
+    if run_dir is not None:
+        node.workerinput[RUN_DIR_KEY] = str(run_dir)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001
+    """Keep what a worker reports about its kernel, guest and phase times."""
+    output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
+    workers = node.config.stash.get(_WORKERS, None)
+    if output is not None and workers is not None:
+        workers[node.gateway.id] = json.loads(output)
+
+
+def worker_output(config: pytest.Config, meta: dict[str, Any], durations: dict[str, float]) -> None:
+    """In a worker that used the run folder, at session end: its metadata and phase times."""
+    config.workeroutput[OUTPUT_KEY] = json.dumps({"meta": meta, "durations": durations})
+
+
+def unused(config: pytest.Config) -> bool:
+    """In the controller at session end: True when no worker used the run folder (a run of
+    unit tests only), so the folder can go."""
+    return not config.stash.get(_WORKERS, {}) and not config.stash.get(_BUILT, False)
+
+
+def built(config: pytest.Config) -> None:
+    """The controller built the kernel into the run folder's record: keep the folder."""
+    config.stash[_BUILT] = True
+
+
+def merge_workers(config: pytest.Config, meta: dict[str, Any], durations: dict[str, float]) -> None:
+    """In the controller at session end: metadata["workers"] (each worker's VM), the kernel
+    (if the controller did not build it), and per phase the longest worker's seconds (they
+    ran side by side)."""
+    workers = config.stash.get(_WORKERS, None)
+    if not workers:
+        return
+    for wid, out in sorted(workers.items()):
+        wmeta = out.get("meta", {})
+        meta.setdefault("workers", {})[wid] = {"vm": wmeta.get("vm"), "durations": out.get("durations", {})}
+        if wmeta.get("kernel") and not meta.get("kernel"):
+            meta["kernel"] = wmeta["kernel"]
+        if wmeta.get("vm") and not meta.get("vm"):
+            meta["vm"] = wmeta["vm"]
+        for phase, seconds in out.get("durations", {}).items():
+            durations[phase] = max(durations.get(phase, 0.0), seconds)
+
+
+def case_property(report: pytest.TestReport, case_json: dict) -> None:
+    """Attach a worker's verdict to the report xdist sends to the controller."""
+    report.user_properties.append((CASE_PROPERTY, json.dumps(case_json)))
+
+
+def case_of(report: pytest.TestReport) -> dict | None:
+    """The verdict a worker attached (controller side), None for a report without one."""
+    for key, value in getattr(report, "user_properties", ()):
+        if key == CASE_PROPERTY:
+            return json.loads(value)
+    return None
