@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -329,9 +328,9 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         # The guest died or hangs: the console holds the kernel log up to its end.
         console = machine.console()
         text = dmesg.slice_between(console, start, None) if start else console[-20000:]
-        outcome, why = _classify_death(machine)
+        outcome, why = machine.classify_death()
         item.stash[VM_OUTCOME] = f"{outcome}: {why}"
-        _dump_tasks(machine, run_dir, name)
+        machine.dump_tasks(run_dir / "dmesg" / f"{name}.console-tail.log")
         _restart(item, machine, "restart failed")
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
@@ -381,32 +380,6 @@ def _judge(item: pytest.Item, outcome) -> None:
 def _unexplained(findings: list[dmesg.Finding], patterns: list[str]) -> str:
     """The findings no pattern matches, one indented "kind: line" each ('' when none)."""
     return "\n".join(f"  {f.kind}: {f.line}" for f in findings if not any(f.matches(p) for p in patterns))
-
-
-def _classify_death(machine) -> tuple[str, str]:
-    """panic / hang / died, from the console (a panicking guest's QEMU exits a moment later)."""
-    from harness.vm.console import Outcome, classify
-
-    deadline = time.monotonic() + 15
-    while machine.running() and time.monotonic() < deadline:
-        if classify(None, machine.console(), False)[0] is Outcome.PANIC:
-            break
-        time.sleep(0.5)
-    rc = machine.proc.poll() if machine.proc else None
-    outcome, why = classify(rc, machine.console(), timed_out=rc is None)
-    if outcome is Outcome.PANIC:
-        return outcome.value, why
-    if rc is None:
-        return "hang", "the guest stopped answering SSH (task dump saved)"
-    return "died", f"QEMU exited ({why})"
-
-
-def _dump_tasks(machine, run_dir: Path, name: str) -> None:
-    """Best effort: a guest that hangs but still runs gets sysrq w/t via its console log."""
-    if machine.running() and machine.guest is not None:
-        machine.guest.run("echo w > /proc/sysrq-trigger; echo t > /proc/sysrq-trigger", timeout=10)
-        time.sleep(1)
-    (run_dir / "dmesg" / f"{name}.console-tail.log").write_text(machine.console()[-200000:])
 
 
 def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
