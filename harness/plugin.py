@@ -22,6 +22,7 @@ from harness import dmesg
 from harness.cache import new_run_dir, safe_name
 from harness.errors import HarnessError
 from harness.log import Phases
+from harness.plugin_xdist import stop_session
 from harness.results.meta import Metadata, rerun_command, write_reproducer
 from harness.results.model import CaseResult
 
@@ -166,11 +167,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # -- fixtures ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config) -> hcfg.Target:
+def target(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> hcfg.Target:
     try:
         return hcfg.load_target(_target_name(pytestconfig))
     except HarnessError as exc:
-        pytest.exit(f"fuse-harness: {exc}", returncode=4)
+        stop_session(request, f"fuse-harness: {exc}", 4)
 
 
 @pytest.fixture(scope="session")
@@ -193,12 +194,13 @@ def run_dir(pytestconfig: pytest.Config, target: hcfg.Target, profile: str) -> P
 
 
 @pytest.fixture(scope="session")
-def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path):
+def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path,
+           request: pytest.FixtureRequest):
     """The built kernel for --target/--profile (cached builds are reused)."""
-    return _obtain(pytestconfig, target, profile, run_dir)
+    return _obtain(pytestconfig, target, profile, run_dir, request)
 
 
-def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path):
+def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path, request=None):  # noqa: ANN001
     from harness.kernel import obtain
 
     try:
@@ -208,7 +210,7 @@ def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path
                        series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"))
     except HarnessError as exc:
         cfg.stash[META].update(status="ERROR", error=str(exc))
-        pytest.exit(f"fuse-harness: cannot build the kernel: {exc}", returncode=exc.exit_code)
+        stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code, cfg)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
     cfg.stash[META].update(kernel=k.describe())
     return k
@@ -226,7 +228,7 @@ def _uncaptured(config: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
+def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.FixtureRequest):
     """One guest for the whole session, restarted by the plugin after it dies."""
     from harness.vm import kept
     from harness.vm.boot import choose_accel
@@ -246,7 +248,8 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path):
             if not machine.running():
                 machine.start()
     except HarnessError as exc:
-        pytest.exit(f"fuse-harness: {exc}", returncode=exc.exit_code)
+        pytestconfig.stash[META].update(error=str(exc))
+        stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
     values = _rerun_values(pytestconfig)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -47,6 +47,19 @@ def shared_run_dir(config: pytest.Config) -> Path | None:
 def distributing(config: pytest.Config) -> bool:
     """True in the controller of an `-n N` run (N > 0): it runs no test itself."""
     return worker_id(config) is None and config.pluginmanager.getplugin("dsession") is not None
+
+
+def stop_session(request: pytest.FixtureRequest | None, message: str, returncode: int,
+                 config: pytest.Config | None = None) -> NoReturn:
+    """End the session for an infrastructure error (no kernel, no guest): pytest.exit, except
+    in an xdist worker, where an exit would be an INTERNALERROR in the controller. There the
+    worker stops after this test, which fails with the message (the controller prints it,
+    and metadata.json gets it as "error")."""
+    config = config or (request.config if request is not None else None)
+    if request is None or config is None or worker_id(config) is None:
+        pytest.exit(message, returncode=returncode)
+    request.session.shouldstop = message
+    pytest.fail(message, pytrace=False)
 
 
 def reaches_vm_tests(config: pytest.Config) -> bool:
@@ -94,7 +107,7 @@ def pytest_testnodedown(node, error) -> None:  # noqa: ANN001
 
 def worker_output(config: pytest.Config, meta: dict[str, Any], durations: dict[str, float]) -> None:
     """In a worker that used the run folder, at session end: its metadata and phase times."""
-    config.workeroutput[OUTPUT_KEY] = json.dumps({"meta": meta, "durations": durations})
+    config.workeroutput[OUTPUT_KEY] = json.dumps({"meta": meta, "durations": durations}, default=str)
 
 
 def unused(config: pytest.Config) -> bool:
@@ -122,8 +135,19 @@ def merge_workers(config: pytest.Config, meta: dict[str, Any], durations: dict[s
             meta["kernel"] = wmeta["kernel"]
         if wmeta.get("vm") and not meta.get("vm"):
             meta["vm"] = wmeta["vm"]
+        if wmeta.get("error"):  # a worker without a kernel or a guest
+            meta["error"] = "; ".join(filter(None, (meta.get("error"), f"{wid}: {wmeta['error']}")))
         for phase, seconds in out.get("durations", {}).items():
             durations[phase] = max(durations.get(phase, 0.0), seconds)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched) -> None:  # noqa: ANN001
+    """A worker died during crashitem (xdist replaces it and reports the test failed): give that
+    report a verdict, so summary.json, KTAP and JUnit list the test."""
+    from harness.results.model import CaseResult, Verdict
+
+    case_property(report, CaseResult(crashitem, Verdict.ERROR, reason=str(report.longrepr)[:500]).to_json())
 
 
 def case_property(report: pytest.TestReport, case_json: dict) -> None:

@@ -86,9 +86,10 @@ def _queue_thread(eng, q: int, gate: threading.Barrier, park: threading.Event, b
         box["refused"][q] = f"{exc.step} {E.errorcode.get(exc.errno, exc.errno)}"
     except BaseException as exc:  # noqa: BLE001 - reported by the round
         box["error"][q] = repr(exc)
+        gate.abort()  # a thread that never reached the gate must not leave the others waiting
     finally:
         box["returned"][q] = True
-    park.wait(60.0)
+    park.wait()  # set by the round's cleanup, whatever happened
 
 
 def _read_all(srv: Served, nq: int, tag: str, ctx: Ctx) -> list[Client]:
@@ -109,45 +110,15 @@ def _round(ctx: Ctx, args, i: int, abort: bool) -> str | None:  # noqa: ANN001
     minor = M.minor_of(srv.mnt)
     gate, park = threading.Barrier(nq + 1), threading.Event()
     box: dict = {"took": {}, "refused": {}, "error": {}, "returned": {}}
-    threads = [threading.Thread(target=_queue_thread, args=(eng, q, gate, park, box), name=f"q{q}")
+    threads = [threading.Thread(target=_queue_thread, args=(eng, q, gate, park, box), name=f"q{q}", daemon=True)
                for q in range(nq)]
     for t in threads:
         t.start()
     problems: list[str] = []
     try:
-        gate.wait(10.0)
-        if abort:
-            srv.conn.abort()
-        clients = _read_all(srv, nq, "a", ctx)
-        end = time.monotonic() + min(10.0, ctx.left())
-        while len(box["returned"]) < nq and time.monotonic() < end:
-            time.sleep(0.01)
-        if len(box["returned"]) < nq:
-            return f"queue threads still in the kernel after 10 s: {sorted(set(range(nq)) - set(box['returned']))}"
-        eng.extra_rings = [r for r in eng.queue_rings if r is not None]
-        eng.live = sum(e.live for e in eng.entries)
-        srv.pump(min(15.0, ctx.left()), lambda: all(c.done() for c in clients))
-        outs = [c.poll(0.0) for c in clients]
-        box["clients"] = ",".join("bytes" if o and o.get("ok") else E.errorcode.get(o.get("errno"), "?") if o
-                                  else "blocked" for o in outs)
-        stuck = [c.name for c, o in zip(clients, outs, strict=True) if o is None]
-        if stuck:
-            problems.append(f"clients blocked after 15 s: {stuck}")
-        if box["error"]:
-            problems.append(f"queue thread errors {box['error']}")
-        if abort:
-            bad = [o for o in outs if o and not o.get("ok") and o.get("errno") not in DEAD]
-            wrong = [o for o in outs if o and o.get("ok") and not o["value"].startswith(f"round {i} ")]
-            if bad or wrong:
-                problems.append(f"after abort: unexpected errors {bad[:2]} or wrong bytes {wrong[:2]}")
-        else:
-            failed = [o for o in outs if o and not (o.get("ok") and o["value"].startswith(f"round {i} file a"))]
-            if box["refused"] or eng.ent_errors or failed:
-                problems.append(f"refused {box['refused']}, REGISTER error CQEs {eng.ent_errors[:4]}, "
-                                f"clients {failed[:2]}")
-            if not problems:
-                problems += _served_by_own_ring(ctx, srv, nq)
+        problems += _burst(ctx, srv, i, abort, gate, box)
     finally:
+        eng.extra_rings = [r for r in eng.queue_rings if r is not None]
         if abort or problems:
             srv.conn.abort()
         try:
@@ -167,6 +138,48 @@ def _round(ctx: Ctx, args, i: int, abort: bool) -> str | None:  # noqa: ANN001
              f"{', '.join(f'{t * 1000:.0f} ms' for t in box['took'].values()) or '-'}; "
              f"refused {box['refused'] or '-'}; entry error CQEs {cqes or '-'}; clients {box.get('clients', '-')}")
     return "; ".join(problems) or None
+
+
+def _burst(ctx: Ctx, srv: Served, i: int, abort: bool, gate: threading.Barrier, box: dict) -> list[str]:
+    """Release the queue threads (and abort, on an abort round), serve, judge: the problems."""
+    eng, nq = srv.engine, srv.engine.nr_queues
+    try:
+        gate.wait(10.0)
+    except threading.BrokenBarrierError:
+        return [f"a queue thread failed before the burst: {box['error'] or 'barrier timeout'}"]
+    if abort:
+        srv.conn.abort()
+    clients = _read_all(srv, nq, "a", ctx)
+    end = time.monotonic() + min(10.0, ctx.left())
+    while len(box["returned"]) < nq and time.monotonic() < end:
+        time.sleep(0.01)
+    if len(box["returned"]) < nq:
+        return [f"queue threads still in the kernel after 10 s: {sorted(set(range(nq)) - set(box['returned']))}"]
+    eng.extra_rings = [r for r in eng.queue_rings if r is not None]
+    eng.live = sum(e.live for e in eng.entries)
+    problems: list[str] = []
+    srv.pump(min(15.0, ctx.left()), lambda: all(c.done() for c in clients))
+    outs = [c.poll(0.0) for c in clients]
+    box["clients"] = ",".join("bytes" if o and o.get("ok") else E.errorcode.get(o.get("errno"), "?") if o
+                              else "blocked" for o in outs)
+    stuck = [c.name for c, o in zip(clients, outs, strict=True) if o is None]
+    if stuck:
+        problems.append(f"clients blocked after 15 s: {stuck}")
+    if box["error"]:
+        problems.append(f"queue thread errors {box['error']}")
+    if abort:
+        bad = [o for o in outs if o and not o.get("ok") and o.get("errno") not in DEAD]
+        wrong = [o for o in outs if o and o.get("ok") and not o["value"].startswith(f"round {i} ")]
+        if bad or wrong:
+            problems.append(f"after abort: unexpected errors {bad[:2]} or wrong bytes {wrong[:2]}")
+    else:
+        failed = [o for o in outs if o and not (o.get("ok") and o["value"].startswith(f"round {i} file a"))]
+        if box["refused"] or eng.ent_errors or failed:
+            problems.append(f"refused {box['refused']}, REGISTER error CQEs {eng.ent_errors[:4]}, "
+                            f"clients {failed[:2]}")
+        if not problems:
+            problems += _served_by_own_ring(ctx, srv, nq)
+    return problems
 
 
 def _served_by_own_ring(ctx: Ctx, srv: Served, nq: int) -> list[str]:

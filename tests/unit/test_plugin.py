@@ -161,3 +161,52 @@ def test_two_workers_over_unit_tests_leave_no_run_folder(pytester, tmp_path):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "2")
     result.assert_outcomes(passed=2)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_worker_that_dies_leaves_its_test_in_the_summary(pytester, tmp_path):
+    pytester.makepyfile(test_crash='''
+import os
+
+
+def test_a(run_dir):
+    pass
+
+
+def test_b(run_dir):
+    os._exit(1)
+
+
+def test_c(run_dir):
+    pass
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1")
+    result.assert_outcomes(passed=2, failed=1)
+    (run,) = tmp_path.iterdir()
+    cases = {c["nodeid"].split("::")[-1]: c["verdict"] for c in json.loads((run / "summary.json").read_text())["cases"]}
+    assert cases == {"test_a": "PASS", "test_b": "ERROR", "test_c": "PASS"}
+
+
+def test_a_worker_without_a_guest_stops_cleanly(pytester, tmp_path):
+    pytester.makepyfile(test_noguest='''
+import pytest
+from harness.plugin_xdist import stop_session
+
+
+@pytest.fixture(scope="session")
+def guest(request):
+    stop_session(request, "fuse-harness: VM did not come up", 3)
+
+
+def test_a(run_dir, guest):
+    pass
+
+
+def test_b(run_dir, guest):
+    pass
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1")
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out and "VM did not come up" in out
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert [c["verdict"] for c in summary["cases"]][:1] == ["ERROR"]
