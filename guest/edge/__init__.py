@@ -135,7 +135,7 @@ SCENARIOS = {
     "owner-exits": Scenario("owner", "owner_exits", tuple(
         f"{v}_{s}" for v in OWNER_VARIANTS for s in OWNER_STEPS), 120, "T6: ring owner exits"),
     "teardown-load": Scenario("load", "teardown_load", (
-        *(f"{m}_under_load" for m in LOAD_METHODS), "killed_clients_depth_1"), 240,
+        *(f"{m}_under_load" for m in LOAD_METHODS), "no_ecanceled_to_clients", "killed_clients_depth_1"), 240,
         "T8: teardown under load"),
     "register-burst": Scenario("burst", "register_burst", ("served_after_burst", "abort_during_burst"), 240,
                                "T8: first REGISTERs from one thread per queue at once"),
