@@ -145,13 +145,15 @@ class Vm:
             raise VmError(f"VM did not come up: {outcome.value}: {why} ({exc.message})",
                           hint=f"console log: {self.console_path}") from None
         # sshd answers before the boot is over (udev may still be settling, ~/.bashrc is not
-        # hidden yet): end udev's part (STOP_UDEV), then wait for KEEPALIVE's line, so the
-        # first test does not pay for the boot
+        # hidden yet): end udev's part (STOP_UDEV) and wait for KEEPALIVE's line, so the first
+        # test does not pay for the boot. Both go in every try: on a busy debug guest opening a
+        # channel can time out, and a lone STOP_UDEV that failed would never be retried.
+        ready = f"dmesg | grep -q '{READY}'"
         if os.environ.get("FUSE_HARNESS_GUEST_UDEV", "0") != "1":
-            self.guest.run(STOP_UDEV, timeout=30 * self.settings.time_scale)
+            ready = f"{STOP_UDEV}; {ready}"
         deadline = start + self.settings.boot_timeout * self.settings.time_scale
         while self.running():
-            if self.guest.run(f"dmesg | grep -q '{READY}'", timeout=60).ok:
+            if self.guest.run(ready, timeout=60).ok:
                 break
             if time.monotonic() > deadline:
                 log.warning("vm: SSH is up but %r never reached the kernel log; going on", READY)
