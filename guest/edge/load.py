@@ -77,10 +77,11 @@ def _round(ctx: Ctx, args, i: int, method: str, canceled: list[str]) -> str | No
     minor = M.minor_of(mnt)
     clients = [Client(ctx, f"r{i}c{c}", lambda c=c: _io_loop(f"{mnt}/f{c}"), cpu=c % (os.cpu_count() or 1))
                for c in range(4)]
-    if srv is not None:  # load first: until 8 requests are answered (a debug kernel is slow)
+    # load first: 0.6 s (every client has opened its file: an open after umount -l would miss
+    # the mount), then on until 8 requests are answered (a debug kernel is slow)
+    _serve(srv, 0.6 * time_scale())
+    if srv is not None:
         srv.pump(min(5.0 * time_scale(), ctx.left()), lambda: len(srv.engine.answered) >= LOADED)
-    else:
-        time.sleep(0.6 * time_scale())
     busy = len(srv.engine.answered) if srv else -1
     try:
         if method == "abort":

@@ -48,9 +48,10 @@ KMEMLEAK_SCAN = (f"{{ [ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/deb
 
 #: udev in the guest coldplugs devices no test uses (devtmpfs makes the device nodes, and the
 #: harness talks over SSH, not vng's virtio-serial ports), yet virtme-ng-init waits for it to
-#: settle before it starts the guest's script: measured here, 16 s of a 25 s TCG boot of the
-#: default kernel, and on a debug kernel settle's full 300 s timeout (udevd was too busy to
-#: answer settle's ping, or `udevadm control --exit`). Once SSH answers, udevd and its workers
+#: settle before it starts the guest's script. Measured here: on the default kernel udev runs
+#: 16 s of a 25 s TCG boot but ends about when DHCP does (which SSH needs anyway); on a debug
+#: kernel settle waited its full 300 s timeout (udevd was too busy to answer settle's ping,
+#: or `udevadm control --exit`). Once SSH answers, udevd and its workers
 #: are killed: settle's wait for the ping's answer ends with the socket, and the script starts.
 #: FUSE_HARNESS_GUEST_UDEV=1 keeps udev running.
 STOP_UDEV = "pkill -KILL 'systemd-udevd|udev-worker'; rm -f /run/udev/queue; true"
