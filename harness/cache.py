@@ -71,14 +71,24 @@ def exclusive(name: str, what: str) -> Iterator[None]:
     sessions, or xdist workers) never prepare a source or build a kernel at the same time; the
     second waits, says so, then finds the first one's result cached."""
     path = cache_root() / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = lock_file(path, wait=False)
+    if fd is None:
+        logging.getLogger("harness").info("%s: waiting for another fuse-harness process (%s)", what, path)
+        fd = lock_file(path, wait=True)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logging.getLogger("harness").info("%s: waiting for another fuse-harness process (%s)", what, path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def lock_file(path: Path, wait: bool) -> int | None:
+    """An exclusive flock on path (created with its folder): the open fd that holds it (close
+    it to release), or None when another process holds it and wait is False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

@@ -123,7 +123,6 @@ def prepare_controller(cfg: pytest.Config, build: bool) -> None:
     `build`, first check the input (bad input stops before a run folder exists), then build
     the kernel once."""
     from harness.kernel import preflight
-    from harness.plugin_xdist import built
 
     profile = _profile_name(cfg)
     if not build:
@@ -135,7 +134,6 @@ def prepare_controller(cfg: pytest.Config, build: bool) -> None:
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
     _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
-    built(cfg)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

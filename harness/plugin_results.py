@@ -181,7 +181,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         worker_output(cfg, cfg.stash[META].data, durations)
         return
     run_dir = cfg.stash[RUN_DIR]
-    if distributing(cfg) and unused(cfg):  # -n N over unit tests only: no run to record
+    if distributing(cfg) and unused(cfg, cfg.stash[META].data):  # -n N over unit tests only: no run to record
         shutil.rmtree(run_dir, ignore_errors=True)
         del cfg.stash[RUN_DIR]
         return

@@ -28,7 +28,6 @@ CASE_PROPERTY = "fuse_harness_case"
 RUN_DIR_KEY = "fuse_harness_run_dir"
 OUTPUT_KEY = "fuse_harness"
 _WORKERS = pytest.StashKey[dict[str, dict[str, Any]]]()
-_BUILT = pytest.StashKey[bool]()
 
 
 def worker_id(config: pytest.Config) -> str | None:
@@ -110,15 +109,11 @@ def worker_output(config: pytest.Config, meta: dict[str, Any], durations: dict[s
     config.workeroutput[OUTPUT_KEY] = json.dumps({"meta": meta, "durations": durations}, default=str)
 
 
-def unused(config: pytest.Config) -> bool:
-    """In the controller at session end: True when no worker used the run folder (a run of
-    unit tests only), so the folder can go."""
-    return not config.stash.get(_WORKERS, {}) and not config.stash.get(_BUILT, False)
-
-
-def built(config: pytest.Config) -> None:
-    """The controller built the kernel into the run folder's record: keep the folder."""
-    config.stash[_BUILT] = True
+def unused(config: pytest.Config, meta: dict[str, Any]) -> bool:
+    """In the controller at session end: True when neither a worker used the run folder nor
+    the controller built a kernel into its record (meta: metadata.json's data), i.e. a run of
+    unit tests only, so the folder can go."""
+    return not config.stash.get(_WORKERS, {}) and not meta.get("kernel")
 
 
 def merge_workers(config: pytest.Config, meta: dict[str, Any], durations: dict[str, float]) -> None:

@@ -12,7 +12,6 @@ its whole session, so two runs never share a guest: the second boots its own.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.cache import cache_root, write_json_atomic
+from harness.cache import cache_root, lock_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +97,8 @@ class Claim:
 
     def acquire(self) -> bool:
         """True when no other session holds this build's kept guest."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(str(self.path.with_suffix(".lock")), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
+        self.fd = lock_file(self.path.with_suffix(".lock"), wait=False)
+        return self.fd is not None
 
     def release(self) -> None:
         if self.fd is not None:
