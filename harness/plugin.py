@@ -208,7 +208,7 @@ def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path
                        series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"))
     except HarnessError as exc:
         cfg.stash[META].update(status="ERROR", error=str(exc))
-        stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code, cfg)
+        stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
     cfg.stash[META].update(kernel=k.describe())
     return k
@@ -249,7 +249,8 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         pytestconfig.stash[META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
-                                        "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1)})
+                                        "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1),
+                                        "ssh_seconds": round(machine.ssh_seconds, 1)})
     values = _rerun_values(pytestconfig)
     build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
     write_reproducer(run_dir, [
@@ -320,11 +321,9 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
     path = run_dir / "dmesg" / f"{name}.log"
     text = ""
-    # one round trip: (a kmemleak scan on the debug profile,) the marker, the log
-    end = machine.mark(f"END {item.nodeid}", then_dmesg=True)
-    if end is not None and machine.last_dmesg is not None:
-        full = machine.last_dmesg
-        text = dmesg.slice_between(full, start, end) if start else full
+    end = machine.end_mark(f"END {item.nodeid}")
+    if end is not None:
+        text = dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
     else:
         # The guest died or hangs: the console holds the kernel log up to its end.
         console = machine.console()
@@ -335,7 +334,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         _restart(item, machine, "restart failed")
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
-    stuck = machine.stuck if end is not None else []
+    stuck = end.stuck if end is not None else []
     findings = [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
         dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
     item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings

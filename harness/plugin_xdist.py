@@ -48,14 +48,13 @@ def distributing(config: pytest.Config) -> bool:
     return worker_id(config) is None and config.pluginmanager.getplugin("dsession") is not None
 
 
-def stop_session(request: pytest.FixtureRequest | None, message: str, returncode: int,
-                 config: pytest.Config | None = None) -> NoReturn:
+def stop_session(request: pytest.FixtureRequest | None, message: str, returncode: int) -> NoReturn:
     """End the session for an infrastructure error (no kernel, no guest): pytest.exit, except
     in an xdist worker, where an exit would be an INTERNALERROR in the controller. There the
     worker stops after this test, which fails with the message (the controller prints it,
-    and metadata.json gets it as "error")."""
-    config = config or (request.config if request is not None else None)
-    if request is None or config is None or worker_id(config) is None:
+    and metadata.json gets it as "error"). request is None outside a fixture (the controller's
+    own build): always pytest.exit."""
+    if request is None or worker_id(request.config) is None:
         pytest.exit(message, returncode=returncode)
     request.session.shouldstop = message
     pytest.fail(message, pytrace=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -68,6 +69,16 @@ STUCK_TASKS = ("d() { ps -eo stat=,pid=,wchan:40=,args= | "
                '[ -z "$(d)" ] || { sleep 2; d; }')
 
 
+@dataclasses.dataclass(frozen=True)
+class EndMark:
+    """What Vm.end_mark() brings back: the marker as written, the kernel log after it (str),
+    and the user tasks left in D state (ps lines)."""
+
+    marker: str
+    dmesg: str
+    stuck: list[str]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,12 +94,10 @@ class Vm:
         """label: names this guest's logs when several share run_dir (an xdist worker id:
         console-gw0-1.log). runner_repo: a checkout the guest sees (the host's root is its root) whose guest/
         is started as the resident runner after each boot (None: every command via the shell).
-        kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (mark(then_dmesg=True) scans first)."""
+        kmemleak: the kernel has CONFIG_DEBUG_KMEMLEAK (end_mark() scans first)."""
         self.runner_repo = runner_repo
         self.label = f"{label}-" if label else ""
         self.kmemleak = kmemleak
-        self.last_dmesg: str | None = None
-        self.stuck: list[str] = []  # D-state user tasks seen by the last mark(then_dmesg=True)
         self.image = image
         self.settings = settings
         self.accel = accel
@@ -100,6 +109,7 @@ class Vm:
         self.console_path: Path | None = None
         self.command: list[str] = []
         self.boot_seconds = 0.0
+        self.ssh_seconds = 0.0  # of boot_seconds: until sshd answered (the rest: udev, the guest's script)
         self.boot_crashed = False
         self.kept = False  # a guest left running for later runs (harness.vm.kept): stop() keeps it
         self.on_boot = None  # callable(vm) after every boot that came up (a kept guest: record it)
@@ -145,6 +155,8 @@ class Vm:
             self.kill()
             raise VmError(f"VM did not come up: {outcome.value}: {why} ({exc.message})",
                           hint=f"console log: {self.console_path}") from None
+        self.ssh_seconds = time.monotonic() - start
+        log.info("vm: sshd answers after %.1fs; waiting for the end of the boot", self.ssh_seconds)
         # sshd answers before the boot is over (udev may still be settling, ~/.bashrc is not
         # hidden yet): end udev's part (STOP_UDEV) and wait for KEEPALIVE's line, so the first
         # test does not pay for the boot. Both go in every try: on a busy debug guest opening a
@@ -154,8 +166,11 @@ class Vm:
             ready = f"{STOP_UDEV}; {ready}"
         deadline = start + self.settings.boot_timeout * self.settings.time_scale
         while self.running():
-            if self.guest.run(ready, timeout=60).ok:
+            result = self.guest.run(ready, timeout=60)
+            if result.ok:
                 break
+            log.debug("vm: not ready at %.1fs (%s)", time.monotonic() - start,
+                      "timed out" if result.timed_out else f"rc {result.rc}")
             if time.monotonic() > deadline:
                 log.warning("vm: SSH is up but %r never reached the kernel log; going on", READY)
                 break
@@ -250,35 +265,43 @@ class Vm:
             raise VmError("the VM is not running")
         return self.guest.run(cmd, timeout=(timeout or self.settings.exec_timeout) * self.settings.time_scale)
 
-    def mark(self, text: str, rearm_warn_once: bool = False, then_dmesg: bool = False) -> str | None:
+    def mark(self, text: str, rearm_warn_once: bool = False) -> str | None:
         """Write a unique marker line into the guest's kernel log; return it, or None when the
-        guest is gone (so no separate liveness check is needed). With then_dmesg the same
-        command prints the whole kernel log after the marker (self.last_dmesg), and None also
-        means that log did not come; self.stuck then lists the user tasks left in D state.
+        guest is gone (so no separate liveness check is needed).
 
         rearm_warn_once also resets every WARN_ONCE/pr_*_once flag (debugfs
         clear_warn_once), so a once-per-boot warning is reported to each test that
         reaches it, not only to the first one."""
         if not self.running() or self.guest is None:
             return None
-        marker = f"fuse-harness-mark {uuid.uuid4().hex[:12]} {text}"
-        safe = marker.replace("'", "")
+        marker = self._marker(text)
         rearm = f"{REARM_WARN_ONCE}; " if rearm_warn_once else ""
-        # a kmemleak scan first, so what it reports lands before the marker (debug profile)
-        scan = f"{KMEMLEAK_SCAN}; " if then_dmesg and self.kmemleak else ""
-        tail = f" && dmesg && echo {STUCK_SEP} && {STUCK_TASKS}" if then_dmesg else ""
-        result = self.run(f"{rearm}{scan}echo '{safe}' > /dev/kmsg{tail}",
-                          timeout=120 if scan else 30 if then_dmesg else 20)
-        self.last_dmesg, self.stuck = None, []
-        if then_dmesg and result.ok:
-            log_text, _, stuck = result.stdout.partition(f"\n{STUCK_SEP}\n")
-            self.last_dmesg = log_text + "\n"
-            self.stuck = [ln.strip() for ln in stuck.splitlines() if ln.strip()]
-        if result.lost or not self.running() or (then_dmesg and self.last_dmesg is None):
+        result = self.run(f"{rearm}echo '{marker}' > /dev/kmsg", timeout=20)
+        if result.lost or not self.running():
             return None
         # a slow guest (a debug kernel right after boot) may finish the echo after the command
         # timed out: keep the marker; a slice from a marker that never arrived is empty
-        return safe
+        return marker
+
+    def end_mark(self, text: str) -> EndMark | None:
+        """The closing marker of a test, in one round trip: (a kmemleak scan first on a kernel
+        with CONFIG_DEBUG_KMEMLEAK, so what it reports lands before the marker,) the marker, the
+        whole kernel log after it, and the user tasks left in D state in FUSE or io_uring.
+        None when the guest is gone or that log did not come."""
+        if not self.running() or self.guest is None:
+            return None
+        marker = self._marker(text)
+        scan = f"{KMEMLEAK_SCAN}; " if self.kmemleak else ""
+        result = self.run(f"{scan}echo '{marker}' > /dev/kmsg && dmesg && echo {STUCK_SEP} && {STUCK_TASKS}",
+                          timeout=120 if scan else 30)
+        if result.lost or not result.ok or not self.running():
+            return None
+        log_text, _, stuck = result.stdout.partition(f"\n{STUCK_SEP}\n")
+        return EndMark(marker, log_text + "\n", [ln.strip() for ln in stuck.splitlines() if ln.strip()])
+
+    @staticmethod
+    def _marker(text: str) -> str:
+        return f"fuse-harness-mark {uuid.uuid4().hex[:12]} {text}".replace("'", "")
 
     def dmesg(self, timeout: float = 30.0) -> str | None:
         """The guest's whole kernel log, or None if the guest cannot be reached."""

@@ -1,9 +1,9 @@
-"""`fuse-harness bisect` finds the canary in a short history on the 7.3 source.
+"""`fuse-harness bisect` finds the canary in a 14-commit history on the 7.3 source.
 
 The plain 7.3 tree is indexed into a private scratch repository under the cache (like a
-series base), then harmless commits are made on top with the canary
-`patches/canary/add-bufpool-flags` in the middle. The bisection runs the ADD_BUFPOOL flags
-test in nested pytest runs and must name the canary commit. Paths are stable, so a rerun
+series base), then 14 commits (a posted series' size) are made on top: harmless edits, and
+the canary `patches/canary/add-bufpool-flags` as the 9th. The bisection runs the ADD_BUFPOOL
+flags test in nested pytest runs and must name the canary commit. Paths are stable, so a rerun
 reuses the history, the private clone and the pinned build folder (incremental builds).
 """
 
@@ -23,14 +23,21 @@ NODE = "tests/vm/test_edge_commands.py::test_add_bufpool_rejects_flags"
 CANARY = REPO / "patches" / "canary" / "add-bufpool-flags" / "0001-add-bufpool-flags.patch"
 AUTHOR = {"GIT_AUTHOR_NAME": "fuse-harness", "GIT_AUTHOR_EMAIL": "fuse-harness@localhost",
           "GIT_AUTHOR_DATE": "2000-01-02T00:00:00+0000"}
-#: (file, subject) of the harmless commits; None marks where the canary goes.
-EDITS = (
-    ("Documentation/filesystems/fuse/fuse-io-uring.rst", "doc: fuse-io-uring: self-test note 1"),
-    ("fs/fuse/dir.c", "fuse: dir: self-test comment 2"),
-    None,
-    ("fs/fuse/file.c", "fuse: file: self-test comment 3"),
-    ("Documentation/filesystems/fuse/fuse-io-uring.rst", "doc: fuse-io-uring: self-test note 4"),
-)
+#: The files the harmless commits append a comment to, in turn (docs rebuild nothing; the
+#: canary's own file, fs/fuse/dev_uring.c, is left alone so it applies as posted).
+TOUCHED = ("Documentation/filesystems/fuse/fuse-io-uring.rst", "fs/fuse/dir.c", "fs/fuse/file.c",
+           "fs/fuse/inode.c", "fs/fuse/dev.c")
+#: A history of a posted series' size: 14 commits, the canary the 9th (git bisect then takes
+#: 4 steps); (file, subject) of each harmless commit, None where the canary goes.
+CANARY_AT = 9
+
+
+def _edit(n: int) -> tuple[str, str]:
+    rel = TOUCHED[n % len(TOUCHED)]
+    return rel, f"{'doc' if rel.endswith('.rst') else 'fuse'}: {Path(rel).stem}: self-test note {n}"
+
+
+EDITS = tuple(None if n == CANARY_AT else _edit(n) for n in range(1, 15))
 
 
 def _subjects(tree: Path, base: str) -> list[str]:
@@ -68,7 +75,8 @@ def make_history(kernel_tree: Path, source_id: str) -> tuple[Path, str, str, str
 
 @pytest.mark.slow
 def test_bisect_names_the_canary(kernel, run_dir, record_property):
-    """A bisection over 5 commits names the canary commit; its wall time is printed."""
+    """A bisection over 14 commits names the canary commit; its wall time and each step's
+    seconds are printed and recorded (bisect_seconds, bisect_steps)."""
     from harness.bisect import Bisection
 
     if kernel.target.kernel_version != "7.3" or kernel.series:
@@ -80,6 +88,7 @@ def test_bisect_names_the_canary(kernel, run_dir, record_property):
                        results=run_dir / "bisect").run()
     took = time.monotonic() - start
     record_property("bisect_seconds", round(took, 1))
+    record_property("bisect_steps", [round(s["seconds"], 1) for s in result["steps"]])
     steps = ", ".join(f"{s['commit'][:12]}={s['verdict']} ({s['seconds']:.0f}s)" for s in result["steps"])
     print(f"bisect of {node}: {len(result['steps'])} steps in {fmt_duration(took)}: {steps}")
     assert (result.get("first_bad") or {}).get("commit") == canary, result
