@@ -9,7 +9,9 @@ folder. The verdict of each test travels back in its report (a `fuse_harness_cas
 property) and the worker's kernel/VM metadata and phase times in `workeroutput`; the
 controller alone writes summary.json, results.ktap, junit.xml, metadata.json and the reports.
 Loaded by harness.plugin (`pytest_plugins`); every xdist hook is optional, so the plugin also
-loads where pytest-xdist is absent.
+loads where pytest-xdist is absent. harness.plugin imports it before pytest loads it as a
+plugin, so it opts out of assertion rewriting (it has no asserts to rewrite), which also keeps
+pytest's "already imported" warning out of every run: PYTEST_DONT_REWRITE.
 """
 
 from __future__ import annotations
