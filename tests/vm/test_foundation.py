@@ -126,8 +126,8 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
     inner = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--target", target.name, "--profile", profile,
         "--results-dir", str(run_dir / "nested"), "-v",
-        # three boots (the first, after the crash, after the oops): ~25 s each here, ~8 min
-        # each on a debug kernel under TCG, whose profile scales every timeout
+        # four boots (the first, after the WARNING, after the crash, after the oops): ~25 s
+        # each here, 4-8 min each on a debug kernel under TCG, whose profile scales timeouts
         timeout=900 * vm.settings.time_scale,
     )
     out = inner.stdout.str()
