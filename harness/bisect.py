@@ -8,7 +8,9 @@ touched. Every step builds in ONE build folder per (tree, target, profile), so a
 change in fs/fuse is an incremental make. Each step runs exactly the given pytest node N times
 in a subprocess (a results folder per repetition): bad if any repetition fails, good only if
 all pass, skip (git bisect's exit 125) when the kernel does not build, the guest does not
-boot or the test errors. The end: first bad commit, bisect.json, bisect.log, reproduce.sh.
+boot or the test errors. The repetitions of a step share one guest: the first boots it and
+keeps it (harness.vm.kept), the next adopt it; FUSE_HARNESS_KEPT_VM=0 boots one per repetition.
+The end: first bad commit, bisect.json, bisect.log, reproduce.sh.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from harness import config
 from harness.cache import INTREE_PREFIX, cache_dir, new_run_dir, safe_name, write_json_atomic
 from harness.errors import HarnessError, InfraError, MissingTool, UserError
 from harness.log import fmt_duration
+from harness.vm import kept
+from harness.vm.kept import KEPT_VM_ENV
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +234,8 @@ class Bisection:
             step.seconds = time.monotonic() - start
             return step
         env = dict(os.environ, **{BUILD_DIR_ENV: str(build_dir)})
+        if env.get(KEPT_VM_ENV, "1") != "0":  # the first repetition's boot serves the next ones
+            env[KEPT_VM_ENV] = "keep"
         for rep in range(1, self.repeat + 1):
             rep_dir = run_dir / "steps" / f"{number:02d}-{commit[:12]}-r{rep}"
             rep_dir.mkdir(parents=True, exist_ok=True)
@@ -280,6 +286,8 @@ class Bisection:
             try:
                 result.update(self._loop(worktree, build_dir, run_dir, good, bad, result))
             finally:
+                if kept.stop_build(build_dir):
+                    log.info("bisect: stopped the guest the last step's repetitions shared")
                 (run_dir / "bisect.log").write_text(_git("bisect", "log", cwd=worktree, check=False).stdout)
                 _git("bisect", "reset", "--quiet", cwd=worktree, check=False)
                 first = (result.get("first_bad") or {}).get("commit")

@@ -7,6 +7,8 @@ the terminal sees progress lines and, on failure, the failing file and the log's
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -161,7 +163,39 @@ def _objects_of_previous_builds() -> int:
     return best or 2900
 
 
+#: The defconfig `make defconfig` starts from on x86_64 (arch/x86/Makefile's KBUILD_DEFCONFIG).
+DEFCONFIG = Path("arch/x86/configs/x86_64_defconfig")
+
+
+def _sha(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def config_inputs(tree: Path, fragments: list[Path]) -> str:
+    """A digest of what kconfig.configure() starts from: the tree's defconfig and the fragments."""
+    h = hashlib.sha256(_sha(tree / DEFCONFIG).encode())
+    for f in fragments:
+        h.update(f"{f.name}:{_sha(f)}".encode())
+    return h.hexdigest()
+
+
+def config_current(dotconfig: Path, stamp: dict, inputs: str) -> bool:
+    """Whether the .config a previous build of this folder configured can be built again as is:
+    same defconfig and fragments, .config untouched since. Kconfig changes of the tree need no
+    configure: make's syncconfig applies them (like olddefconfig), and verify() runs after make."""
+    return bool(stamp.get("config_sha")) and stamp.get("config_inputs") == inputs \
+        and _sha(dotconfig) == stamp["config_sha"]
+
+
 def kernel_release(tree: Path, build_dir: Path) -> str:
+    """The built kernel's release (include/config/kernel.release, else `make kernelrelease`)."""
+    with contextlib.suppress(OSError):
+        release = (build_dir / "include" / "config" / "kernel.release").read_text().strip()
+        if release:
+            return release
     out = subprocess.run(
         ["make", "-s", f"O={build_dir}", "kernelrelease"], cwd=tree, capture_output=True, text=True
     ).stdout.strip()
@@ -222,15 +256,22 @@ def build(
     stamp.unlink(missing_ok=True)
     build_dir.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
-    log.info("build: configuring in %s (log: %s)", build_dir, logfile)
-    kconfig.configure(tree, build_dir, fragments, ["make", f"O={build_dir}"], logfile)
+    inputs = config_inputs(tree, fragments)
+    if config_current(build_dir / ".config", info, inputs):
+        log.info("build: .config as configured last time (same defconfig and fragments) in %s (log: %s)",
+                 build_dir, logfile)
+    else:
+        log.info("build: configuring in %s (log: %s)", build_dir, logfile)
+        kconfig.configure(tree, build_dir, fragments, ["make", f"O={build_dir}"], logfile)
     expected = max(len(list(build_dir.rglob("*.o"))), _objects_of_previous_builds(), 100)
     log.info("build: make bzImage (cold ~15 min on 2 cores; with a warm ccache ~1 min)")
     objects = run_make(tree, build_dir, logfile, ["bzImage"], expected)
+    kconfig.verify(tree, build_dir / ".config", fragments)  # Kbuild's syncconfig may have changed it
     release = kernel_release(tree, build_dir)
     took = time.monotonic() - start
     write_json_atomic(stamp, {
-        "key": key, "objects": len(list(build_dir.rglob("*.o"))),
+        "key": key, "objects": len(list(build_dir.rglob("*.o"))), "config_inputs": inputs,
+        "config_sha": _sha(build_dir / ".config"),
         "seconds": round(took, 1), "kernel_release": release, "tree": str(tree),
         "fragments": [str(f) for f in fragments], **(metadata or {}),
     })

@@ -150,6 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["-n", str(args.jobs)]
     if not args.slow:
         argv += ["-m", "not slow"]
+    if args.keep_vm:
+        from harness.vm.kept import KEPT_VM_ENV
+
+        os.environ[KEPT_VM_ENV] = "keep"
     os.chdir(config.REPO)
     return int(pytest.main(argv + args.pytest_args))
 
@@ -194,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow", action="store_true", help="also run tests marked slow (bisect self-test, bench smoke)")
     p.add_argument("-n", "--jobs", type=_jobs, default=0,
                    help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest")
+    p.add_argument("--keep-vm", action="store_true",
+                   help="leave the guest running for the next run of this kernel build (it adopts it while the "
+                        "image is unchanged; a rebuild replaces it); `fuse-harness vm down` stops it")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import build, source
-from harness.cache import exclusive
+from harness.cache import exclusive, safe_name
 from harness.config import Target
 from harness.log import Phases
 
@@ -40,6 +41,10 @@ class Kernel:
 
             promised += [t for t in parse_series(self.series).promises if t not in promised]
         return tuple(promised)
+
+    def has_config(self, option: str) -> bool:
+        """Whether the built .config sets CONFIG_<option> to y or m."""
+        return re.search(rf"^CONFIG_{option}=[ym]", self.built.config.read_text(), re.M) is not None
 
     @property
     def image(self) -> Path:
@@ -92,8 +97,9 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     """Prepare the source, apply the series (if any) and build; cached at every step.
 
     `build_dir` (else $FUSE_HARNESS_BUILD_DIR) pins one build folder for every source state,
-    so successive commits of a tree build incrementally (bisect). There, a clean git tree's
-    identity is exact, so an unchanged key is reused without running make.
+    so successive commits of a tree build incrementally (bisect); a user's tree (path:) gets
+    one such folder of its own. There, a clean git tree's identity is exact, so an unchanged
+    key is reused without running make; any other state runs make (incremental).
     """
     phases = phases or Phases()
     if not series_override:
@@ -121,6 +127,10 @@ def _obtain(target: Target, profile: str, phases: Phases, source_override: str |
             tree, series_identity = series_mod.apply_for_target(tree, identity, series_ref)
     key = build.build_key(identity, series_identity, fragments)
     label = f"{target.name}-{profile}"
+    if build_dir is None and src.mutable and series_ref is None:
+        # A user's tree: one build folder per tree and config, whatever its HEAD or edits, so
+        # the run after an edit or a commit is an incremental make, not a new folder.
+        build_dir = build.place(tree, safe_name(f"{label}-{build.build_key(f'path:{tree}', None, fragments)}"))
     with phases.measure("build"):
         mutable = src.mutable and series_ref is None and not (build_dir and identity.endswith("+clean"))
         built = build.build(tree, label, key, fragments, mutable=mutable, build_dir=build_dir,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shlex
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,8 @@ PHASES = pytest.StashKey[Phases]()
 FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
 DMESG_FILE = pytest.StashKey[str]()
 VM_OUTCOME = pytest.StashKey[str]()
+#: Seconds the plugin spent in the guest around one test: BEGIN, END marker with the kernel log.
+HARNESS_SECONDS = pytest.StashKey[float]()
 #: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
 TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
 SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
@@ -236,7 +238,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
     accel = choose_accel(settings.accel)
     from harness.plugin_xdist import worker_id
 
-    kmemleak = kconfig_has(kernel, "DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
+    kmemleak = kernel.has_config("DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
                  label=worker_id(pytestconfig) or "", kmemleak=kmemleak)
     phases = pytestconfig.stash[PHASES]
@@ -296,7 +298,7 @@ def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
             pytest.skip(f"target {tgt.name} (and its series) does not promise transport {name}")
     if options:
         k = request.getfixturevalue("kernel")
-        missing = [o for o in options if not kconfig_has(k, o)]
+        missing = [o for o in options if not k.has_config(o)]
         if missing:
             pytest.skip(f"kernel built without CONFIG_{', CONFIG_'.join(missing)} (try --profile debug)")
 
@@ -310,7 +312,9 @@ def pytest_runtest_call(item: pytest.Item):
         outcome = yield
         _judge(item, outcome)
         return
+    began = time.monotonic()
     start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True)  # None: the guest is gone
+    item.stash[HARNESS_SECONDS] = time.monotonic() - began
     outcome = yield
     _collect_dmesg(item, machine, start)
     _judge(item, outcome)
@@ -321,7 +325,9 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
     path = run_dir / "dmesg" / f"{name}.log"
     text = ""
+    began = time.monotonic()
     end = machine.end_mark(f"END {item.nodeid}")
+    item.stash[HARNESS_SECONDS] = item.stash.get(HARNESS_SECONDS, 0.0) + time.monotonic() - began
     if end is not None:
         text = dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
     else:
@@ -388,11 +394,3 @@ def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
             "source": _opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
             "series": _opt(cfg, "series", env="FUSE_HARNESS_SERIES"), "accel": _opt(cfg, "accel")}
 
-
-def transport_promised(target: hcfg.Target, name: str) -> bool:
-    return name in target.promises
-
-
-def kconfig_has(kernel, option: str) -> bool:
-    text = kernel.built.config.read_text()
-    return re.search(rf"^CONFIG_{option}=[ym]", text, re.M) is not None

@@ -19,6 +19,7 @@ from harness.plugin import (
     CASES,
     DMESG_FILE,
     FINDINGS,
+    HARNESS_SECONDS,
     INTERMITTENT,
     ITEMS,
     KNOWN_CASES,
@@ -138,6 +139,7 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> CaseResult:
         dmesg_file=item.stash.get(DMESG_FILE, None),
         vm_outcome=item.stash.get(VM_OUTCOME, None),
         subtests=item.stash.get(SUBTESTS, []),
+        harness_seconds=round(item.stash.get(HARNESS_SECONDS, 0.0), 2),
     )
     item.config.stash[CASES].append(case)
     if case.verdict in (Verdict.FAIL, Verdict.XFAIL, Verdict.TIMEOUT, Verdict.ERROR, Verdict.XPASS):

@@ -294,3 +294,15 @@ def bench_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
 def has_per_cpu(rows: list[dict[str, Any]]) -> bool:
     """True when bench_rows has ratios per host CPU (the run recorded the host's load)."""
     return any(v is not None for r in rows for v in r["cpu_vs"].values())
+
+
+def harness_overhead(cases: list[dict[str, Any]]) -> str:
+    """'harness per VM test: mean X s, max Y s (name)' over the cases that have the figure
+    (summary.json's harness_seconds), '' when none has."""
+    timed = [c for c in cases if float(c.get("harness_seconds") or 0) > 0]
+    if not timed:
+        return ""
+    top = max(timed, key=lambda c: float(c["harness_seconds"]))
+    mean = sum(float(c["harness_seconds"]) for c in timed) / len(timed)
+    return (f"harness per VM test: mean {mean:.2f}s, max {float(top['harness_seconds']):.2f}s "
+            f"({top['nodeid'].split('::', 1)[-1]})")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.bench import hostload
-from harness.report.data import Run, baselines, bench_rows, has_per_cpu
+from harness.report.data import Run, baselines, bench_rows, harness_overhead, has_per_cpu
 from harness.report.markup import badge, e, secs
 from harness.report.style import COLOURS
 
@@ -46,12 +46,18 @@ def timings(run: Run) -> str:
     phases = {k: v for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))}
     chips = "".join(f"<span class='chip'>{e(k)} {e(secs(v))}</span>" for k, v in phases.items())
     chips += f"<span class='chip'>tests {e(secs(total))} ({len(run.cases)})</span>"
+    overhead = harness_overhead(run.cases)
+    if overhead:
+        chips += f"<span class='chip'>{e(overhead)}</span>"
     rows = "".join(
         f"<tr><td class='mono'>{e(c['nodeid'])}</td><td class='num'>{e(secs(c.get('seconds') or 0))}</td>"
+        f"<td class='num'>{e(secs(c.get('harness_seconds') or 0))}</td>"
         f"<td class='num'>{100 * float(c.get('seconds') or 0) / total:.1f}%</td></tr>"
         for c in sorted(run.cases, key=lambda c: -float(c.get("seconds") or 0))[:SLOWEST])
     return (f'<h2 id="time">Where the time went</h2><p>{chips}</p><table><tr><th>slowest tests</th>'
-            f'<th class="num">time</th><th class="num">share</th></tr>{rows}</table>')
+            f'<th class="num">time</th><th class="num" title="markers and kernel log around the test">harness</th>'
+            f'<th class="num">share</th></tr>{rows}</table>')
+
 
 
 def _items(title: str, items: list[Any], cls: str = "") -> str:

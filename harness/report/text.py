@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench import hostload
-from harness.report.data import BAD, Run, baselines, bench_rows, load
+from harness.report.data import BAD, Run, baselines, bench_rows, harness_overhead, load
 
 WIDTH = 80
 
@@ -63,7 +63,9 @@ def _time(run: Run) -> str:
     if not run.cases:
         return ""
     phases = [f"{k} {v:.0f}s" for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))]
-    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s"])
+    overhead = harness_overhead(run.cases)
+    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s",
+                      *([overhead] if overhead else [])])
 
 
 def _source(k: dict[str, Any]) -> str:

@@ -28,6 +28,8 @@ class CaseResult:
     dmesg_file: str | None = None
     vm_outcome: str | None = None
     subtests: list[dict[str, str]] = field(default_factory=list)
+    #: seconds of `seconds` the harness spent in the guest around the test (markers, kernel log)
+    harness_seconds: float = 0.0
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -189,28 +189,50 @@ def _up(args) -> int:  # noqa: ANN001
         claim.release()
 
 
+#: $FUSE_HARNESS_KEPT_VM: "1" (default) adopt a kept guest of this build, "0" never, "keep"
+#: adopt one or else keep the session's own boot for the next session (`fuse-harness bisect`
+#: sets it, so a step's second repetition runs on the guest its first one booted).
+KEPT_VM_ENV = "FUSE_HARNESS_KEPT_VM"
+
+
 def session_claim(machine, image: Path, release: str, accel: str) -> Claim | None:  # noqa: ANN001
     """For a test session about to boot `machine`: adopt the kept guest of this kernel build
     (`fuse-harness vm up`) when it booted this very image; when the image was rebuilt since (or
     the guest does not answer), stop it and let the session's own boot be kept instead.
+    With $FUSE_HARNESS_KEPT_VM=keep and no kept guest, the session's own boot is kept too.
     Returns the session's claim (release it at the end), None when no kept guest is in play
     (none, FUSE_HARNESS_KEPT_VM=0, or another session holds it)."""
-    if os.environ.get("FUSE_HARNESS_KEPT_VM", "1") == "0":
+    mode = os.environ.get(KEPT_VM_ENV, "1")
+    if mode == "0":
         return None
     claim = Claim(image)
-    if not claim.path.exists() or not claim.acquire():
+    if not (claim.path.exists() or mode == "keep") or not claim.acquire():
         return None
     state, same = claim.state()
-    if state is None:
+    if state is None and mode != "keep":
         claim.release()
         return None
     machine.on_boot = record(image, release, accel)
-    if same and machine.adopt(state):
+    if state is not None and same and machine.adopt(state):
         log.info("vm: reusing the kept guest (pid %s, ssh port %s, up since %s)", state["pid"], state["port"],
                  state["since"])
         return claim
-    log.info("vm: the kept guest %s; booting and keeping a new one",
-             "runs an older build of this kernel" if not same else "does not answer")
-    stop(state, claim.path)
+    if state is not None:
+        log.info("vm: the kept guest %s; booting and keeping a new one",
+                 "runs an older build of this kernel" if not same else "does not answer")
+        stop(state, claim.path)
     machine.keep()
     return claim
+
+
+def stop_build(build_dir: Path) -> bool:
+    """Stop the kept guest of one kernel build folder, if any (True when one was running)."""
+    from harness.build import IMAGE
+
+    path = state_path(build_dir / IMAGE)
+    state = read(path) if path.exists() else None
+    if state is not None:
+        stop(state, path)
+    else:
+        path.unlink(missing_ok=True)
+    return state is not None

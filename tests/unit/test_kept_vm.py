@@ -76,3 +76,19 @@ def test_dead_guest_is_stale(image, tmp_path):
     assert kept.read(kept.state_path(image)) is None
     assert kept.session_claim(FakeVm(True), image, "7.3.4", "tcg") is None
     assert [s for _, s in kept.all_states()] == [None]
+
+
+def test_keep_mode_keeps_the_first_boot_and_the_next_session_adopts_it(image, sleeper, tmp_path, monkeypatch):
+    monkeypatch.setenv(kept.KEPT_VM_ENV, "keep")
+    first = FakeVm(True)
+    claim = kept.session_claim(first, image, "7.3.4", "tcg")
+    assert claim is not None and first.kept and first.adopted is None and first.on_boot is not None
+    kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")  # what first.on_boot records after its boot
+    claim.release()
+    second = FakeVm(True)
+    claim = kept.session_claim(second, image, "7.3.4", "tcg")
+    assert claim is not None and second.adopted["pid"] == sleeper.pid and not second.kept
+    claim.release()
+    build = image.parents[3]
+    assert kept.stop_build(build) and sleeper.wait(timeout=10) != 0
+    assert not kept.state_path(image).exists() and not kept.stop_build(build)

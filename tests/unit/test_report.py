@@ -54,7 +54,8 @@ def make_run(base: Path, *, bench: bool = True, extras: bool = True, failing: bo
     (run / "dmesg" / "test_read_4k.log").write_text("[ 1.0] fuse: init\n")
     cases = [
         {"nodeid": "tests/vm/test_bufpool.py::test_read_4k[bufpool]", "verdict": "PASS", "seconds": 1.25,
-         "reason": "", "findings": [], "dmesg_file": "dmesg/test_read_4k.log", "vm_outcome": None,
+         "harness_seconds": 0.4, "reason": "", "findings": [], "dmesg_file": "dmesg/test_read_4k.log",
+         "vm_outcome": None,
          "subtests": [{"name": "bufpool.read_4k", "verdict": "PASS", "reason": ""},
                       {"name": "bufpool.read_1m", "verdict": "SKIP", "reason": "no huge pages"}]},
         {"nodeid": "tests/vm/test_zero_copy.py::test_splice[zero-copy]", "verdict": "SKIP", "seconds": 0.01,
@@ -64,7 +65,7 @@ def make_run(base: Path, *, bench: bool = True, extras: bool = True, failing: bo
     if failing:
         cases.insert(1, {
             "nodeid": "tests/vm/test_bufpool.py::test_teardown_under_load[bufpool-registered-with-a-long-id]",
-            "verdict": "FAIL", "seconds": 12.5, "reason": "guest server crashed " + HOSTILE,
+            "verdict": "FAIL", "seconds": 12.5, "harness_seconds": 1.5, "reason": "guest server crashed " + HOSTILE,
             "findings": [{"kind": "KASAN", "line": "BUG: KASAN: slab-use-after-free in fuse_uring_req_end+0x2a/0x90",
                           "fingerprint": "KASAN:fuse_uring_req_end"}],
             "dmesg_file": "dmesg/test_teardown.log", "vm_outcome": None,
@@ -279,3 +280,16 @@ def test_html_says_where_the_time_went(tmp_path: Path, known: Path) -> None:
     slowest = max(run.cases, key=lambda c: float(c.get("seconds") or 0))
     assert html.index(slowest["nodeid"]) < min(html.index(c["nodeid"]) for c in run.cases if c is not slowest)
     assert "%</td>" in html
+
+
+def test_harness_overhead_is_named_in_both_reports(tmp_path: Path, known: Path) -> None:
+    from harness.report.data import harness_overhead, load
+    from harness.report.sections import timings
+
+    folder = make_run(tmp_path)
+    run = load(folder, known)
+    line = "harness per VM test: mean 0.95s, max 1.50s (test_teardown_under_load[bufpool-registered-with-a-long-id])"
+    assert harness_overhead(run.cases) == line
+    assert line in " ".join(render_text(folder, known).split()) and "<td class='num'>1.5s</td>" in timings(run)
+    assert harness_overhead([{"nodeid": "a::b", "seconds": 1.0}]) == ""
+

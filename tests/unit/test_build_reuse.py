@@ -1,0 +1,77 @@
+"""Incremental builds: which build folder a tree gets, and when configure can be skipped."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import build, config, kernel
+
+
+def _tree(path: Path) -> Path:
+    (path / "include" / "uapi" / "linux").mkdir(parents=True)
+    (path / "include" / "uapi" / "linux" / "fuse.h").write_text("#define FUSE_KERNEL_MINOR_VERSION 45\n")
+    (path / build.DEFCONFIG).parent.mkdir(parents=True)
+    (path / build.DEFCONFIG).write_text("CONFIG_64BIT=y\n")
+    for name in ("Makefile", "Kconfig"):
+        (path / name).write_text("# not a real kernel\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True)
+    return path
+
+
+def test_a_user_tree_keeps_one_build_folder_across_edits_and_commits(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(kernel.BUILD_DIR_ENV, raising=False)
+    tree = _tree(tmp_path / "linux")
+    seen = []
+
+    def fake_build(tree, label, key, fragments, mutable=False, metadata=None, build_dir=None):
+        seen.append((key, build_dir, mutable))
+        return build.Built(key, build_dir, build_dir / build.IMAGE, build_dir / ".config", build_dir / "log",
+                           False, 1.0, "7.3.4")
+
+    monkeypatch.setattr(build, "build", fake_build)
+    target = config.load_target("v7.3")
+    spec = f"path:{tree}"
+    kernel.obtain(target, source_override=spec)                     # clean
+    (tree / "Makefile").write_text("# edited\n")
+    kernel.obtain(target, source_override=spec)                     # edited
+    subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "e"],
+                   check=True)
+    kernel.obtain(target, source_override=spec)                     # a new HEAD, clean
+    keys, folders, mutable = zip(*seen, strict=True)
+    assert len(set(keys)) == 3 and len(set(folders)) == 1          # one folder, three source states
+    assert mutable == (False, True, False)                          # clean: reuse on an equal key, else make
+    assert folders[0].parent == tmp_path / "cache" / "builds"       # never inside the user's tree
+
+
+def test_configure_is_skipped_only_while_defconfig_fragments_and_config_are_unchanged(tmp_path):
+    tree = _tree(tmp_path / "linux")
+    frag = tmp_path / "base.config"
+    frag.write_text("CONFIG_FUSE_FS=y\n")
+    dotconfig = tmp_path / "build" / ".config"
+    dotconfig.parent.mkdir()
+    dotconfig.write_text("CONFIG_FUSE_FS=y\n")
+    inputs = build.config_inputs(tree, [frag])
+    stamp = {"config_inputs": inputs, "config_sha": build._sha(dotconfig)}
+    assert build.config_current(dotconfig, stamp, inputs)
+    assert not build.config_current(dotconfig, {}, inputs)                         # no previous build
+    frag.write_text("CONFIG_FUSE_FS=y\nCONFIG_KASAN=y\n")
+    assert build.config_inputs(tree, [frag]) != inputs                             # a fragment changed
+    frag.write_text("CONFIG_FUSE_FS=y\n")
+    (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\nCONFIG_SMP=y\n")
+    assert build.config_inputs(tree, [frag]) != inputs                             # the defconfig changed
+    (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\n")
+    dotconfig.write_text("CONFIG_FUSE_FS=m\n")
+    assert not build.config_current(dotconfig, stamp, inputs)                      # .config edited since
+
+
+@pytest.mark.parametrize("written", ["7.3.4-g1234\n", ""])
+def test_kernel_release_from_kbuild_file(tmp_path, monkeypatch, written):
+    (tmp_path / "include" / "config").mkdir(parents=True)
+    (tmp_path / "include" / "config" / "kernel.release").write_text(written)
+    monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "7.3.4-make\n"))
+    assert build.kernel_release(tmp_path, tmp_path) == ("7.3.4-g1234" if written else "7.3.4-make")
