@@ -30,7 +30,18 @@ from guest.fuse import proto as P
 MAX_BG = 4
 DELAY = 0.02  # s the server sits on each READ
 STALL = 2.0  # s (x the time scale) without a READ to answer while the client waits
-BODY = bytes((i * 31 + (i >> 12)) & 0xFF for i in range(8 << 20))
+
+
+def page_pattern(size: int) -> bytes:
+    """size bytes where byte i is (i * 31 + i // 4096) & 0xFF: every 4 KiB page differs, so a
+    page served at the wrong offset shows in the digest. Built page by page with
+    bytes.translate (a per-byte generator over 8 MiB took ~25 s under TCG at import)."""
+    base = bytes((j * 31) & 0xFF for j in range(256)) * 16  # one page; 4096 * 31 is 0 mod 256
+    pages = (base.translate(bytes((x + k) & 0xFF for x in range(256))) for k in range(-(-size // 4096)))
+    return b"".join(pages)[:size]
+
+
+BODY = page_pattern(8 << 20)
 
 
 def _sequential(path: str) -> str:

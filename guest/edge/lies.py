@@ -23,7 +23,7 @@ from guest.edge.served import Served
 from guest.fuse import proto as P
 
 BODY = bytes(range(256)) * 64  # 16 KiB
-BIG = bytes((i * 7) & 0xFF for i in range(256 * 1024))
+BIG = bytes((i * 7) & 0xFF for i in range(256)) * 1024  # 256 KiB, byte i = (i * 7) & 0xFF
 #: Errors a client may get for a reply the kernel refuses.
 CLEAN = (errno.EIO, errno.EINVAL, errno.EFAULT, errno.ERANGE, errno.E2BIG, errno.EPROTO)
 
