@@ -59,7 +59,6 @@ def timings(run: Run) -> str:
             f'<th class="num">share</th></tr>{rows}</table>')
 
 
-
 def _items(title: str, items: list[Any], cls: str = "") -> str:
     """A list of dicts as a table (columns = union of keys), or of strings as a list."""
     if not items:
