@@ -9,7 +9,8 @@ change in fs/fuse is an incremental make. Each step runs exactly the given pytes
 in a subprocess (a results folder per repetition): bad if any repetition fails, good only if
 all pass, skip (git bisect's exit 125) when the kernel does not build, the guest does not
 boot or the test errors. The repetitions of a step share one guest: the first boots it and
-keeps it (harness.vm.kept), the next adopt it; FUSE_HARNESS_KEPT_VM=0 boots one per repetition.
+keeps it (harness.vm.kept), the next adopt it, and it is stopped before the next step's build;
+FUSE_HARNESS_KEPT_VM=0 boots one per repetition.
 The end: first bad commit, bisect.json, bisect.log, reproduce.sh.
 """
 
@@ -252,6 +253,7 @@ class Bisection:
             log.info("bisect: step %d: %s run %d/%d: %s", number, commit[:12], rep, self.repeat, verdict or "no result")
             if rep_verdict(verdict) == BAD:
                 break  # one failure decides the step
+        kept.stop_build(build_dir)  # not idling through the next step's build
         step.verdict = classify(step.tests)
         step.seconds = time.monotonic() - start
         return step
@@ -286,8 +288,7 @@ class Bisection:
             try:
                 result.update(self._loop(worktree, build_dir, run_dir, good, bad, result))
             finally:
-                if kept.stop_build(build_dir):
-                    log.info("bisect: stopped the guest the last step's repetitions shared")
+                kept.stop_build(build_dir)  # a step interrupted halfway
                 (run_dir / "bisect.log").write_text(_git("bisect", "log", cwd=worktree, check=False).stdout)
                 _git("bisect", "reset", "--quiet", cwd=worktree, check=False)
                 first = (result.get("first_bad") or {}).get("commit")

@@ -31,6 +31,10 @@ STAMP = "fuse-harness-build.json"
 #: Bumped when the way we configure or build changes, so old build dirs are not reused.
 RECIPE = 2
 IMAGE = Path("arch/x86/boot/bzImage")
+#: In a build folder: what its .config was configured from (build.config_current).
+CONFIG_RECORD = "fuse-harness-config.json"
+#: In a build folder: `make headers` ran after the last build (ensure_headers).
+HEADERS_STAMP = ".fuse-harness-headers"
 
 
 @dataclass(frozen=True)
@@ -175,19 +179,26 @@ def _sha(path: Path) -> str:
 
 
 def config_inputs(tree: Path, fragments: list[Path]) -> str:
-    """A digest of what kconfig.configure() starts from: the tree's defconfig and the fragments."""
-    h = hashlib.sha256(_sha(tree / DEFCONFIG).encode())
+    """A digest of everything kconfig.configure() reads: the tree's defconfig and every Kconfig*
+    file (a changed default changes the result), the fragments and the compiler (Kconfig asks
+    it). Reading them takes well under a second on a kernel tree."""
+    h = hashlib.sha256(f"{compiler_version()}\n{_sha(tree / DEFCONFIG)}\n".encode())
     for f in fragments:
-        h.update(f"{f.name}:{_sha(f)}".encode())
+        h.update(f"{f.name}:{_sha(f)}\n".encode())
+    for top, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, build folders
+        for name in sorted(files):
+            if name.startswith("Kconfig"):
+                path = Path(top, name)
+                h.update(f"{path.relative_to(tree)}:{_sha(path)}\n".encode())
     return h.hexdigest()
 
 
-def config_current(dotconfig: Path, stamp: dict, inputs: str) -> bool:
-    """Whether the .config a previous build of this folder configured can be built again as is:
-    same defconfig and fragments, .config untouched since. Kconfig changes of the tree need no
-    configure: make's syncconfig applies them (like olddefconfig), and verify() runs after make."""
-    return bool(stamp.get("config_sha")) and stamp.get("config_inputs") == inputs \
-        and _sha(dotconfig) == stamp["config_sha"]
+def config_current(dotconfig: Path, record: dict, inputs: str) -> bool:
+    """Whether the .config configure() made in this folder is what it would make again: the
+    same inputs (config_inputs) and .config untouched since (record: CONFIG_RECORD's content)."""
+    return bool(record.get("config_sha")) and record.get("config_inputs") == inputs \
+        and _sha(dotconfig) == record["config_sha"]
 
 
 def kernel_release(tree: Path, build_dir: Path) -> str:
@@ -257,21 +268,25 @@ def build(
     build_dir.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
     inputs = config_inputs(tree, fragments)
-    if config_current(build_dir / ".config", info, inputs):
-        log.info("build: .config as configured last time (same defconfig and fragments) in %s (log: %s)",
-                 build_dir, logfile)
+    record = build_dir / CONFIG_RECORD
+    if config_current(build_dir / ".config", _stamp(record), inputs):
+        log.info("build: .config as configured last time (same defconfig, Kconfig files, fragments and "
+                 "compiler) in %s (log: %s)", build_dir, logfile)
     else:
         log.info("build: configuring in %s (log: %s)", build_dir, logfile)
+        record.unlink(missing_ok=True)
         kconfig.configure(tree, build_dir, fragments, ["make", f"O={build_dir}"], logfile)
+        # kept apart from the stamp, which goes while make runs: a compile error does not
+        # cost the next run its configure skip
+        write_json_atomic(record, {"config_inputs": inputs, "config_sha": _sha(build_dir / ".config")})
     expected = max(len(list(build_dir.rglob("*.o"))), _objects_of_previous_builds(), 100)
     log.info("build: make bzImage (cold ~15 min on 2 cores; with a warm ccache ~1 min)")
+    (build_dir / HEADERS_STAMP).unlink(missing_ok=True)  # the uapi headers may change with the tree
     objects = run_make(tree, build_dir, logfile, ["bzImage"], expected)
-    kconfig.verify(tree, build_dir / ".config", fragments)  # Kbuild's syncconfig may have changed it
     release = kernel_release(tree, build_dir)
     took = time.monotonic() - start
     write_json_atomic(stamp, {
-        "key": key, "objects": len(list(build_dir.rglob("*.o"))), "config_inputs": inputs,
-        "config_sha": _sha(build_dir / ".config"),
+        "key": key, "objects": len(list(build_dir.rglob("*.o"))),
         "seconds": round(took, 1), "kernel_release": release, "tree": str(tree),
         "fragments": [str(f) for f in fragments], **(metadata or {}),
     })
@@ -282,7 +297,7 @@ def build(
 def ensure_headers(tree: Path, build_dir: Path) -> Path:
     """The kernel's exported uapi headers (`make headers`) in build_dir/usr/include."""
     include = build_dir / "usr" / "include"
-    stamp = build_dir / ".fuse-harness-headers"
+    stamp = build_dir / HEADERS_STAMP
     if stamp.exists() and (include / "linux" / "fuse.h").exists():
         return include
     logfile = build_dir / "headers.log"

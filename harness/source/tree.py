@@ -20,9 +20,15 @@ class TreeSource:
         self.path = Path(value).expanduser().resolve()
 
     def check(self) -> None:
+        """Before anything starts: the folder exists and looks like a kernel tree."""
+        hint = "pass path:DIR of a Linux source tree (a folder with the top-level Makefile)"
+        if not self.path.exists():
+            raise SourceError(f"kernel tree {self.path} does not exist", hint=hint)
         if not self.path.is_dir():
-            raise SourceError(f"kernel tree {self.path} does not exist",
-                              hint="pass path:DIR of a Linux source tree (a folder with the top-level Makefile)")
+            raise SourceError(f"kernel tree {self.path} is not a folder", hint=hint)
+        if not (self.path / "Makefile").is_file() or not (self.path / "Kconfig").is_file():
+            raise SourceError(f"{self.path} does not look like a kernel source tree (no Makefile/Kconfig)",
+                              hint=hint)
 
     def prepare(self) -> Path:
         self.check()

@@ -52,13 +52,25 @@ def alive(pid: int) -> bool:
         return True
 
 
+def is_guest(pid: int) -> bool:
+    """Whether pid is alive and still a virtme-ng/QEMU process (not a reused pid: the kept
+    guest's group is killed as root, so an unrelated process must never pass)."""
+    if not alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(word in cmdline for word in (b"qemu", b"vng", b"virtme"))
+
+
 def read(path: Path) -> dict[str, Any] | None:
     """A state file's content, None when unreadable or its QEMU is gone."""
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and alive(int(state.get("pid", 0))) else None
+    return state if isinstance(state, dict) and is_guest(int(state.get("pid", 0))) else None
 
 
 def save(image: Path, pid: int, port: int, console: Path | None, accel: str, release: str) -> Path:
@@ -115,9 +127,11 @@ class Claim:
 
 
 def record(image: Path, release: str, accel: str):  # noqa: ANN201
-    """An on_boot callback for Vm: save the guest that just came up as this build's kept one."""
+    """An on_boot callback for Vm: keep the guest that just came up and save it as this build's
+    kept one. Only then: a boot interrupted before (Ctrl-C, an error) is killed at exit as any."""
     def on_boot(vm) -> None:  # noqa: ANN001
         assert vm.proc is not None and vm.guest is not None
+        vm.keep()
         save(image, vm.proc.pid, vm.guest.port, vm.console_path, accel, release)
     return on_boot
 
@@ -175,7 +189,6 @@ def _up(args) -> int:  # noqa: ANN001
         results = Path(args.results_dir)
         run_dir = new_run_dir(results, f"vm-{k.target.name}")
         vm = Vm(k.image, settings, accel, run_dir, rwdirs=(results.resolve(),), runner_repo=config.REPO)
-        vm.keep()
         vm.on_boot = record(k.image, k.built.kernel_release, accel.kind)
         vm.start()
         assert vm.guest is not None
@@ -221,8 +234,7 @@ def session_claim(machine, image: Path, release: str, accel: str) -> Claim | Non
         log.info("vm: the kept guest %s; booting and keeping a new one",
                  "runs an older build of this kernel" if not same else "does not answer")
         stop(state, claim.path)
-    machine.keep()
-    return claim
+    return claim  # the boot to come is kept by on_boot once it is up
 
 
 def stop_build(build_dir: Path) -> bool:

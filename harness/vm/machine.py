@@ -142,8 +142,9 @@ class Vm:
         with self.console_path.open("wb") as err, stdout_path.open("wb") as out:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          env=vng_env(), start_new_session=True)
-        if not self.kept:
-            atexit.register(self.kill)  # never leave a QEMU behind, whatever ends this process
+        # never leave a QEMU behind, whatever ends this process; keep() (a kept guest, once it
+        # is up) takes this back
+        atexit.register(self.kill)
         self.guest = Guest(port)
         try:
             self.guest.connect(start + self.settings.boot_timeout * self.settings.time_scale,

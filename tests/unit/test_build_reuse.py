@@ -48,7 +48,7 @@ def test_a_user_tree_keeps_one_build_folder_across_edits_and_commits(tmp_path, m
     assert folders[0].parent == tmp_path / "cache" / "builds"       # never inside the user's tree
 
 
-def test_configure_is_skipped_only_while_defconfig_fragments_and_config_are_unchanged(tmp_path):
+def test_configure_is_skipped_only_while_its_inputs_and_config_are_unchanged(tmp_path):
     tree = _tree(tmp_path / "linux")
     frag = tmp_path / "base.config"
     frag.write_text("CONFIG_FUSE_FS=y\n")
@@ -65,6 +65,13 @@ def test_configure_is_skipped_only_while_defconfig_fragments_and_config_are_unch
     (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\nCONFIG_SMP=y\n")
     assert build.config_inputs(tree, [frag]) != inputs                             # the defconfig changed
     (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\n")
+    (tree / "fs" / "fuse").mkdir(parents=True)
+    (tree / "fs" / "fuse" / "Kconfig").write_text("config FUSE_IO_URING\n\tdefault y\n")
+    assert build.config_inputs(tree, [frag]) != inputs                             # a Kconfig file changed
+    (tree / "fs" / "fuse" / "Kconfig").unlink()
+    (tree / ".fh-build-x").mkdir()
+    (tree / ".fh-build-x" / "Kconfig").write_text("ignored\n")
+    assert build.config_inputs(tree, [frag]) == inputs                             # build folders are not read
     dotconfig.write_text("CONFIG_FUSE_FS=m\n")
     assert not build.config_current(dotconfig, stamp, inputs)                      # .config edited since
 
@@ -75,3 +82,36 @@ def test_kernel_release_from_kbuild_file(tmp_path, monkeypatch, written):
     (tmp_path / "include" / "config" / "kernel.release").write_text(written)
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "7.3.4-make\n"))
     assert build.kernel_release(tmp_path, tmp_path) == ("7.3.4-g1234" if written else "7.3.4-make")
+
+
+def test_a_failed_make_keeps_the_configure_skip_and_a_build_drops_the_headers(tmp_path, monkeypatch):
+    from harness import kconfig
+    from harness.errors import BuildError
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path / "cache"))
+    tree, out = _tree(tmp_path / "linux"), tmp_path / "out"
+    configured, fail = [], [True]
+
+    def configure(tree, build_dir, fragments, make, logfile):
+        configured.append(1)
+        (build_dir / ".config").write_text("CONFIG_FUSE_FS=y\n")
+
+    def run_make(tree, build_dir, logfile, targets, expected):
+        if fail[0]:
+            raise BuildError("kernel build failed: fs/fuse/dev_uring.c:9: error: expected expression")
+        (build_dir / build.IMAGE).parent.mkdir(parents=True, exist_ok=True)
+        (build_dir / build.IMAGE).write_bytes(b"bzImage")
+        return 3
+
+    monkeypatch.setattr(build, "check_tools", lambda: None)
+    monkeypatch.setattr(kconfig, "configure", configure)
+    monkeypatch.setattr(kconfig, "verify", lambda *a: None)
+    monkeypatch.setattr(build, "run_make", run_make)
+    monkeypatch.setattr(build, "kernel_release", lambda *a: "7.3.4")
+    with pytest.raises(BuildError):
+        build.build(tree, "v7.3-default", "k1", [], mutable=True, build_dir=out)
+    fail[0] = False
+    (out / build.HEADERS_STAMP).touch()
+    built = build.build(tree, "v7.3-default", "k2", [], mutable=True, build_dir=out)
+    assert configured == [1] and built.image.exists()        # configured once, across the failure
+    assert not (out / build.HEADERS_STAMP).exists()           # `make headers` again for the new tree

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,7 +24,12 @@ def image(tmp_path, monkeypatch):
 
 @pytest.fixture
 def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    # argv[0] as a QEMU's: kept.read only trusts a pid whose command line is a guest's
+    proc = subprocess.Popen(["qemu-system-x86_64", "-c", "import time; time.sleep(60)"], executable=sys.executable,
+                            start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not kept.is_guest(proc.pid) and time.monotonic() < deadline:  # until it has exec'd
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
@@ -31,6 +38,12 @@ def sleeper():
 class FakeVm:
     def __init__(self, answers: bool) -> None:
         self.answers, self.adopted, self.kept, self.on_boot = answers, None, False, None
+        self.proc = self.guest = self.console_path = None
+
+    def boot(self, pid: int) -> None:
+        """What Vm._boot does once the guest is up: on_boot (kept.record) keeps and saves it."""
+        self.proc, self.guest = SimpleNamespace(pid=pid), SimpleNamespace(port=2222)
+        self.on_boot(self)
 
     def adopt(self, state):
         self.adopted = state
@@ -56,7 +69,7 @@ def test_rebuilt_image_replaces_the_kept_guest(image, sleeper, tmp_path):
     os.utime(image, ns=(1, 1))
     vm = FakeVm(answers=True)
     claim = kept.session_claim(vm, image, "7.3.4", "tcg")
-    assert claim is not None and vm.adopted is None and vm.kept and vm.on_boot is not None
+    assert claim is not None and vm.adopted is None and not vm.kept and vm.on_boot is not None
     assert sleeper.wait(timeout=10) != 0  # the old guest's process group was killed
     assert not kept.state_path(image).exists()
 
@@ -82,8 +95,10 @@ def test_keep_mode_keeps_the_first_boot_and_the_next_session_adopts_it(image, sl
     monkeypatch.setenv(kept.KEPT_VM_ENV, "keep")
     first = FakeVm(True)
     claim = kept.session_claim(first, image, "7.3.4", "tcg")
-    assert claim is not None and first.kept and first.adopted is None and first.on_boot is not None
-    kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")  # what first.on_boot records after its boot
+    # not kept before it is up: a boot interrupted halfway is killed at exit like any other
+    assert claim is not None and not first.kept and first.adopted is None and first.on_boot is not None
+    first.boot(sleeper.pid)
+    assert first.kept and kept.read(kept.state_path(image))["pid"] == sleeper.pid
     claim.release()
     second = FakeVm(True)
     claim = kept.session_claim(second, image, "7.3.4", "tcg")
@@ -92,3 +107,15 @@ def test_keep_mode_keeps_the_first_boot_and_the_next_session_adopts_it(image, sl
     build = image.parents[3]
     assert kept.stop_build(build) and sleeper.wait(timeout=10) != 0
     assert not kept.state_path(image).exists() and not kept.stop_build(build)
+
+
+def test_a_reused_pid_is_not_taken_for_the_guest(image, tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        kept.save(image, other.pid, 2222, None, "tcg", "7.3.4")  # the guest died; its pid went to `other`
+        assert kept.read(kept.state_path(image)) is None
+        assert not kept.stop_build(image.parents[3])
+        assert other.poll() is None  # never killed
+    finally:
+        other.kill()
+        other.wait()

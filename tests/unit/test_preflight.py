@@ -18,6 +18,8 @@ from harness.kernel import preflight
     (["--series", "dir:/nonexistent-dir"], "no *.patch files"),
     (["--series", "bogus series"], "cannot read series"),
     (["--source", "path:/nonexistent-tree"], "kernel tree /nonexistent-tree does not exist"),
+    (["--source", "path:/etc/hostname"], "kernel tree /etc/hostname is not a folder"),
+    (["--source", "path:/usr"], "/usr does not look like a kernel source tree"),
     (["--source", "tarball:/nonexistent.tar.xz"], "tarball /nonexistent.tar.xz does not exist"),
     (["--source", "debian:linux-7.3"], "bad Debian kernel source package"),
     (["--target", "no-such-target"], "unknown target"),
