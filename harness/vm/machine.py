@@ -158,8 +158,6 @@ class Vm:
                           hint=f"console log: {self.console_path}") from None
         self.ssh_seconds = time.monotonic() - start
         log.info("vm: sshd answers after %.1fs; waiting for the end of the boot", self.ssh_seconds)
-        if self.runner_repo is not None:  # its imports (~5 s under TCG) overlap the boot's end
-            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
         # sshd answers before the boot is over (udev may still be settling, ~/.bashrc is not
         # hidden yet): end udev's part (STOP_UDEV) and wait for KEEPALIVE's line, so the first
         # test does not pay for the boot. Both go in every try: on a busy debug guest opening a
@@ -182,6 +180,8 @@ class Vm:
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
         if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
+        if self.runner_repo is not None:
+            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
         if self.on_boot is not None:
             self.on_boot(self)
 
