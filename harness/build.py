@@ -8,6 +8,7 @@ the terminal sees progress lines and, on failure, the failing file and the log's
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -51,7 +52,9 @@ class Built:
     kernel_release: str
 
 
+@functools.cache
 def compiler_version() -> str:
+    """gcc's first --version line (asked once per process: build keys and config_inputs use it)."""
     out = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"
 

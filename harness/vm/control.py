@@ -165,7 +165,6 @@ class Guest:
         any other is replaced."""
         if os.environ.get("FUSE_HARNESS_RUNNER", "1") == "0":
             return
-        byte_compile(repo)
         stamp = code_stamp(repo)
         self.runner_deadline = time.monotonic() + give_up_after
         self.runner_waited = False
@@ -173,6 +172,7 @@ class Guest:
             return
         if reuse:  # its own command: the pattern must not meet the runner's command line below
             self.run("pkill -f 'guest [r]unner'; true", timeout=20)
+        byte_compile(repo)  # only for a runner that starts: a kept one has its modules loaded
         self.run(f"echo {stamp} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
                  f"nohup {GUEST_PYTHON} -m guest runner --port {RUNNER_PORT} "
                  "> /tmp/fh-runner.log 2>&1 < /dev/null &", timeout=30)

@@ -151,13 +151,7 @@ def cli(args) -> int:  # noqa: ANN001
             print("no kept guest")
         return 0
     if args.action == "down":
-        n = 0
-        for path, state in all_states():
-            if state is not None:
-                stop(state, path)
-                n += 1
-            else:
-                path.unlink(missing_ok=True)
+        n = sum(forget(path) for path, _ in all_states())
         print(f"stopped {n} kept guest(s)")
         return 0
     return _up(args)
@@ -237,14 +231,19 @@ def session_claim(machine, image: Path, release: str, accel: str) -> Claim | Non
     return claim  # the boot to come is kept by on_boot once it is up
 
 
+def forget(path: Path) -> bool:
+    """Stop the kept guest of a state file if it still runs, and remove the file (True when a
+    guest was running)."""
+    state = read(path)
+    if state is None:
+        path.unlink(missing_ok=True)
+        return False
+    stop(state, path)
+    return True
+
+
 def stop_build(build_dir: Path) -> bool:
     """Stop the kept guest of one kernel build folder, if any (True when one was running)."""
     from harness.build import IMAGE
 
-    path = state_path(build_dir / IMAGE)
-    state = read(path) if path.exists() else None
-    if state is not None:
-        stop(state, path)
-    else:
-        path.unlink(missing_ok=True)
-    return state is not None
+    return forget(state_path(build_dir / IMAGE))
