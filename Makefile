@@ -24,7 +24,7 @@ unit: setup
 	$(PY) -m pytest tests/unit
 
 vm: setup
-	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE) -n $(JOBS)
+	$(PY) -m pytest tests/vm --target $(TARGET) --profile $(PROFILE) -m "not slow" -n $(JOBS)
 
 # The house style is what `ruff check` enforces (pyproject.toml: pycodestyle, pyflakes, isort,
 # bugbear, pyupgrade, simplify at 120 columns). No auto-formatter: the wire tables and

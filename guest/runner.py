@@ -1,10 +1,14 @@
 """`python3 -m guest runner`: a resident process that runs `python3 -m guest ...` commands
 without starting Python again.
 
-The host starts one runner per boot. It imports the guest package once (every module a
-command may need: over 9p under TCG that is seconds per command), then listens on a TCP port
-of the guest's loopback; the host reaches it through the SSH connection it already has
-(a direct-tcpip channel), so no process is spawned per command.
+The host starts one runner per boot. It listens at once on a TCP port of the guest's
+loopback; the host reaches it through the SSH connection it already has (a direct-tcpip
+channel), so no process is spawned per command. Between connections it imports the guest
+package, one module at a time at a lower CPU priority (every module a command may need: over
+9p under TCG that is seconds per command), so later commands find them loaded. Imports and
+forks happen in the one thread, never at once: a fork while another thread holds the import
+lock could leave the child stuck. A command that arrives before the imports are done imports
+what it needs itself.
 
 Protocol, per connection: one JSON line `{"argv": [...], "env": {...}, "cwd": "..."}`,
 answered by frames `kind(1 byte) length(4 bytes, big endian) data`: `O` stdout bytes, `E`
@@ -24,6 +28,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 
 #: Modules imported once in the runner, so forked commands find them loaded.
 PRELOAD = ("guest.__main__", "guest.daemon", "guest.probe", "guest.checks.runner",
@@ -31,16 +36,34 @@ PRELOAD = ("guest.__main__", "guest.daemon", "guest.probe", "guest.checks.runner
 FRAME = struct.Struct(">cI")
 
 
-def preload() -> None:
-    """Import every guest module a command may need (the edge scenarios included)."""
+#: Nice value of the runner while it preloads (its command children go back to 0).
+PRELOAD_NICE = 10
+
+
+def preload_steps() -> Iterator[str]:
+    """Import every guest module a command may need (the edge scenarios included), yielding
+    the name of each one done."""
     from guest import edge
 
     for name in PRELOAD + tuple(f"guest.edge.{s.module}" for s in edge.SCENARIOS.values()):
         importlib.import_module(name)
+        yield name
     from guest.transports import base
 
     for name in base.supported():
         base.get(name)
+        yield name
+
+
+def preload() -> None:
+    """All of preload_steps() at once."""
+    for _ in preload_steps():
+        pass
+
+
+def _nice(value: int) -> None:
+    with contextlib.suppress(OSError):  # going back below the current nice needs root
+        os.setpriority(os.PRIO_PROCESS, 0, value)
 
 
 def _send(sock: socket.socket, kind: bytes, data: bytes) -> None:
@@ -118,15 +141,29 @@ def handle(conn: socket.socket) -> None:
 
 
 def serve(port: int) -> int:
-    """Preload, listen on 127.0.0.1:port, fork a handler per connection; never returns."""
-    preload()
+    """Listen on 127.0.0.1:port, fork a handler per connection and preload between
+    connections; never returns."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers reap themselves away
     srv = socket.create_server(("127.0.0.1", port), reuse_port=False)
     print(f"guest runner: listening on 127.0.0.1:{port}", flush=True)
+    steps: Iterator[str] | None = preload_steps()
+    _nice(PRELOAD_NICE)
     while True:
+        if steps is not None and not select.select([srv], [], [], 0)[0]:
+            try:
+                done = next(steps, None) is None
+            except Exception as exc:  # noqa: BLE001 - a command that needs it reports it
+                print(f"guest runner: preload stopped: {exc!r}", file=sys.stderr, flush=True)
+                done = True
+            if done:
+                steps = None
+                _nice(0)
+                print("guest runner: preloaded", flush=True)
+            continue
         conn, _ = srv.accept()
         if os.fork() == 0:
             srv.close()
+            _nice(0)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 handle(conn)

@@ -88,11 +88,12 @@ def make_cmd(build_dir: Path, jobs: int | None = None) -> list[str]:
 
 
 def check_tools() -> None:
-    missing = [t for t in ("make", "gcc", "flex", "bison", "bc", "perl") if not shutil.which(t)]
+    # lz4: kconfigs/trim.config asks for an LZ4-compressed bzImage
+    missing = [t for t in ("make", "gcc", "flex", "bison", "bc", "perl", "lz4") if not shutil.which(t)]
     if missing:
         raise MissingTool(
             f"missing build tools: {', '.join(missing)}",
-            hint="run `make setup` (or: apt-get install -y build-essential flex bison bc libelf-dev libssl-dev)",
+            hint="run `make setup` (or: apt-get install -y build-essential flex bison bc lz4 libelf-dev libssl-dev)",
         )
 
 

@@ -251,8 +251,9 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         pytestconfig.stash[META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
-                                        "command": machine.command, "boot_seconds": round(machine.boot_seconds, 1),
-                                        "ssh_seconds": round(machine.ssh_seconds, 1)})
+                                        "command": machine.command, "adopted": machine.adopted,
+                                        "boot_seconds": None if machine.adopted else round(machine.boot_seconds, 1),
+                                        "ssh_seconds": None if machine.adopted else round(machine.ssh_seconds, 1)})
     values = _rerun_values(pytestconfig)
     build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
     write_reproducer(run_dir, [

@@ -224,7 +224,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                       f"in {k.get('build_seconds')}s)")
     vmi = meta.get("vm", {})
     if vmi:
-        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), boot {vmi.get('boot_seconds')}s")
+        boot = "a kept guest, no boot" if vmi.get("adopted") else f"boot {vmi.get('boot_seconds')}s"
+        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), {boot}")
     for line in summary_lines(config.stash[CASES]):
         tr.write_line(line)
     tr.write_line(f"results: {config.stash[RUN_DIR]} (report.html, report.txt, summary.json, junit.xml, "

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(flex bison libelf-dev libssl-dev bc cpio kmod make gcc libc6-dev perl xz-utils
+PKGS=(flex bison libelf-dev libssl-dev bc cpio kmod make gcc libc6-dev perl xz-utils lz4
       qemu-system-x86 busybox-static ccache udev openssh-server openssh-client
       python3-venv git rsync fio dpkg apt debian-archive-keyring chromium)
 

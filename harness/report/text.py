@@ -84,6 +84,8 @@ def _vm(run: Run) -> str:
     if not vm:
         return ""
     boot = f", boot {vm['boot_seconds']}s" if vm.get("boot_seconds") is not None else ""
+    if vm.get("adopted"):
+        boot = ", a kept guest (no boot)"
     return f"{str(vm.get('accel', '?')).upper()} ({vm.get('accel_reason', '')}){boot}"
 
 

@@ -48,7 +48,9 @@ class TreeSource:
         head = self._git("rev-parse", "HEAD")
         if head is None:
             return f"path:{self.path}"
-        dirty = self._git("status", "--porcelain", "--untracked-files=no") or ""
+        # the content of the uncommitted changes to tracked files, so two different edits of
+        # the same files get two identities (untracked files are not part of it)
+        dirty = self._git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color") or ""
         digest = hashlib.sha256(dirty.encode()).hexdigest()[:8] if dirty.strip() else "clean"
         return f"path:{self.path}@{head.strip()}+{digest}"
 

@@ -76,8 +76,8 @@ class CommandResult:
         return self.rc == 0
 
 
-#: Seconds a `python3 -m guest` command waits for a runner that is still starting (under TCG
-#: its imports take about as long as one command through the shell).
+#: Seconds a `python3 -m guest` command waits for a runner that is still starting (it listens
+#: once Python and guest/runner.py are loaded: about a second under TCG, more on a debug kernel).
 RUNNER_WAIT = 45.0
 #: Where the guest keeps the code stamp of the runner it started.
 RUNNER_STAMP = "/tmp/fh-runner.stamp"
@@ -112,6 +112,19 @@ def byte_compile(repo: Path) -> bool:
     if proc.returncode != 0:
         log.debug("guest code not byte-compiled: %s", (proc.stdout + proc.stderr).strip()[-300:])
     return proc.returncode == 0
+
+
+def runner_enabled() -> bool:
+    """Whether commands go to the resident guest runner (FUSE_HARNESS_RUNNER=0: never)."""
+    return os.environ.get("FUSE_HARNESS_RUNNER", "1") != "0"
+
+
+def runner_command(repo: Path) -> str:
+    """The guest shell command that starts the runner of this checkout in the background and
+    writes its code stamp to RUNNER_STAMP (from the boot script, or over SSH)."""
+    return (f"echo {code_stamp(repo)} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
+            f"nohup {GUEST_PYTHON} -m guest runner --port {RUNNER_PORT} "
+            "> /tmp/fh-runner.log 2>&1 < /dev/null &")
 
 
 class Guest:
@@ -158,12 +171,12 @@ class Guest:
 
     def start_runner(self, repo: Path, give_up_after: float, reuse: bool = False) -> None:
         """Start the resident guest runner (guest/runner.py) in the background, unless
-        FUSE_HARNESS_RUNNER=0. Commands go through the shell until it answers (it listens only
-        once its imports are done: seconds under TCG, minutes on a debug kernel); if it has not
-        answered give_up_after seconds from now, the shell keeps them. reuse (a kept guest): a
+        FUSE_HARNESS_RUNNER=0. Commands go through the shell until it answers (it listens as
+        soon as it has started and imports the rest between commands); if it has not answered
+        give_up_after seconds from now, the shell keeps them. reuse (a kept guest): a
         runner already started from this checkout's unchanged guest code (code_stamp) is kept,
         any other is replaced."""
-        if os.environ.get("FUSE_HARNESS_RUNNER", "1") == "0":
+        if not runner_enabled():
             return
         stamp = code_stamp(repo)
         self.runner_deadline = time.monotonic() + give_up_after
@@ -173,9 +186,7 @@ class Guest:
         if reuse:  # its own command: the pattern must not meet the runner's command line below
             self.run("pkill -f 'guest [r]unner'; true", timeout=20)
         byte_compile(repo)  # only for a runner that starts: a kept one has its modules loaded
-        self.run(f"echo {stamp} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
-                 f"nohup {GUEST_PYTHON} -m guest runner --port {RUNNER_PORT} "
-                 "> /tmp/fh-runner.log 2>&1 < /dev/null &", timeout=30)
+        self.run(runner_command(repo), timeout=30)
 
     def run(self, cmd: str, timeout: float = 300.0, stdin: str | None = None) -> CommandResult:
         """Run cmd in the guest's shell (or, for a `python3 -m guest` command while the runner is
@@ -232,11 +243,10 @@ class Guest:
                              time.monotonic() - start, timed_out, lost)
 
     def _wait_for_runner(self, cmd: str, req: dict, timeout: float) -> CommandResult | None:
-        """The runner is still importing: the first command waits for it up to RUNNER_WAIT s
-        rather than run in the shell, which costs as much (Python and the package over 9p) and
+        """The runner is still starting: the first command waits for it up to RUNNER_WAIT s
+        rather than run in the shell, which costs more (Python and the package over 9p) and
         slows the runner's own start on a 2-vCPU guest; every later command then takes the fast
-        path. Past that (a debug kernel imports for minutes) commands use the shell until the
-        runner answers, as before."""
+        path. Past that, commands use the shell until the runner answers, as before."""
         until = min(self.runner_deadline, time.monotonic() + RUNNER_WAIT)
         while time.monotonic() < until:
             time.sleep(0.5)

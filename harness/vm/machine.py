@@ -20,18 +20,22 @@ from harness.errors import VmError
 from harness.vm import kept
 from harness.vm.boot import Accel, vng_command, vng_env
 from harness.vm.console import Outcome, classify
-from harness.vm.control import CommandResult, Guest
+from harness.vm.control import CommandResult, Guest, byte_compile, runner_command, runner_enabled
 
 log = logging.getLogger(__name__)
 
-#: Runs as the guest's --exec: hide ~/.bashrc (pyenv init makes every SSH command 6 s
-#: slower), say we are up, then stay alive until powered off.
 READY = "fuse-harness: guest ready"
-KEEPALIVE = (
-    'mount --bind /dev/null "$HOME/.bashrc" 2>/dev/null; '
-    f"echo {READY} > /dev/kmsg; "
-    "exec sleep 2147483647"
-)
+
+
+def keepalive(runner: str | None = None) -> str:
+    """The guest's --exec script: hide ~/.bashrc (pyenv init makes every SSH command 6 s
+    slower), start the guest runner (`runner`, a background command: it then loads while the
+    host's SSH session comes up, ~5 s under TCG), say we are up, then stay alive until
+    powered off."""
+    start = f"({runner}); " if runner else ""
+    return (f'mount --bind /dev/null "$HOME/.bashrc" 2>/dev/null; {start}'
+            f"echo {READY} > /dev/kmsg; exec sleep 2147483647")
+
 
 #: Re-arm WARN_ONCE & co. (needs CONFIG_DEBUG_FS; silently nothing without it).
 REARM_WARN_ONCE = (
@@ -112,6 +116,7 @@ class Vm:
         self.ssh_seconds = 0.0  # of boot_seconds: until sshd answered (the rest: udev, the guest's script)
         self.boot_crashed = False
         self.kept = False  # a guest left running for later runs (harness.vm.kept): stop() keeps it
+        self.adopted = False  # this run took over a kept guest: it did not boot one
         self.on_boot = None  # callable(vm) after every boot that came up (a kept guest: record it)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -132,7 +137,11 @@ class Vm:
     def _boot(self) -> None:
         self.boots += 1
         port = free_port()
-        self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=KEEPALIVE,
+        runner = None
+        if self.runner_repo is not None and runner_enabled():
+            byte_compile(self.runner_repo)
+            runner = runner_command(self.runner_repo)
+        self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=keepalive(runner),
                                    rwdirs=self.rwdirs, ssh_port=port)
         self.console_path = self.run_dir / f"console-{self.label}{self.boots}.log"
         stdout_path = self.run_dir / f"vng-stdout-{self.label}{self.boots}.log"
@@ -159,7 +168,7 @@ class Vm:
         self.ssh_seconds = time.monotonic() - start
         log.info("vm: sshd answers after %.1fs; waiting for the end of the boot", self.ssh_seconds)
         # sshd answers before the boot is over (udev may still be settling, ~/.bashrc is not
-        # hidden yet): end udev's part (STOP_UDEV) and wait for KEEPALIVE's line, so the first
+        # hidden yet): end udev's part (STOP_UDEV) and wait for keepalive()'s line, so the first
         # test does not pay for the boot. Both go in every try: on a busy debug guest opening a
         # channel can time out, and a lone STOP_UDEV that failed would never be retried.
         ready = f"dmesg | grep -q '{READY}'"
@@ -180,8 +189,8 @@ class Vm:
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
         if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
-        if self.runner_repo is not None:
-            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale)
+        if self.runner_repo is not None:  # started by the boot script: kept while it is this code's
+            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)
         if self.on_boot is not None:
             self.on_boot(self)
 
@@ -201,7 +210,7 @@ class Vm:
             self.guest.close()
             self.proc, self.guest = None, None
             return False
-        self.kept, self.boot_seconds = True, 0.0
+        self.kept, self.adopted, self.boot_seconds = True, True, 0.0
         self.command = ["(kept guest)", f"pid {state['pid']}", f"ssh port {state['port']}"]
         if self.runner_repo is not None:
             self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)

@@ -115,3 +115,19 @@ def test_a_failed_make_keeps_the_configure_skip_and_a_build_drops_the_headers(tm
     built = build.build(tree, "v7.3-default", "k2", [], mutable=True, build_dir=out)
     assert configured == [1] and built.image.exists()        # configured once, across the failure
     assert not (out / build.HEADERS_STAMP).exists()           # `make headers` again for the new tree
+
+
+def test_a_dirty_tree_is_named_by_the_content_of_its_changes(tmp_path):
+    from harness.source.tree import TreeSource
+
+    tree = _tree(tmp_path / "linux")
+    src = TreeSource(str(tree))
+    clean = src.identity()
+    assert clean.endswith("+clean")
+    (tree / "Makefile").write_text("# edit one\n")
+    one = src.identity()
+    (tree / "Makefile").write_text("# edit two\n")
+    two = src.identity()
+    assert len({clean, one, two}) == 3  # same file changed twice: two identities
+    (tree / "Makefile").write_text("# edit one\n")
+    assert src.identity() == one

@@ -4,6 +4,7 @@ the host's side of it (which commands go to it, how its frames are read)."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -112,3 +113,24 @@ def test_hanging_up_kills_the_command(runner):
         time.sleep(0.1)
     res, _ = ask(runner, {"argv": ["probe", "--help"], "env": {}, "cwd": "/"})
     assert res["rc"] == 0
+
+
+def test_runner_answers_before_its_preload_and_finishes_it():
+    """The runner listens at once: a command sent right away runs (its child imports what it
+    needs), and the runner still reports its preload done afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "guest", "runner", "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in proc.stdout.readline()
+        res, _ = ask(port, {"argv": ["edge", "list"], "env": {}, "cwd": str(REPO)})
+        assert res["rc"] == 0 and "no-sqe128" in res["out"]
+        assert select.select([proc.stdout], [], [], 60)[0], "no line from the runner after 60 s"
+        assert proc.stdout.readline().strip() == "guest runner: preloaded"
+        res, _ = ask(port, {"argv": ["probe", "--help"], "env": {}, "cwd": "/"})
+        assert res["rc"] == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -293,3 +293,14 @@ def test_harness_overhead_is_named_in_both_reports(tmp_path: Path, known: Path) 
     assert line in " ".join(render_text(folder, known).split()) and "<td class='num'>1.5s</td>" in timings(run)
     assert harness_overhead([{"nodeid": "a::b", "seconds": 1.0}]) == ""
 
+
+
+def test_a_run_on_a_kept_guest_says_it_did_not_boot(tmp_path: Path, known: Path) -> None:
+    folder = make_run(tmp_path)
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert "boot 3.4s" in render_text(folder, known)
+    meta["vm"].update(adopted=True, boot_seconds=None)
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    text = render_text(folder, known)
+    assert "a kept guest (no boot)" in text and "boot 0" not in text
+    assert "none: a kept guest" in render_html(folder, known).read_text()

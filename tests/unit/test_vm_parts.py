@@ -42,3 +42,19 @@ def test_mirror_uri_from_deb822_and_one_line(tmp_path):
     one = tmp_path / "sources.list"
     one.write_text("deb [arch=amd64] http://m.example/debian bookworm main\n")
     assert mirror_uri((one,)) == "http://m.example/debian"
+
+
+def test_the_boot_script_starts_the_runner_before_it_says_ready(monkeypatch):
+    import subprocess
+
+    from harness.config import REPO
+    from harness.vm.control import RUNNER_STAMP, code_stamp, runner_command
+    from harness.vm.machine import READY, keepalive
+
+    start = runner_command(REPO)
+    assert start.startswith(f"echo {code_stamp(REPO)} > {RUNNER_STAMP}; ") and start.endswith("&")
+    script = keepalive(start)
+    assert script.index(start) < script.index(READY) and script.endswith("exec sleep 2147483647")
+    assert "guest runner" not in keepalive()
+    # the script is valid sh, and the runner start returns at once (it is in the background)
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
