@@ -4,8 +4,8 @@ without starting Python again.
 The host starts one runner per boot. It listens at once on a TCP port of the guest's
 loopback; the host reaches it through the SSH connection it already has (a direct-tcpip
 channel), so no process is spawned per command. Between connections it imports the guest
-package, one module at a time at a lower CPU priority (every module a command may need: over
-9p under TCG that is seconds per command), so later commands find them loaded. Imports and
+package one module at a time (every module a command may need: over 9p under TCG that is
+seconds per command), so later commands find them loaded. Imports and
 forks happen in the one thread, never at once: a fork while another thread holds the import
 lock could leave the child stuck. A command that arrives before the imports are done imports
 what it needs itself.
@@ -20,6 +20,7 @@ closes the connection first (its timeout), the child's process group is killed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -28,6 +29,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 
 #: Modules imported once in the runner, so forked commands find them loaded.
@@ -36,8 +38,8 @@ PRELOAD = ("guest.__main__", "guest.daemon", "guest.probe", "guest.checks.runner
 FRAME = struct.Struct(">cI")
 
 
-#: Nice value of the runner while it preloads (its command children go back to 0).
-PRELOAD_NICE = 10
+#: Seconds serve() retries a port still held by a runner being replaced.
+BIND_RETRY = 10.0
 
 
 def preload_steps() -> Iterator[str]:
@@ -61,9 +63,17 @@ def preload() -> None:
         pass
 
 
-def _nice(value: int) -> None:
-    with contextlib.suppress(OSError):  # going back below the current nice needs root
-        os.setpriority(os.PRIO_PROCESS, 0, value)
+def _listen(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:port; a runner being replaced (pkill) may hold the port
+    a moment longer, so EADDRINUSE is retried for BIND_RETRY s."""
+    end = time.monotonic() + BIND_RETRY
+    while True:
+        try:
+            return socket.create_server(("127.0.0.1", port), reuse_port=False)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > end:
+                raise
+            time.sleep(0.2)
 
 
 def _send(sock: socket.socket, kind: bytes, data: bytes) -> None:
@@ -144,26 +154,22 @@ def serve(port: int) -> int:
     """Listen on 127.0.0.1:port, fork a handler per connection and preload between
     connections; never returns."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers reap themselves away
-    srv = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    srv = _listen(port)
     print(f"guest runner: listening on 127.0.0.1:{port}", flush=True)
     steps: Iterator[str] | None = preload_steps()
-    _nice(PRELOAD_NICE)
     while True:
         if steps is not None and not select.select([srv], [], [], 0)[0]:
             try:
-                done = next(steps, None) is None
-            except Exception as exc:  # noqa: BLE001 - a command that needs it reports it
-                print(f"guest runner: preload stopped: {exc!r}", file=sys.stderr, flush=True)
-                done = True
-            if done:
+                if next(steps, None) is None:
+                    steps = None
+                    print("guest runner: preloaded", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a command that needs the module reports it
                 steps = None
-                _nice(0)
-                print("guest runner: preloaded", flush=True)
+                print(f"guest runner: preload stopped: {exc!r}", file=sys.stderr, flush=True)
             continue
         conn, _ = srv.accept()
         if os.fork() == 0:
             srv.close()
-            _nice(0)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 handle(conn)

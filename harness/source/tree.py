@@ -48,10 +48,15 @@ class TreeSource:
         head = self._git("rev-parse", "HEAD")
         if head is None:
             return f"path:{self.path}"
-        # the content of the uncommitted changes to tracked files, so two different edits of
-        # the same files get two identities (untracked files are not part of it)
-        dirty = self._git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color") or ""
-        digest = hashlib.sha256(dirty.encode()).hexdigest()[:8] if dirty.strip() else "clean"
+        # the content of the uncommitted changes to tracked files, as raw bytes (a tree has
+        # non-UTF-8 files), so two different edits of the same files get two identities
+        # (untracked files are not part of it)
+        try:
+            dirty = subprocess.run(["git", "-C", str(self.path), "diff", "HEAD", "--binary", "--no-ext-diff",
+                                    "--no-textconv", "--no-color"], capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            dirty = b""
+        digest = hashlib.sha256(dirty).hexdigest()[:8] if dirty.strip() else "clean"
         return f"path:{self.path}@{head.strip()}+{digest}"
 
     def head(self) -> str | None:

@@ -27,11 +27,17 @@ log = logging.getLogger(__name__)
 READY = "fuse-harness: guest ready"
 
 
+#: Longest checkout path whose runner start goes into the boot script: the script rides on the
+#: kernel command line (base64, x86 COMMAND_LINE_SIZE 2048) beside virtme-ng's own options,
+#: which name the checkout three times more. A longer path starts the runner over SSH.
+RUNNER_AT_BOOT_MAX_PATH = 160
+
+
 def keepalive(runner: str | None = None) -> str:
     """The guest's --exec script: hide ~/.bashrc (pyenv init makes every SSH command 6 s
     slower), start the guest runner (`runner`, a background command: it then loads while the
-    host's SSH session comes up, ~5 s under TCG), say we are up, then stay alive until
-    powered off."""
+    host connects over SSH and waits for READY, ~5 s under TCG, rather than after), say we are
+    up, then stay alive until powered off."""
     start = f"({runner}); " if runner else ""
     return (f'mount --bind /dev/null "$HOME/.bashrc" 2>/dev/null; {start}'
             f"echo {READY} > /dev/kmsg; exec sleep 2147483647")
@@ -138,7 +144,8 @@ class Vm:
         self.boots += 1
         port = free_port()
         runner = None
-        if self.runner_repo is not None and runner_enabled():
+        if (self.runner_repo is not None and runner_enabled()
+                and len(str(self.runner_repo)) <= RUNNER_AT_BOOT_MAX_PATH):
             byte_compile(self.runner_repo)
             runner = runner_command(self.runner_repo)
         self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=keepalive(runner),
@@ -189,7 +196,7 @@ class Vm:
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
         if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
-        if self.runner_repo is not None:  # started by the boot script: kept while it is this code's
+        if self.runner_repo is not None:  # kept if the boot script started this code's runner
             self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)
         if self.on_boot is not None:
             self.on_boot(self)

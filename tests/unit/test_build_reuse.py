@@ -131,3 +131,5 @@ def test_a_dirty_tree_is_named_by_the_content_of_its_changes(tmp_path):
     assert len({clean, one, two}) == 3  # same file changed twice: two identities
     (tree / "Makefile").write_text("# edit one\n")
     assert src.identity() == one
+    (tree / "Kconfig").write_bytes(b"# latin-1: \xe9\n")  # not UTF-8: still a name, no traceback
+    assert src.identity() not in (clean, one, two)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kconfig
+from harness import config, kconfig
 from harness.errors import KconfigError
 
 
@@ -82,3 +82,12 @@ def test_selected_option_names_its_selector(tmp_path):
     dot.write_text("CONFIG_BAR=y\nCONFIG_QUX=y\n")
     with pytest.raises(KconfigError, match="selected by QUX"):
         kconfig.verify(tree, dot, [frag])
+
+
+@pytest.mark.parametrize("profile", sorted(config.PROFILES))
+def test_no_profile_asks_to_drop_what_its_lockdep_selects(profile):
+    """LOCKDEP (PROVE_LOCKING) selects KALLSYMS_ALL (lib/Kconfig.debug): a profile with it must
+    not inherit trim.config's `KALLSYMS_ALL is not set`, or verify() stops its build."""
+    reqs = {r.name: r.value for r in kconfig.requests_of(list(config.load_target("v7.3").fragments(profile)))}
+    if reqs.get("PROVE_LOCKING") == "y":
+        assert reqs.get("KALLSYMS_ALL") == "y", profile
