@@ -1,14 +1,14 @@
 """`python3 -m guest runner`: a resident process that runs `python3 -m guest ...` commands
 without starting Python again.
 
-The host starts one runner per boot. It listens at once on a TCP port of the guest's
-loopback; the host reaches it through the SSH connection it already has (a direct-tcpip
-channel), so no process is spawned per command. Between connections it imports the guest
-package one module at a time (every module a command may need: over 9p under TCG that is
-seconds per command), so later commands find them loaded. Imports and
-forks happen in the one thread, never at once: a fork while another thread holds the import
-lock could leave the child stuck. A command that arrives before the imports are done imports
-what it needs itself.
+One runner per boot, started by the guest's boot script (harness/vm/machine.py keepalive)
+or by the host over SSH. It listens at once on a TCP port of the guest's loopback; the host
+reaches it through the SSH connection it already has (a direct-tcpip channel), so no process
+is spawned per command. Between connections it imports the guest package one module at a
+time (every module a command may need: over 9p under TCG that is seconds per command), so
+later commands find them loaded. Imports and forks happen in the one thread, never at once:
+a fork while another thread holds the import lock could leave the child stuck. A command
+that arrives before the imports are done imports what it needs itself.
 
 Protocol, per connection: one JSON line `{"argv": [...], "env": {...}, "cwd": "..."}`,
 answered by frames `kind(1 byte) length(4 bytes, big endian) data`: `O` stdout bytes, `E`
