@@ -182,10 +182,7 @@ class Vm:
         if os.environ.get("FUSE_HARNESS_GUEST_UDEV", "0") != "1":
             ready = f"{STOP_UDEV}; {ready}"
         deadline = start + self.settings.boot_timeout * self.settings.time_scale
-        # the boot script's line already on the console (as printk prints it): the script ran,
-        # after udev settled (virtme-ng's init runs it last), and no SSH round trip is needed to
-        # learn that (~2-3 s under TCG)
-        while self.running() and f"] {READY}" not in self.console():
+        while self.running():
             result = self.guest.run(ready, timeout=60)
             if result.ok:
                 break
