@@ -35,10 +35,11 @@ class TreeSource:
         check_clean_for_out_of_tree(self.path)
         return self.path
 
-    def _git(self, *args: str) -> str | None:
+    def _git(self, *args: str, raw: bool = False) -> str | bytes | None:
+        """git's stdout in this tree (bytes with raw=True), None when git fails."""
         try:
             out = subprocess.run(
-                ["git", "-C", str(self.path), *args], capture_output=True, text=True, check=True
+                ["git", "-C", str(self.path), *args], capture_output=True, text=not raw, check=True
             )
         except (OSError, subprocess.CalledProcessError):
             return None
@@ -51,11 +52,8 @@ class TreeSource:
         # the content of the uncommitted changes to tracked files, as raw bytes (a tree has
         # non-UTF-8 files), so two different edits of the same files get two identities
         # (untracked files are not part of it)
-        try:
-            dirty = subprocess.run(["git", "-C", str(self.path), "diff", "HEAD", "--binary", "--no-ext-diff",
-                                    "--no-textconv", "--no-color"], capture_output=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            dirty = b""
+        dirty = self._git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
+                          raw=True) or b""
         digest = hashlib.sha256(dirty).hexdigest()[:8] if dirty.strip() else "clean"
         return f"path:{self.path}@{head.strip()}+{digest}"
 
