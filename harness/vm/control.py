@@ -119,10 +119,11 @@ def runner_enabled() -> bool:
     return os.environ.get("FUSE_HARNESS_RUNNER", "1") != "0"
 
 
-def runner_command(repo: Path) -> str:
+def runner_command(repo: Path, stamp: str | None = None) -> str:
     """The guest shell command that starts the runner of this checkout in the background and
-    writes its code stamp to RUNNER_STAMP (from the boot script, or over SSH)."""
-    return (f"echo {code_stamp(repo)} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
+    writes its code stamp (code_stamp, unless given) to RUNNER_STAMP (from the boot script, or
+    over SSH)."""
+    return (f"echo {stamp or code_stamp(repo)} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
             f"nohup {GUEST_PYTHON} -m guest runner --port {RUNNER_PORT} "
             "> /tmp/fh-runner.log 2>&1 < /dev/null &")
 
@@ -186,7 +187,7 @@ class Guest:
         if reuse:  # its own command: the pattern must not meet the runner's command line below
             self.run("pkill -f 'guest [r]unner'; true", timeout=20)
         byte_compile(repo)  # only for a runner that starts: a kept one has its modules loaded
-        self.run(runner_command(repo), timeout=30)
+        self.run(runner_command(repo, stamp), timeout=30)
 
     def run(self, cmd: str, timeout: float = 300.0, stdin: str | None = None) -> CommandResult:
         """Run cmd in the guest's shell (or, for a `python3 -m guest` command while the runner is
