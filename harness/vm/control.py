@@ -148,6 +148,7 @@ class Guest:
                 raise VmError("the VM exited before SSH came up")
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            tried = time.monotonic()
             try:
                 client.connect(
                     "127.0.0.1", port=self.port, username=self.user, key_filename=str(self.key_path),
@@ -161,7 +162,9 @@ class Guest:
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 last = exc
                 client.close()
-                time.sleep(1)
+                log.debug("ssh: no answer yet (%s after %.1f s)", type(exc).__name__,
+                          time.monotonic() - tried)
+                time.sleep(0.5)  # a refused or reset try costs ~0 s: poll often
         raise VmError(f"SSH to the guest did not come up in time ({last})",
                       hint="see the console log; under TCG sshd needs ~15 s")
 

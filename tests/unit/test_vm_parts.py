@@ -49,12 +49,15 @@ def test_the_boot_script_starts_the_runner_before_it_says_ready(monkeypatch):
 
     from harness.config import REPO
     from harness.vm.control import RUNNER_STAMP, code_stamp, runner_command
-    from harness.vm.machine import READY, keepalive
+    from harness.vm.machine import READY, STOP_UDEV, keepalive
 
     start = runner_command(REPO)
     assert start.startswith(f"echo {code_stamp(REPO)} > {RUNNER_STAMP}; ") and start.endswith("&")
     script = keepalive(start)
     assert script.index(start) < script.index(READY) and script.endswith("exec sleep 2147483647")
     assert "guest runner" not in keepalive()
+    # udev ends before the line: READY on the console means no udevd is left to slow the tests
+    assert script.index(STOP_UDEV) < script.index(READY)
+    assert STOP_UDEV not in keepalive(start, stop_udev=False)
     # the script is valid sh, and the runner start returns at once (it is in the background)
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
