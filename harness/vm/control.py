@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 KEY_PATH = Path.home() / ".cache" / "virtme-ng" / ".ssh" / "id_virtme"
+#: pkill -f pattern of a guest runner's command line, this release's (`-m guest.runner`) or an
+#: older one's (`-m guest runner`), which does not match itself.
+RUNNER_PATTERN = "guest[ .][r]unner"
 #: Loopback port of the resident guest runner (guest/runner.py) inside the guest.
 RUNNER_PORT = 7377
 #: `cd DIR && [VAR=value ...] [exec] /usr/bin/python3 -m guest ARGS`: what the runner can run.
@@ -124,7 +127,7 @@ def runner_command(repo: Path, stamp: str | None = None) -> str:
     writes its code stamp (code_stamp, unless given) to RUNNER_STAMP (from the boot script, or
     over SSH)."""
     return (f"echo {stamp or code_stamp(repo)} > {RUNNER_STAMP}; cd {shlex.quote(str(repo))} && "
-            f"nohup {GUEST_PYTHON} -m guest runner --port {RUNNER_PORT} "
+            f"nohup {GUEST_PYTHON} -S -m guest.runner --port {RUNNER_PORT} "
             "> /tmp/fh-runner.log 2>&1 < /dev/null &")
 
 
@@ -173,22 +176,27 @@ class Guest:
             raise VmError("not connected to the guest")
         return self.client
 
-    def start_runner(self, repo: Path, give_up_after: float, reuse: bool = False) -> None:
+    def start_runner(self, repo: Path, give_up_after: float, reuse: bool = False,
+                     started: bool = False) -> None:
         """Start the resident guest runner (guest/runner.py) in the background, unless
         FUSE_HARNESS_RUNNER=0. Commands go through the shell until it answers (it listens as
         soon as it has started and imports the rest between commands); if it has not answered
         give_up_after seconds from now, the shell keeps them. reuse (a kept guest): a
         runner already started from this checkout's unchanged guest code (code_stamp) is kept,
-        any other is replaced."""
+        any other is replaced. started: this boot's script started this checkout's runner
+        (runner_command), so nothing is checked: the first SSH command of a boot costs ~2 s
+        under TCG."""
         if not runner_enabled():
             return
-        stamp = code_stamp(repo)
         self.runner_deadline = time.monotonic() + give_up_after
         self.runner_waited = False
+        if started:
+            return
+        stamp = code_stamp(repo)
         if reuse and self.run(f"grep -qx {stamp} {RUNNER_STAMP}", timeout=20).ok:
             return
         if reuse:  # its own command: the pattern must not meet the runner's command line below
-            self.run("pkill -f 'guest [r]unner'; true", timeout=20)
+            self.run(f"pkill -f '{RUNNER_PATTERN}'; true", timeout=20)
         byte_compile(repo)  # only for a runner that starts: a kept one has its modules loaded
         self.run(runner_command(repo, stamp), timeout=30)
 
@@ -243,6 +251,7 @@ class Guest:
             time.sleep(0.02)
         rc = None if (timed_out or lost) else chan.recv_exit_status()
         chan.close()
+        log.debug("guest shell: rc %s after %.2f s: %.70s", rc, time.monotonic() - start, cmd)
         return CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
                              time.monotonic() - start, timed_out, lost)
 
@@ -305,6 +314,7 @@ class Guest:
                 timed_out = True
                 break
         chan.close()  # on a timeout this kills the command's process group in the guest
+        log.debug("guest runner: rc %s after %.2f s: %.70s", rc, time.monotonic() - start, cmd)
         return CommandResult(cmd, rc, streams[b"O"].decode(errors="replace"),
                              streams[b"E"].decode(errors="replace"), time.monotonic() - start,
                              timed_out, lost)

@@ -43,8 +43,12 @@ RUNNER_AT_BOOT_MAX_PATH = 160
 #: has not run yet (settle's wait for the ping's answer then ends with the socket, and the
 #: script starts). A udevd left alive costs every test time: each FUSE mount adds a bdi device
 #: whose uevent it handles beside the test (the suite's VM part took 1315 s instead of 894 s).
-#: FUSE_HARNESS_GUEST_UDEV=1 keeps udev running.
-STOP_UDEV = "pkill -KILL 'systemd-udevd|udev-worker'; rm -f /run/udev/queue; true"
+#: FUSE_HARNESS_GUEST_UDEV=1 keeps udev running. Shell builtins only (sh or bash): pkill, which
+#: loads procps' and systemd's libraries over 9p, made the boot script ~1 s slower under TCG.
+KILL_UDEV = ("for p in /proc/[0-9]*; do { read -r c < $p/comm; } 2>/dev/null && case $c in "
+             "systemd-udevd|udev-worker) kill -9 ${p#/proc/};; esac; done")
+#: KILL_UDEV while settle may still wait: the queue file goes too, or it waits on.
+STOP_UDEV = f"{KILL_UDEV}; rm -f /run/udev/queue; true"
 
 
 def guest_udev() -> bool:
@@ -56,11 +60,11 @@ def keepalive(runner: str | None = None, stop_udev: bool = True) -> str:
     """The guest's --exec script: hide ~/.bashrc (pyenv init makes every SSH command 6 s
     slower), start the guest runner (`runner`, a background command: it then loads while the
     host connects over SSH and waits for READY, ~5 s under TCG, rather than after), end udev
-    (STOP_UDEV, unless stop_udev is False), say we are up, then stay alive until powered off.
-    READY on the console therefore means the boot is over: no SSH round trip is needed to
-    learn it."""
+    (KILL_UDEV: settle is over when the script starts; unless stop_udev is False), say we are
+    up, then stay alive until powered off. READY on the console therefore means the boot is
+    over: no SSH round trip is needed to learn it."""
     start = f"({runner}); " if runner else ""
-    udev = f"{STOP_UDEV}; " if stop_udev else ""
+    udev = f"{KILL_UDEV}; " if stop_udev else ""
     return (f'mount --bind /dev/null "$HOME/.bashrc" 2>/dev/null; {start}{udev}'
             f"echo {READY} > /dev/kmsg; exec sleep 2147483647")
 
@@ -210,8 +214,9 @@ class Vm:
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
         if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
-        if self.runner_repo is not None:  # kept if the boot script started this code's runner
-            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)
+        if self.runner_repo is not None:  # the boot script's runner runs this code: kept as is
+            self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True,
+                                    started=runner is not None)
         if self.on_boot is not None:
             self.on_boot(self)
 

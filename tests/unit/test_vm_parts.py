@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from harness.config import VmSettings
 from harness.source.debian import mirror_uri
 from harness.vm.boot import Accel, vng_command
@@ -49,15 +51,40 @@ def test_the_boot_script_starts_the_runner_before_it_says_ready(monkeypatch):
 
     from harness.config import REPO
     from harness.vm.control import RUNNER_STAMP, code_stamp, runner_command
-    from harness.vm.machine import READY, STOP_UDEV, keepalive
+    from harness.vm.machine import KILL_UDEV, READY, keepalive
 
     start = runner_command(REPO)
     assert start.startswith(f"echo {code_stamp(REPO)} > {RUNNER_STAMP}; ") and start.endswith("&")
     script = keepalive(start)
     assert script.index(start) < script.index(READY) and script.endswith("exec sleep 2147483647")
-    assert "guest runner" not in keepalive()
+    assert "guest.runner" in script and "guest.runner" not in keepalive()
     # udev ends before the line: READY on the console means no udevd is left to slow the tests
-    assert script.index(STOP_UDEV) < script.index(READY)
-    assert STOP_UDEV not in keepalive(start, stop_udev=False)
+    assert script.index(KILL_UDEV) < script.index(READY)
+    assert KILL_UDEV not in keepalive(start, stop_udev=False)
     # the script is valid sh, and the runner start returns at once (it is in the background)
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_udev_kill_ends_processes_by_name_with_shell_builtins(tmp_path, shell):
+    """KILL_UDEV's loop, run here under another name (the real names would end the host's own
+    udevd): a process of that name ends, any other stays."""
+    import shutil
+    import subprocess
+
+    from harness.vm.machine import KILL_UDEV
+
+    assert "systemd-udevd|udev-worker" in KILL_UDEV and "pkill" not in KILL_UDEV
+    target = tmp_path / "fh-udev-test"
+    shutil.copy(shutil.which("sleep"), target)
+    victim = subprocess.Popen([str(target), "60"])
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        subprocess.run([shell, "-c", KILL_UDEV.replace("systemd-udevd|udev-worker", "fh-udev-test")],
+                       check=True, timeout=30)
+        assert victim.wait(timeout=10) == -9
+        assert bystander.poll() is None
+    finally:
+        for proc in (victim, bystander):
+            proc.kill()
+            proc.wait()
