@@ -85,13 +85,27 @@ KMEMLEAK_SCAN = (f"{{ [ -e {KMEMLEAK} ] || mount -t debugfs none /sys/kernel/deb
 
 #: User tasks in uninterruptible sleep (D) inside FUSE or io_uring after a test (wchan such as
 #: request_wait_answer): a client stranded in the kernel that no signal ends, so the next test
-#: gets a fresh guest. Kernel threads ([bracketed]) and tasks in D elsewhere (reading the guest
-#: package over 9p right after a boot) are left out.
+#: gets a fresh guest. Kernel threads and tasks in D elsewhere (reading the guest package over
+#: 9p right after a boot) are left out.
 STUCK_SEP = "@@fuse-harness-stuck-tasks"
-#: Listed only when still there 2 s after a first sighting (a task briefly in D is not stuck).
-STUCK_TASKS = ("d() { ps -eo stat=,pid=,wchan:40=,args= | "
-               "awk '$1 ~ /^D/ && $3 ~ /fuse|request_wait|uring/ && $4 !~ /^\\[/'; }; "
-               '[ -z "$(d)" ] || { sleep 2; d; }')
+
+
+def stuck_tasks(state: str = "D", wchan: str = "*fuse*|*request_wait*|*uring*") -> str:
+    """The shell command listing user tasks in `state` whose wchan matches the `case` pattern
+    `wchan`, one "STATE PID WCHAN ARGS" line each, read from /proc with shell builtins (sh or
+    bash; ps and awk cost ~0.3 s of every test under TCG). Kernel threads (PF_KTHREAD,
+    0x00200000 in /proc/PID/stat's flags) are left out. Listed only when still there 2 s after
+    a first sighting (a task briefly in D is not stuck)."""
+    return ("d() { for p in /proc/[0-9]*; do { read -r s < $p/stat; } 2>/dev/null || continue; "
+            "s=${s##*) }; set -- $s; "
+            f'[ "$1" = {state} ] && [ $(( $7 & 0x200000 )) -eq 0 ] || continue; '
+            "w=; { read -r w < $p/wchan; } 2>/dev/null; "
+            f'case "$w" in {wchan}) echo "$1 ${{p#/proc/}} $w $(tr \'\\0\' \' \' < $p/cmdline)";; esac; '
+            "done; }; "
+            '[ -z "$(d)" ] || { sleep 2; d; }')
+
+
+STUCK_TASKS = stuck_tasks()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,3 +88,41 @@ def test_the_udev_kill_ends_processes_by_name_with_shell_builtins(tmp_path, shel
         for proc in (victim, bystander):
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
+    """stuck_tasks() run here on the host's real /proc, for tasks asleep in nanosleep (S) rather
+    than in FUSE (D): a user task is listed with its pid, wchan and arguments; no kernel thread
+    is; a pattern nothing matches lists nothing."""
+    import subprocess
+
+    from harness.vm.machine import STUCK_TASKS, stuck_tasks
+
+    assert "ps " not in STUCK_TASKS and "awk" not in STUCK_TASKS
+    sleeper = subprocess.Popen(["sleep", "60.5"])
+    try:
+        import time
+
+        time.sleep(0.3)  # in nanosleep by now
+        out = subprocess.run([shell, "-c", stuck_tasks("S", "*nanosleep*")], capture_output=True,
+                             text=True, timeout=60).stdout
+        lines = out.splitlines()
+        assert any(ln.startswith(f"S {sleeper.pid} ") and "nanosleep" in ln and ln.rstrip().endswith("sleep 60.5")
+                   for ln in lines), out
+        every = subprocess.run([shell, "-c", stuck_tasks("S", "*")], capture_output=True, text=True,
+                               timeout=60).stdout.splitlines()
+        assert len(every) > len(lines)
+        for ln in every:  # user tasks only: no kernel thread (PF_KTHREAD) is listed
+            pid = ln.split()[1]
+            try:
+                flags = int(Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[6])
+            except FileNotFoundError:
+                continue  # ended since
+            assert not flags & 0x200000, ln
+        none = subprocess.run([shell, "-c", stuck_tasks("S", "*no-such-wchan*")], capture_output=True,
+                              text=True, timeout=60).stdout
+        assert none == ""
+    finally:
+        sleeper.kill()
+        sleeper.wait()
