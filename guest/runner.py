@@ -1,5 +1,5 @@
-"""`python3 -m guest runner`: a resident process that runs `python3 -m guest ...` commands
-without starting Python again.
+"""`python3 -S -m guest.runner --port N` (or `python3 -m guest runner --port N`): a resident
+process that runs `python3 -m guest ...` commands without starting Python again.
 
 One runner per boot, started by the guest's boot script (harness/vm/machine.py keepalive)
 or by the host over SSH, as `python3 -S -m guest.runner --port N`: no site, no argparse,
@@ -191,5 +191,5 @@ def serve(port: int) -> int:
 
 if __name__ == "__main__":  # `python3 -S -m guest.runner --port N`: see the module docstring
     if len(sys.argv) != 3 or sys.argv[1] != "--port" or not sys.argv[2].isdigit():
-        sys.exit("usage: python3 -m guest.runner --port N")
+        sys.exit("usage: python3 -S -m guest.runner --port N")
     serve(int(sys.argv[2]))

@@ -107,6 +107,34 @@ def vng_command(
     return cmd
 
 
+#: x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line, and --exec's script with it.
+COMMAND_LINE_SIZE = 2048
+#: What virtme-ng 1.42 puts on the kernel command line besides the parts cmdline_length()
+#: counts (hostname, overlays, console, ssh, 9p root options), in characters. Calibrated on a
+#: real boot here (QEMU's -append, from a checkout at a 9-character path): 1353 characters,
+#: estimated 1354.
+VNG_FIXED_CMDLINE = 601
+#: Room left for what another virtme-ng version may add.
+CMDLINE_MARGIN = 150
+
+
+def cmdline_length(settings: VmSettings, exec_cmd: str, rwdirs: tuple[Path, ...] = (),
+                   cwd: Path | None = None) -> int:
+    """Estimated length (characters) of the kernel command line vng makes for vng_command():
+    the fixed part, --append, one virtme_initmount triple per rwdir, the working folder
+    (virtme_chdir), virtme-ng's init path, the ssh cache under $HOME, and --exec's script in
+    base64."""
+    import base64
+    import importlib.util
+
+    spec = importlib.util.find_spec("virtme")
+    init = (len(str(Path(spec.origin).parent / "guest" / "bin" / "virtme-ng-init"))
+            if spec is not None and spec.origin else 100)
+    return (VNG_FIXED_CMDLINE + sum(len(a) + 1 for a in settings.append)
+            + sum(len(str(d)) + 60 for d in rwdirs) + len(str(cwd or Path.cwd())) + init
+            + len(os.environ.get("HOME", "/root")) + len(base64.b64encode(exec_cmd.encode())))
+
+
 def choose_accel(requested: str) -> Accel:
     """auto -> probe; kvm/tcg -> as asked (the user knows best)."""
     if requested == "auto":

@@ -18,7 +18,7 @@ from harness.bench import hostload
 from harness.config import VmSettings
 from harness.errors import VmError
 from harness.vm import kept
-from harness.vm.boot import Accel, vng_command, vng_env
+from harness.vm.boot import CMDLINE_MARGIN, COMMAND_LINE_SIZE, Accel, cmdline_length, vng_command, vng_env
 from harness.vm.console import Outcome, classify
 from harness.vm.control import CommandResult, Guest, byte_compile, runner_command, runner_enabled
 
@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 READY = "fuse-harness: guest ready"
 
 
-#: Longest checkout path whose runner start goes into the boot script: the script rides on the
-#: kernel command line (base64, x86 COMMAND_LINE_SIZE 2048) beside virtme-ng's own options,
-#: which name the checkout three times more. A longer path starts the runner over SSH.
-RUNNER_AT_BOOT_MAX_PATH = 160
+def kill_by_comm(pattern: str) -> str:
+    """The shell command that SIGKILLs every process whose /proc/PID/comm matches the `case`
+    pattern, in two passes (a worker forked while the first one ran is caught by the second).
+    Shell builtins only (sh or bash): pkill, which loads procps' and systemd's libraries over
+    9p, made the boot script ~1 s slower under TCG."""
+    return ("k() { for p in /proc/[0-9]*; do { read -r c < $p/comm; } 2>/dev/null && "
+            f"case $c in {pattern}) kill -9 ${{p#/proc/}} 2>/dev/null;; esac; done; }}; k; k")
 
 
 #: udev in the guest coldplugs devices no test uses (devtmpfs makes the device nodes, and the
@@ -43,10 +46,9 @@ RUNNER_AT_BOOT_MAX_PATH = 160
 #: has not run yet (settle's wait for the ping's answer then ends with the socket, and the
 #: script starts). A udevd left alive costs every test time: each FUSE mount adds a bdi device
 #: whose uevent it handles beside the test (the suite's VM part took 1315 s instead of 894 s).
-#: FUSE_HARNESS_GUEST_UDEV=1 keeps udev running. Shell builtins only (sh or bash): pkill, which
-#: loads procps' and systemd's libraries over 9p, made the boot script ~1 s slower under TCG.
-KILL_UDEV = ("for p in /proc/[0-9]*; do { read -r c < $p/comm; } 2>/dev/null && case $c in "
-             "systemd-udevd|udev-worker) kill -9 ${p#/proc/};; esac; done")
+#: FUSE_HARNESS_GUEST_UDEV=1 keeps udev running. systemd 252 names its workers
+#: "(udev-worker)".
+KILL_UDEV = kill_by_comm("systemd-udevd|udevd|*udev-worker*")
 #: KILL_UDEV while settle may still wait: the queue file goes too, or it waits on.
 STOP_UDEV = f"{KILL_UDEV}; rm -f /run/udev/queue; true"
 
@@ -94,13 +96,16 @@ def stuck_tasks(state: str = "D", wchan: str = "*fuse*|*request_wait*|*uring*") 
     """The shell command listing user tasks in `state` whose wchan matches the `case` pattern
     `wchan`, one "STATE PID WCHAN ARGS" line each, read from /proc with shell builtins (sh or
     bash; ps and awk cost ~0.3 s of every test under TCG). Kernel threads (PF_KTHREAD,
-    0x00200000 in /proc/PID/stat's flags) are left out. Listed only when still there 2 s after
-    a first sighting (a task briefly in D is not stuck)."""
+    0x00200000 in /proc/PID/stat's flags) are left out; a user task with no arguments (one
+    exiting, stuck in fuse_flush say) is listed as [comm]. Listed only when still there 2 s
+    after a first sighting (a task briefly in D is not stuck)."""
     return ("d() { for p in /proc/[0-9]*; do { read -r s < $p/stat; } 2>/dev/null || continue; "
             "s=${s##*) }; set -- $s; "
-            f'[ "$1" = {state} ] && [ $(( $7 & 0x200000 )) -eq 0 ] || continue; '
+            f'[ "$1" = {state} ] && [ $(( ${{7:-0}} & 0x200000 )) -eq 0 ] || continue; '
             "w=; { read -r w < $p/wchan; } 2>/dev/null; "
-            f'case "$w" in {wchan}) echo "$1 ${{p#/proc/}} $w $(tr \'\\0\' \' \' < $p/cmdline)";; esac; '
+            f'case "$w" in {wchan}) a=$(tr \'\\0\' \' \' < $p/cmdline); '
+            '[ -n "$a" ] || { read -r a < $p/comm; a="[$a]"; } 2>/dev/null; '
+            'echo "$1 ${p#/proc/} $w $a";; esac; '
             "done; }; "
             '[ -z "$(d)" ] || { sleep 2; d; }')
 
@@ -111,7 +116,7 @@ STUCK_TASKS = stuck_tasks()
 @dataclasses.dataclass(frozen=True)
 class EndMark:
     """What Vm.end_mark() brings back: the marker as written, the kernel log after it (str),
-    and the user tasks left in D state (ps lines)."""
+    and the user tasks left in D state ("STATE PID WCHAN ARGS" lines, stuck_tasks())."""
 
     marker: str
     dmesg: str
@@ -172,13 +177,8 @@ class Vm:
     def _boot(self) -> None:
         self.boots += 1
         port = free_port()
-        runner = None
-        if (self.runner_repo is not None and runner_enabled()
-                and len(str(self.runner_repo)) <= RUNNER_AT_BOOT_MAX_PATH):
-            byte_compile(self.runner_repo)
-            runner = runner_command(self.runner_repo)
-        self.command = vng_command(self.image, self.settings, self.accel,
-                                   exec_cmd=keepalive(runner, stop_udev=not guest_udev()),
+        script, runner = self.boot_script()
+        self.command = vng_command(self.image, self.settings, self.accel, exec_cmd=script,
                                    rwdirs=self.rwdirs, ssh_port=port)
         self.console_path = self.run_dir / f"console-{self.label}{self.boots}.log"
         stdout_path = self.run_dir / f"vng-stdout-{self.label}{self.boots}.log"
@@ -214,9 +214,14 @@ class Vm:
         if not guest_udev():
             ready = f"{STOP_UDEV}; {ready}"
         deadline = start + self.settings.boot_timeout * self.settings.time_scale
-        while self.running() and f"] {READY}" not in self.console():
+        script_ran = False  # keepalive()'s line seen: the script (and the runner in it) started
+        while self.running():
+            if f"] {READY}" in self.console():
+                script_ran = True
+                break
             result = self.guest.run(ready, timeout=60)
             if result.ok:
+                script_ran = True
                 break
             log.debug("vm: not ready at %.1fs (%s)", time.monotonic() - start,
                       "timed out" if result.timed_out else f"rc {result.rc}")
@@ -228,11 +233,28 @@ class Vm:
         log.info("vm: up in %.1fs (ssh port %d)", self.boot_seconds, port)
         if self.kmemleak:  # what boot leaked is not any test's: scan once, then forget it
             self.run(f"{KMEMLEAK_SCAN} && echo clear > {KMEMLEAK}", timeout=300)
-        if self.runner_repo is not None:  # the boot script's runner runs this code: kept as is
+        if self.runner_repo is not None:  # a runner this boot's script started runs this code
             self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True,
-                                    started=runner is not None)
+                                    started=runner is not None and script_ran)
         if self.on_boot is not None:
             self.on_boot(self)
+
+    def boot_script(self) -> tuple[str, str | None]:
+        """(the guest's --exec script, the runner start in it or None). The script rides on the
+        kernel command line (base64) beside virtme-ng's own options, which name the checkout,
+        the run folder and $HOME: when the runner's start would take it past COMMAND_LINE_SIZE
+        (with CMDLINE_MARGIN to spare), the runner starts over SSH after the boot instead."""
+        stop_udev = not guest_udev()
+        if self.runner_repo is None or not runner_enabled():
+            return keepalive(None, stop_udev), None
+        runner = runner_command(self.runner_repo)
+        script = keepalive(runner, stop_udev)
+        if cmdline_length(self.settings, script, self.rwdirs) + CMDLINE_MARGIN > COMMAND_LINE_SIZE:
+            log.info("vm: no room on the kernel command line for the guest runner's start "
+                     "(long paths): it starts over SSH after the boot")
+            return keepalive(None, stop_udev), None
+        byte_compile(self.runner_repo)
+        return script, runner
 
     def adopt(self, state: dict) -> bool:
         """Drive a kept guest (harness.vm.kept) instead of booting one: True when it answers

@@ -43,10 +43,11 @@ def test_take_frames_keeps_a_partial_frame():
 
 @pytest.fixture(scope="module")
 def runner():
+    """The runner as the boot script starts it (harness.vm.control.runner_command): no site."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "guest", "runner", "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-S", "-m", "guest.runner", "--port", str(port)], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     assert "listening" in proc.stdout.readline()
     yield port

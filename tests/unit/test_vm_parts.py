@@ -67,21 +67,26 @@ def test_the_boot_script_starts_the_runner_before_it_says_ready(monkeypatch):
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_the_udev_kill_ends_processes_by_name_with_shell_builtins(tmp_path, shell):
-    """KILL_UDEV's loop, run here under another name (the real names would end the host's own
-    udevd): a process of that name ends, any other stays."""
+    """kill_by_comm(), as KILL_UDEV uses it, run here under another name (the real names would
+    end the host's own udevd), for a process named like systemd's "(udev-worker)": it ends, any
+    other process stays."""
     import shutil
     import subprocess
 
-    from harness.vm.machine import KILL_UDEV
+    from harness.vm.machine import KILL_UDEV, kill_by_comm
 
-    assert "systemd-udevd|udev-worker" in KILL_UDEV and "pkill" not in KILL_UDEV
-    target = tmp_path / "fh-udev-test"
+    pattern = "systemd-udevd|udevd|*udev-worker*"
+    assert kill_by_comm(pattern) == KILL_UDEV and "pkill" not in KILL_UDEV
+    for comm, hit in (("systemd-udevd", "y"), ("(udev-worker)", "y"), ("udevadm", ""), ("sshd", "")):
+        out = subprocess.run([shell, "-c", f'case "$0" in {pattern}) echo y;; esac', comm],
+                             capture_output=True, text=True).stdout.strip()
+        assert out == hit, comm
+    target = tmp_path / "(fh-udev-test)"
     shutil.copy(shutil.which("sleep"), target)
     victim = subprocess.Popen([str(target), "60"])
     bystander = subprocess.Popen(["sleep", "60"])
     try:
-        subprocess.run([shell, "-c", KILL_UDEV.replace("systemd-udevd|udev-worker", "fh-udev-test")],
-                       check=True, timeout=30)
+        subprocess.run([shell, "-c", kill_by_comm("*fh-udev-test*")], check=True, timeout=30)
         assert victim.wait(timeout=10) == -9
         assert bystander.poll() is None
     finally:
@@ -126,3 +131,24 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_runner_start_leaves_the_boot_script_when_the_command_line_would_overflow(tmp_path):
+    """The boot script rides on the kernel command line (COMMAND_LINE_SIZE): the runner's start
+    goes in it while everything fits with CMDLINE_MARGIN to spare, else the runner starts over
+    SSH (a deep results folder is on the command line too)."""
+    from harness.config import REPO, VmSettings
+    from harness.vm.boot import CMDLINE_MARGIN, COMMAND_LINE_SIZE, cmdline_length
+    from harness.vm.machine import READY, Vm
+
+    def script_of(rwdir: Path) -> tuple[str, str | None]:
+        vm = Vm(tmp_path / "bzImage", VmSettings(), accel=None, run_dir=tmp_path,  # type: ignore[arg-type]
+                rwdirs=(rwdir,), runner_repo=REPO)
+        return vm.boot_script()
+
+    script, runner = script_of(tmp_path)
+    assert runner is not None and runner in script and READY in script
+    assert cmdline_length(VmSettings(), script, (tmp_path,)) + CMDLINE_MARGIN <= COMMAND_LINE_SIZE
+    deep = tmp_path / ("d" * 200) / ("e" * 200) / ("f" * 200)
+    script, runner = script_of(deep)
+    assert runner is None and "guest.runner" not in script and READY in script

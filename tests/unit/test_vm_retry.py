@@ -68,12 +68,12 @@ def _up(tmp_path: Path, guest: _Guest, kmemleak: bool = False) -> Vm:
 
 def test_end_mark_returns_the_log_and_the_stuck_tasks_of_one_round_trip(tmp_path):
     log_text = "[ 1.0] fuse-harness-mark abc END t\n[ 1.1] later"
-    out = f"{log_text}\n{STUCK_SEP}\nD    412 request_wait_answer              cat /mnt/f\n\n"
+    out = f"{log_text}\n{STUCK_SEP}\nD 412 request_wait_answer cat /mnt/f \n\n"
     guest = _Guest(CommandResult("", 0, out, "", 0.1))
     end = _up(tmp_path, guest, kmemleak=True).end_mark("END it's")
     assert end is not None
     assert end.dmesg == log_text + "\n"
-    assert end.stuck == ["D    412 request_wait_answer              cat /mnt/f"]
+    assert end.stuck == ["D 412 request_wait_answer cat /mnt/f"]
     assert "'" not in end.marker.removeprefix("fuse-harness-mark ")  # quoted into an echo '...'
     assert end.marker in guest.cmds[0]
     assert guest.cmds[0].index("echo scan") < guest.cmds[0].index(end.marker)  # kmemleak first
