@@ -73,10 +73,27 @@ def read(path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and is_guest(int(state.get("pid", 0))) else None
 
 
+def keep_console(console: Path, state: Path) -> Path:
+    """The kept guest's console log as <state>.console.log beside its state file: a hard link
+    to the one in the run folder that booted it, so it stays readable (QEMU keeps writing to
+    it) when that folder is deleted; the run folder's path when no link can be made (another
+    file system)."""
+    link = state.with_suffix(".console.log")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(console, link)
+    except OSError as exc:
+        log.debug("vm: the kept guest's console stays at %s (%s)", console, exc)
+        return console
+    return link
+
+
 def save(image: Path, pid: int, port: int, console: Path | None, accel: str, release: str) -> Path:
     """Record a kept guest; returns the state file."""
     path = state_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console = keep_console(console, path)
     write_json_atomic(path, {**identity(image), "pid": pid, "port": port, "accel": accel,
                              "console": str(console or ""),
                              "kernel_release": release, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -85,10 +102,12 @@ def save(image: Path, pid: int, port: int, console: Path | None, accel: str, rel
 
 
 def stop(state: dict[str, Any], path: Path | None = None) -> None:
-    """Kill a kept guest's process group and forget it."""
+    """Kill a kept guest's process group and forget it (its state file and the console link
+    keep_console() made)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(int(state["pid"]), signal.SIGKILL)
     if path is not None:
+        path.with_suffix(".console.log").unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -236,6 +255,7 @@ def forget(path: Path) -> bool:
     guest was running)."""
     state = read(path)
     if state is None:
+        path.with_suffix(".console.log").unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         return False
     stop(state, path)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -119,3 +120,22 @@ def test_a_reused_pid_is_not_taken_for_the_guest(image, tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_kept_console_outlives_the_run_folder_that_booted_it(image, sleeper, tmp_path):
+    """The state names a hard link beside it: QEMU's writes stay readable after the run folder
+    is deleted, and stopping the guest removes the link."""
+    run = tmp_path / "results" / "001-v7.3-default"
+    run.mkdir(parents=True)
+    console = run / "console-1.log"
+    console.write_text("[    1.0] booting\n")
+    path = kept.save(image, sleeper.pid, 2222, console, "tcg", "7.3.4")
+    linked = Path(kept.read(path)["console"])
+    assert linked.parent == path.parent and linked.read_text() == console.read_text()
+    with console.open("a") as qemu:  # QEMU's file descriptor, still open after the folder goes
+        import shutil
+
+        shutil.rmtree(run.parent)
+        qemu.write("[    2.0] later\n")
+    assert linked.read_text().endswith("later\n")
+    assert kept.forget(path) and not linked.exists() and not path.exists()
