@@ -102,8 +102,8 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     key is reused without running make; any other state runs make (incremental).
     """
     phases = phases or Phases()
-    if not series_override:
-        target.check_series()
+    # bad input is named at once, not after another process's build that holds the lock
+    preflight(target, profile, source_override, series_override)
     with exclusive("obtain", "kernel"):
         return _obtain(target, profile, phases, source_override, series_override, build_dir)
 

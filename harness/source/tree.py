@@ -20,7 +20,8 @@ class TreeSource:
         self.path = Path(value).expanduser().resolve()
 
     def check(self) -> None:
-        """Before anything starts: the folder exists and looks like a kernel tree."""
+        """Before anything starts: the folder exists, looks like a kernel tree and has no
+        in-tree build (check_clean_for_out_of_tree)."""
         hint = "pass path:DIR of a Linux source tree (a folder with the top-level Makefile)"
         if not self.path.exists():
             raise SourceError(f"kernel tree {self.path} does not exist", hint=hint)
@@ -29,10 +30,10 @@ class TreeSource:
         if not (self.path / "Makefile").is_file() or not (self.path / "Kconfig").is_file():
             raise SourceError(f"{self.path} does not look like a kernel source tree (no Makefile/Kconfig)",
                               hint=hint)
+        check_clean_for_out_of_tree(self.path)
 
     def prepare(self) -> Path:
         self.check()
-        check_clean_for_out_of_tree(self.path)
         return self.path
 
     def _git(self, *args: str, raw: bool = False) -> str | bytes | None:

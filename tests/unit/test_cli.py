@@ -49,3 +49,31 @@ def test_bad_debian_package(capsys):
 def test_targets_lists_shipped():
     out = subprocess.run([sys.executable, "-m", "harness.cli", "targets"], capture_output=True, text=True)
     assert out.returncode == 0 and "v7.3" in out.stdout and "v7.2" in out.stdout
+
+
+def test_bad_input_is_named_while_another_build_holds_the_lock(capsys, tmp_path, monkeypatch):
+    """`build` checks its input before it waits for another fuse-harness process's build."""
+    import threading
+
+    from harness.cache import lock_file
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path / "cache"))
+    held = lock_file(tmp_path / "cache" / "obtain.lock", wait=False)  # "another build"
+    built = tmp_path / "built"
+    for name in ("Makefile", "Kconfig", ".config"):
+        (built / name).parent.mkdir(exist_ok=True)
+        (built / name).write_text("")
+    rcs = []
+    try:
+        for spec in (f"path:{tmp_path / 'nope'}", f"path:{built}"):
+            worker = threading.Thread(target=lambda s=spec: rcs.append(main(["build", "--source", s])),
+                                      daemon=True)
+            worker.start()
+            worker.join(20)
+            assert not worker.is_alive(), f"{spec} waited for the lock"
+    finally:
+        import os
+
+        os.close(held)
+    assert rcs == [4, 4]
+    assert "make mrproper" in capsys.readouterr().err
