@@ -1,7 +1,7 @@
 """`python3 -S -m guest.runner --port N` (or `python3 -m guest runner --port N`): a resident
 process that runs `python3 -m guest ...` commands without starting Python again.
 
-One runner per boot, started by the guest's boot script (harness/vm/machine.py keepalive)
+One runner per boot, started by the guest's boot script (harness/vm/guestsh.py keepalive)
 or by the host over SSH, as `python3 -S -m guest.runner --port N`: no site, no argparse,
 nothing but sockets imported before it listens (1.3-2.3 s after exec under TCG, against
 2.5-4.2 s for `python3 -m guest runner`, measured warm in a guest). It listens at once on a

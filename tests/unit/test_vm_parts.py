@@ -51,7 +51,7 @@ def test_the_boot_script_starts_the_runner_before_it_says_ready(monkeypatch):
 
     from harness.config import REPO
     from harness.vm.control import RUNNER_STAMP, code_stamp, runner_command
-    from harness.vm.machine import KILL_UDEV, READY, keepalive
+    from harness.vm.guestsh import KILL_UDEV, READY, keepalive
 
     start = runner_command(REPO)
     assert start.startswith(f"echo {code_stamp(REPO)} > {RUNNER_STAMP}; ") and start.endswith("&")
@@ -73,7 +73,7 @@ def test_the_udev_kill_ends_processes_by_name_with_shell_builtins(tmp_path, shel
     import shutil
     import subprocess
 
-    from harness.vm.machine import KILL_UDEV, kill_by_comm
+    from harness.vm.guestsh import KILL_UDEV, kill_by_comm
 
     pattern = "systemd-udevd|udevd|*udev-worker*"
     assert kill_by_comm(pattern) == KILL_UDEV and "pkill" not in KILL_UDEV
@@ -102,7 +102,7 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
     is; a pattern nothing matches lists nothing."""
     import subprocess
 
-    from harness.vm.machine import STUCK_TASKS, stuck_tasks
+    from harness.vm.guestsh import STUCK_TASKS, stuck_tasks
 
     assert "ps " not in STUCK_TASKS and "awk" not in STUCK_TASKS
     sleeper = subprocess.Popen(["sleep", "60.5"])

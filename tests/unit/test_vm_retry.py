@@ -10,7 +10,8 @@ import pytest
 from harness.config import VmSettings
 from harness.errors import VmError
 from harness.vm.control import CommandResult
-from harness.vm.machine import STUCK_SEP, Vm
+from harness.vm.guestsh import STUCK_SEP
+from harness.vm.machine import Vm
 
 
 def _vm(tmp_path: Path, outcomes: list[bool | None]) -> tuple[Vm, list[int]]:
