@@ -107,9 +107,13 @@ def stop(state: dict[str, Any], path: Path | None = None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(int(state["pid"]), signal.SIGKILL)
     if path is not None:
-        path.with_suffix(".console.log").unlink(missing_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """Delete a state file and its console link (keep_console())."""
+    path.with_suffix(".console.log").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def all_states() -> list[tuple[Path, dict[str, Any] | None]]:
@@ -255,8 +259,7 @@ def forget(path: Path) -> bool:
     guest was running)."""
     state = read(path)
     if state is None:
-        path.with_suffix(".console.log").unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+        _remove(path)
         return False
     stop(state, path)
     return True

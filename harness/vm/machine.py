@@ -35,6 +35,7 @@ from harness.vm.guestsh import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class EndMark:
     """What Vm.end_mark() brings back: the marker as written, the kernel log after it (str),
