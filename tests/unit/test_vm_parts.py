@@ -106,31 +106,37 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
 
     assert "ps " not in STUCK_TASKS and "awk" not in STUCK_TASKS
     sleeper = subprocess.Popen(["sleep", "60.5"])
+    # a task whose arguments hold a newline and a byte that is not UTF-8 (seen on a CI host)
+    odd = subprocess.Popen([b"python3", b"-c", b"import time; time.sleep(60)", b"two\nlines\x80"])
     try:
         import time
 
-        time.sleep(0.3)  # in nanosleep by now
-        out = subprocess.run([shell, "-c", stuck_tasks("S", "*nanosleep*")], capture_output=True,
-                             text=True, timeout=60).stdout
+        time.sleep(0.5)  # both asleep by now
+
+        def listed(pattern: str) -> str:  # another task's arguments need not be UTF-8
+            return subprocess.run([shell, "-c", stuck_tasks("S", pattern)], capture_output=True,
+                                  timeout=60).stdout.decode(errors="replace")
+
+        out = listed("*nanosleep*")
         lines = out.splitlines()
         assert any(ln.startswith(f"S {sleeper.pid} ") and "nanosleep" in ln and ln.rstrip().endswith("sleep 60.5")
                    for ln in lines), out
-        every = subprocess.run([shell, "-c", stuck_tasks("S", "*")], capture_output=True, text=True,
-                               timeout=60).stdout.splitlines()
+        every = listed("*").splitlines()
         assert len(every) > len(lines)
-        for ln in every:  # user tasks only: no kernel thread (PF_KTHREAD) is listed
-            pid = ln.split()[1]
+        for ln in every:  # one line per task (arguments with newlines too), no kernel thread
+            state, pid = ln.split()[:2]
+            assert state == "S" and pid.isdigit(), ln
             try:
                 flags = int(Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[6])
             except FileNotFoundError:
                 continue  # ended since
             assert not flags & 0x200000, ln
-        none = subprocess.run([shell, "-c", stuck_tasks("S", "*no-such-wchan*")], capture_output=True,
-                              text=True, timeout=60).stdout
-        assert none == ""
+        assert listed("*no-such-wchan*") == ""
+        assert any(ln.startswith(f"S {odd.pid} ") and "two lines" in ln for ln in every), every
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        for task in (sleeper, odd):
+            task.kill()
+            task.wait()
 
 
 def test_the_runner_start_leaves_the_boot_script_when_the_command_line_would_overflow(tmp_path):
