@@ -1,8 +1,10 @@
 # Entry points for people and CI. `make run` = set-up + the main job; `make test` = the tests.
 TARGET ?= v7.3
 PROFILE ?= default
-# JOBS=N: N guests side by side (pytest-xdist), one run folder
-JOBS ?= 0
+# JOBS=N: N guests side by side (pytest-xdist), one run folder. auto: as many as the host runs
+# side by side (one per CPU under TCG, one per 2 CPUs under KVM, at most 8; README "Several
+# guests side by side"); JOBS=0: one guest, in the pytest process itself.
+JOBS ?= auto
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -12,7 +14,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(VENV)/bin/fuse-harness run --target $(TARGET) --profile $(PROFILE)
+	$(VENV)/bin/fuse-harness run --target $(TARGET) --profile $(PROFILE) -n $(JOBS)
 
 test: setup
 	$(PY) -m pytest tests --target $(TARGET) --profile $(PROFILE) -m "not slow" -n $(JOBS)

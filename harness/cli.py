@@ -120,10 +120,12 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     return kept.cli(args)
 
 
-def _jobs(text: str) -> int:
-    """-n/--jobs: a count of guests (0 or more)."""
+def _jobs(text: str) -> int | str:
+    """-n/--jobs: a count of guests (0 or more), or "auto" (harness.vm.boot.auto_guests)."""
+    if text == "auto":
+        return text
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of guests (0, 1, 2, ...)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of guests (0, 1, 2, ..., or auto)")
     return int(text)
 
 
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", default=None, help="only tests matching this pytest expression")
     p.add_argument("--slow", action="store_true", help="also run tests marked slow (bisect self-test, bench smoke)")
     p.add_argument("-n", "--jobs", type=_jobs, default=0,
-                   help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest")
+                   help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest; auto: "
+                        "as many as this host runs side by side (one per CPU under TCG, per 2 CPUs under KVM)")
     p.add_argument("--keep-vm", action="store_true",
                    help="leave the guest running for the next run of this kernel build (it adopts it while the "
                         "image is unchanged; a rebuild replaces it); `fuse-harness vm down` stops it")

@@ -79,6 +79,9 @@ class VmSettings:
     memory: str = "2G"
     cpus: int = 2
     accel: str = "auto"  # auto | kvm | tcg
+    #: QEMU's `-accel tcg,thread=`: "multi" (a host thread per vCPU), "single" (one thread
+    #: for all vCPUs), or "auto": see tcg_threads().
+    tcg_threads: str = "auto"
     boot_timeout: float = 180.0
     exec_timeout: float = 600.0
     append: tuple[str, ...] = ("fuse.enable_uring=1",)
@@ -177,6 +180,20 @@ def load_target(name_or_path: str | None) -> Target:
     return load_target_file(path)
 
 
+def tcg_threads(settings: VmSettings, guests: int = 1, host_cpus: int | None = None) -> str:
+    """QEMU's TCG threading for one of `guests` guests side by side: as set, or for "auto"
+    "single" when their vCPUs (guests x settings.cpus) outnumber the host's CPUs (host_cpus,
+    default: those this process may run on), else "multi". Measured here (2 cores): one guest
+    runs the transport checks as fast with one TCG thread as with one per vCPU (the FUSE round
+    trips are serial: 125 s and 121 s multi, 127 s and 129 s single, alternated), and uses one
+    core instead of 1.1 on average; with a thread per vCPU, two guests' four vCPU threads on 2
+    cores wait for each other (`-n 2` was 0.93x of one guest)."""
+    if settings.tcg_threads != "auto":
+        return settings.tcg_threads
+    cores = host_cpus if host_cpus is not None else len(os.sched_getaffinity(0))
+    return "single" if guests * settings.cpus > cores else "multi"
+
+
 def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
     """VmSettings from defaults (the debug profile scales timeouts by DEBUG_TIME_SCALE), then
     FUSE_HARNESS_* env, then explicit (CLI) overrides."""
@@ -184,6 +201,7 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
         "memory": "FUSE_HARNESS_MEMORY",
         "cpus": "FUSE_HARNESS_CPUS",
         "accel": "FUSE_HARNESS_ACCEL",
+        "tcg_threads": "FUSE_HARNESS_TCG_THREADS",
         "boot_timeout": "FUSE_HARNESS_BOOT_TIMEOUT",
         "time_scale": "FUSE_HARNESS_TIME_SCALE",
     }
@@ -207,6 +225,9 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
                 values[key] = float(values[key])
     except ValueError as exc:
         raise ConfigError(f"bad VM setting: {exc}") from None
+    if values.get("tcg_threads", "auto") not in ("auto", "multi", "single"):
+        raise ConfigError(f"bad TCG threading {values['tcg_threads']!r} (FUSE_HARNESS_TCG_THREADS)",
+                          hint="use auto, multi or single")
     if values.get("accel", "auto") not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"bad accel {values['accel']!r}", hint="use auto, kvm or tcg")
     if values.get("time_scale", 1.0) <= 0:

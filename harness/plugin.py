@@ -8,6 +8,7 @@ test is classified (panic, hang, died), the test fails, and the next test gets a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -22,7 +23,7 @@ from harness import dmesg
 from harness.cache import new_run_dir, safe_name
 from harness.errors import HarnessError
 from harness.log import Phases
-from harness.plugin_xdist import stop_session
+from harness.plugin_xdist import guests, stop_session, worker_id
 from harness.results.meta import Metadata, rerun_command, write_reproducer
 from harness.results.model import CaseResult
 
@@ -235,8 +236,8 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
     from harness.vm.machine import Vm
 
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
+    settings = dataclasses.replace(settings, tcg_threads=hcfg.tcg_threads(settings, guests(pytestconfig)))
     accel = choose_accel(settings.accel)
-    from harness.plugin_xdist import worker_id
 
     kmemleak = kernel.has_config("DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
@@ -251,6 +252,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         pytestconfig.stash[META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
+                                        "tcg_threads": settings.tcg_threads if accel.kind == "tcg" else None,
                                         "command": machine.command, "adopted": machine.adopted,
                                         "boot_seconds": None if machine.adopted else round(machine.boot_seconds, 1),
                                         "ssh_seconds": None if machine.adopted else round(machine.ssh_seconds, 1)})

@@ -225,7 +225,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     vmi = meta.get("vm", {})
     if vmi:
         boot = "a kept guest, no boot" if vmi.get("adopted") else f"boot {vmi.get('boot_seconds')}s"
-        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), {boot}")
+        guests = len(meta.get("workers", {})) or 1
+        threads = {"single": ", one TCG thread per guest", "multi": ", a TCG thread per vCPU"}.get(
+            vmi.get("tcg_threads") or "", "")
+        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), "
+                      f"{f'{guests} guests side by side, ' if guests > 1 else ''}{boot}{threads}")
     for line in summary_lines(config.stash[CASES]):
         tr.write_line(line)
     tr.write_line(f"results: {config.stash[RUN_DIR]} (report.html, report.txt, summary.json, junit.xml, "

@@ -38,6 +38,12 @@ def worker_id(config: pytest.Config) -> str | None:
     return workerinput.get("workerid") if workerinput is not None else None
 
 
+def guests(config: pytest.Config) -> int:
+    """How many guests run side by side: xdist's worker count in a worker, else 1."""
+    workerinput = getattr(config, "workerinput", None)
+    return int(workerinput.get("workercount", 1)) if workerinput is not None else 1
+
+
 def shared_run_dir(config: pytest.Config) -> Path | None:
     """The run folder the controller made, in a worker (None elsewhere)."""
     workerinput = getattr(config, "workerinput", None)
@@ -71,6 +77,21 @@ def reaches_vm_tests(config: pytest.Config) -> bool:
         if path == vm_dir or vm_dir in path.parents or path in vm_dir.parents:
             return True
     return False
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: as many guests as this host runs side by side (harness.vm.boot.auto_guests),
+    rather than xdist's one worker per CPU."""
+    from harness.errors import HarnessError
+    from harness.vm.boot import auto_guests, choose_accel
+
+    try:
+        settings = hcfg.vm_settings(config.getoption("profile", None) or "default",
+                                    accel=config.getoption("accel", None))
+        return auto_guests(settings, choose_accel(settings.accel).kind)
+    except HarnessError:  # bad settings: one guest, and the session's own check says why
+        return 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers

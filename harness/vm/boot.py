@@ -94,6 +94,8 @@ def vng_command(
     cmd = [vng_path(), "--run", str(image), "--force-9p", "-m", settings.memory, "-p", str(settings.cpus)]
     if accel.kind == "tcg":
         cmd.append("--disable-kvm")
+        if settings.tcg_threads == "single":
+            cmd.append("--qemu-opts=-accel tcg,thread=single")
     for arg in settings.append:
         cmd += ["--append", arg]
     for d in rwdirs:
@@ -140,3 +142,42 @@ def choose_accel(requested: str) -> Accel:
     if requested == "auto":
         return probe_kvm()
     return Accel(requested, f"forced by --accel {requested}")
+
+
+#: Most guests `-n auto` starts: each boots for 10-30 s, and the default suite has about 85
+#: VM tests, so more guests mostly add boots.
+MAX_AUTO_GUESTS = 8
+
+
+def _size_bytes(size: str) -> int:
+    """QEMU's -m size ("2G", "512M", "2048": MiB) in bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    size = size.strip().upper()
+    if size and size[-1] in units:
+        return int(float(size[:-1]) * units[size[-1]])
+    return int(float(size)) << 20
+
+
+def _mem_available() -> int:
+    """MemAvailable of /proc/meminfo in bytes (0 when unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def auto_guests(settings: VmSettings, accel: str, host_cpus: int | None = None,
+                mem_available: int | None = None) -> int:
+    """How many guests `-n auto` runs side by side: one per host CPU under TCG (a guest among
+    several gets one TCG thread, see config.tcg_threads), one per `settings.cpus` host CPUs
+    under KVM; at most as many as MemAvailable holds (guest memory plus 512 MiB for QEMU
+    each), at most MAX_AUTO_GUESTS, at least 1. host_cpus: default the CPUs this process may
+    run on; mem_available: bytes, default /proc/meminfo's."""
+    cores = host_cpus if host_cpus is not None else len(os.sched_getaffinity(0))
+    by_cpu = cores if accel == "tcg" else cores // max(1, settings.cpus)
+    avail = mem_available if mem_available is not None else _mem_available()
+    by_mem = avail // (_size_bytes(settings.memory) + (512 << 20)) if avail else by_cpu
+    return max(1, min(by_cpu, by_mem, MAX_AUTO_GUESTS))

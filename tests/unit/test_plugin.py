@@ -156,6 +156,23 @@ def test_two_workers_give_one_run_folder_with_the_same_verdicts(pytester, tmp_pa
         assert (run / name).is_file(), name
 
 
+def test_auto_workers_are_the_guests_this_host_runs_side_by_side(pytester, tmp_path, monkeypatch):
+    """-n auto asks the harness (auto_guests: CPUs, memory, accelerator), not xdist's CPU count:
+    with 1 TiB guests no host holds more than one."""
+    from harness import config as hcfg
+    from harness.vm.boot import auto_guests
+
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    monkeypatch.setenv("FUSE_HARNESS_ACCEL", "tcg")
+    want = auto_guests(hcfg.vm_settings(), "tcg")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "auto")
+    result.assert_outcomes(passed=1)
+    assert f"created: {want}/{want} worker" in result.stdout.str()
+    monkeypatch.setenv("FUSE_HARNESS_MEMORY", "1T")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "auto")
+    assert "created: 1/1 worker" in result.stdout.str()
+
+
 def test_two_workers_over_unit_tests_leave_no_run_folder(pytester, tmp_path):
     pytester.makepyfile(test_plain="def test_a():\n    pass\n\n\ndef test_b():\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "2")

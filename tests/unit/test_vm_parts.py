@@ -29,8 +29,29 @@ def test_vng_command_tcg(tmp_path, monkeypatch):
     assert cmd[cmd.index("--append") + 1] == "fuse.enable_uring=1"
     assert cmd[cmd.index("--ssh") + 1] == "2222" and "--ssh-tcp" in cmd
     assert cmd[-2:] == ["--exec", "true"]
+    assert not any("thread=" in a for a in cmd)  # "auto" is resolved before a boot
     kvm = vng_command(Path("/k/bzImage"), VmSettings(), Accel("kvm", "test"))
     assert "--disable-kvm" not in kvm
+    single = VmSettings(tcg_threads="single")
+    assert "--qemu-opts=-accel tcg,thread=single" in vng_command(Path("/k/bzImage"), single, Accel("tcg", "t"))
+    assert not any("thread=" in a for a in vng_command(Path("/k/bzImage"), single, Accel("kvm", "t")))
+
+
+def test_tcg_threads_single_when_the_guests_vcpus_outnumber_the_host_cpus(monkeypatch):
+    from harness import config as hcfg
+    from harness.errors import ConfigError
+
+    auto = VmSettings()  # 2 vCPUs
+    assert hcfg.tcg_threads(auto, 1, host_cpus=2) == "multi"
+    assert hcfg.tcg_threads(auto, 2, host_cpus=2) == "single"
+    assert hcfg.tcg_threads(auto, 2, host_cpus=4) == "multi"
+    assert hcfg.tcg_threads(auto, 4, host_cpus=4) == "single"
+    assert hcfg.tcg_threads(VmSettings(tcg_threads="multi"), 8, host_cpus=2) == "multi"  # as set
+    monkeypatch.setenv("FUSE_HARNESS_TCG_THREADS", "single")
+    assert hcfg.tcg_threads(hcfg.vm_settings(), 1, host_cpus=64) == "single"
+    monkeypatch.setenv("FUSE_HARNESS_TCG_THREADS", "one")
+    with pytest.raises(ConfigError, match="TCG threading"):
+        hcfg.vm_settings()
 
 
 def test_mirror_uri_from_deb822_and_one_line(tmp_path):
@@ -158,3 +179,16 @@ def test_the_runner_start_leaves_the_boot_script_when_the_command_line_would_ove
     deep = tmp_path / ("d" * 200) / ("e" * 200) / ("f" * 200)
     script, runner = script_of(deep)
     assert runner is None and "guest.runner" not in script and READY in script
+
+
+def test_auto_guests_by_cpus_memory_and_accelerator():
+    from harness.vm.boot import MAX_AUTO_GUESTS, auto_guests
+
+    two = VmSettings()  # 2 vCPUs, 2G
+    assert auto_guests(two, "tcg", host_cpus=2, mem_available=24 << 30) == 2  # a TCG thread each
+    assert auto_guests(two, "kvm", host_cpus=2, mem_available=24 << 30) == 1  # 2 vCPUs each
+    assert auto_guests(two, "kvm", host_cpus=12, mem_available=24 << 30) == 6
+    assert auto_guests(two, "kvm", host_cpus=12, mem_available=6 << 30) == 2  # 2.5 GiB each
+    assert auto_guests(two, "kvm", host_cpus=128, mem_available=1 << 40) == MAX_AUTO_GUESTS
+    assert auto_guests(VmSettings(memory="512M"), "tcg", host_cpus=1, mem_available=1 << 30) == 1
+    assert auto_guests(VmSettings(memory="4096"), "tcg", host_cpus=8, mem_available=10 << 30) == 2  # MiB

@@ -91,6 +91,8 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
     # pytester gives the inner session (and this test) a fresh HOME: keep the inner session
     # on the cache that holds this kernel's source and build (<cache>/builds/<key>).
     monkeypatch.setenv("FUSE_HARNESS_CACHE", str(kernel.built.build_dir.parents[1]))
+    # its guests share the host's CPUs as this session's do (one TCG thread each under `-n`)
+    monkeypatch.setenv("FUSE_HARNESS_TCG_THREADS", vm.settings.tcg_threads)
     pytester.makepyfile(
         test_inner=r'''
         import pytest
