@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", default=None, help="only tests matching this pytest expression")
     p.add_argument("--slow", action="store_true", help="also run tests marked slow (bisect self-test, bench smoke)")
     p.add_argument("-n", "--jobs", type=_jobs, default=0,
-                   help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest; auto: "
-                        "as many as this host runs side by side (one per CPU under TCG, per 2 CPUs under KVM)")
+                   help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest; "
+                        "auto: as many as this host runs side by side (one per CPU and one more under TCG, "
+                        "per 2 CPUs under KVM)")
     p.add_argument("--keep-vm", action="store_true",
                    help="leave the guest running for the next run of this kernel build (it adopts it while the "
                         "image is unchanged; a rebuild replaces it); `fuse-harness vm down` stops it")

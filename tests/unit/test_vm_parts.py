@@ -185,10 +185,11 @@ def test_auto_guests_by_cpus_memory_and_accelerator():
     from harness.vm.boot import MAX_AUTO_GUESTS, auto_guests
 
     two = VmSettings()  # 2 vCPUs, 2G
-    assert auto_guests(two, "tcg", host_cpus=2, mem_available=24 << 30) == 2  # a TCG thread each
+    assert auto_guests(two, "tcg", host_cpus=2, mem_available=24 << 30) == 3  # a TCG thread each, one more
     assert auto_guests(two, "kvm", host_cpus=2, mem_available=24 << 30) == 1  # 2 vCPUs each
     assert auto_guests(two, "kvm", host_cpus=12, mem_available=24 << 30) == 6
     assert auto_guests(two, "kvm", host_cpus=12, mem_available=6 << 30) == 2  # 2.5 GiB each
     assert auto_guests(two, "kvm", host_cpus=128, mem_available=1 << 40) == MAX_AUTO_GUESTS
     assert auto_guests(VmSettings(memory="512M"), "tcg", host_cpus=1, mem_available=1 << 30) == 1
     assert auto_guests(VmSettings(memory="4096"), "tcg", host_cpus=8, mem_available=10 << 30) == 2  # MiB
+    assert auto_guests(two, "tcg", host_cpus=16, mem_available=1 << 40) == MAX_AUTO_GUESTS
