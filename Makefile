@@ -2,8 +2,9 @@
 TARGET ?= v7.3
 PROFILE ?= default
 # JOBS=N: N guests side by side (pytest-xdist), one run folder. auto: as many as the host
-# runs side by side (one per CPU and one more under TCG, one per 2 CPUs under KVM, at most 8;
-# README "Several guests side by side"); JOBS=0: one guest, in the pytest process itself.
+# runs side by side (one per CPU and one more under TCG, one per guest's vCPU count of CPUs under
+# KVM, as memory allows, at most 8; README "Several guests side by side"); JOBS=0: one guest, in
+# the pytest process itself.
 JOBS ?= auto
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--jobs", type=_jobs, default=0,
                    help="N guests side by side, one per pytest-xdist worker (one run folder); 0: one guest; "
                         "auto: as many as this host runs side by side (one per CPU and one more under TCG, "
-                        "per 2 CPUs under KVM)")
+                        "one per guest's vCPU count of CPUs under KVM, as memory allows, at most 8)")
     p.add_argument("--keep-vm", action="store_true",
                    help="leave the guest running for the next run of this kernel build (it adopts it while the "
                         "image is unchanged; a rebuild replaces it); `fuse-harness vm down` stops it")

@@ -183,15 +183,35 @@ def load_target(name_or_path: str | None) -> Target:
 def tcg_threads(settings: VmSettings, guests: int = 1, host_cpus: int | None = None) -> str:
     """QEMU's TCG threading for one of `guests` guests side by side: as set, or for "auto"
     "single" when their vCPUs (guests x settings.cpus) outnumber the host's CPUs (host_cpus,
-    default: those this process may run on), else "multi". Measured here (2 cores): one guest
-    runs the transport checks as fast with one TCG thread as with one per vCPU (the FUSE round
-    trips are serial: 125 s and 121 s multi, 127 s and 129 s single, alternated), and uses one
-    core instead of 1.1 on average; with a thread per vCPU, two guests' four vCPU threads on 2
-    cores wait for each other (`-n 2` was 0.93x of one guest)."""
+    default harness.vm.boot.host_cpus(): the affinity, bounded by a cgroup quota), else
+    "multi". Measured here (2 cores): one guest runs the transport checks as fast with one TCG
+    thread as with one per vCPU (the FUSE round trips are serial: 125 s and 121 s multi, 127 s
+    and 129 s single, alternated), and uses one core instead of 1.1 on average; with a thread
+    per vCPU, two guests' four vCPU threads on 2 cores wait for each other (`-n 2` was 0.93x of
+    one guest)."""
     if settings.tcg_threads != "auto":
         return settings.tcg_threads
-    cores = host_cpus if host_cpus is not None else len(os.sched_getaffinity(0))
-    return "single" if guests * settings.cpus > cores else "multi"
+    if host_cpus is None:
+        from harness.vm.boot import host_cpus as cpus_here
+
+        host_cpus = cpus_here()
+    return "single" if guests * settings.cpus > host_cpus else "multi"
+
+
+def memory_bytes(size: str) -> int:
+    """QEMU's -m size in bytes: a number with an optional K/M/G/T suffix ("2G", "512M"; no
+    suffix: MiB). ConfigError for anything else or a size under 128 MiB."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = str(size).strip().upper()
+    scale = units.get(text[-1:], 1 << 20)
+    try:
+        value = int(float(text[:-1] if text[-1:] in units else text) * scale)
+    except ValueError:
+        value = 0
+    if value < 128 << 20:
+        raise ConfigError(f"bad guest memory {size!r} (FUSE_HARNESS_MEMORY or --memory)",
+                          hint="a size QEMU's -m takes, such as 2G or 4096 (MiB), at least 128M")
+    return value
 
 
 def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
@@ -232,6 +252,9 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
         raise ConfigError(f"bad accel {values['accel']!r}", hint="use auto, kvm or tcg")
     if values.get("time_scale", 1.0) <= 0:
         raise ConfigError(f"bad time scale {values['time_scale']}", hint="use a factor such as 1 or 3")
+    if values.get("cpus", 1) < 1:
+        raise ConfigError(f"bad vCPU count {values['cpus']}", hint="use 1 or more (FUSE_HARNESS_CPUS, --cpus)")
+    memory_bytes(values.get("memory", VmSettings.memory))
     return VmSettings(**values)
 
 

@@ -80,18 +80,27 @@ def reaches_vm_tests(config: pytest.Config) -> bool:
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: as many guests as this host runs side by side (harness.vm.boot.auto_guests),
-    rather than xdist's one worker per CPU."""
-    from harness.errors import HarnessError
-    from harness.vm.boot import auto_guests, choose_accel
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` over VM tests: as many guests as this host runs side by side
+    (harness.vm.boot.auto_guests) rather than xdist's one worker per CPU. None (xdist decides)
+    when PYTEST_XDIST_AUTO_NUM_WORKERS is set or no VM test is selected. The accelerator is
+    judged without a test guest (boot.kvm_obstacle): a KVM host whose KVM then fails gets
+    fewer guests, never more."""
+    import os
 
+    from harness.errors import HarnessError
+    from harness.vm.boot import auto_guests, kvm_obstacle
+
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not reaches_vm_tests(config):
+        return None
     try:
         settings = hcfg.vm_settings(config.getoption("profile", None) or "default",
                                     accel=config.getoption("accel", None))
-        return auto_guests(settings, choose_accel(settings.accel).kind)
-    except HarnessError:  # bad settings: one guest, and the session's own check says why
+    except HarnessError:  # one guest; the session's own check of the settings says why
         return 1
+    forced = settings.accel if settings.accel != "auto" else None
+    obstacle = kvm_obstacle()
+    return auto_guests(settings, forced or (obstacle.kind if obstacle is not None else "kvm"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import VmSettings
+from harness.config import VmSettings, memory_bytes, tcg_threads
 from harness.errors import MissingTool
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def probe_kvm(qemu: str = "qemu-system-x86_64", timeout: float = 5.0) -> Accel:
-    """Decide whether KVM really works here; otherwise TCG, with the reason."""
+def kvm_obstacle() -> Accel | None:
+    """What probe_kvm() decides without starting QEMU: the forced accelerator, or TCG with the
+    reason KVM cannot work here; None when only a test guest can tell."""
     forced = os.environ.get("FUSE_HARNESS_ACCEL", "auto")
     if forced in ("kvm", "tcg"):
         return Accel(forced, f"forced by FUSE_HARNESS_ACCEL={forced}")
@@ -67,6 +68,14 @@ def probe_kvm(qemu: str = "qemu-system-x86_64", timeout: float = 5.0) -> Accel:
     if not flags & {"vmx", "svm"}:
         return Accel("tcg", "/dev/kvm exists but the CPU has no vmx/svm flag (paravirtual or nested KVM "
                      "that cannot run a normal guest)")
+    return None
+
+
+def probe_kvm(qemu: str = "qemu-system-x86_64", timeout: float = 5.0) -> Accel:
+    """Decide whether KVM really works here; otherwise TCG, with the reason."""
+    obstacle = kvm_obstacle()
+    if obstacle is not None:
+        return obstacle
     if not shutil.which(qemu):
         raise MissingTool(f"{qemu} not found", hint="apt-get install qemu-system-x86")
     try:
@@ -94,7 +103,7 @@ def vng_command(
     cmd = [vng_path(), "--run", str(image), "--force-9p", "-m", settings.memory, "-p", str(settings.cpus)]
     if accel.kind == "tcg":
         cmd.append("--disable-kvm")
-        if settings.tcg_threads == "single":
+        if tcg_threads(settings) == "single":  # "auto" here: this guest alone on the host
             cmd.append("--qemu-opts=-accel tcg,thread=single")
     for arg in settings.append:
         cmd += ["--append", arg]
@@ -149,38 +158,47 @@ def choose_accel(requested: str) -> Accel:
 MAX_AUTO_GUESTS = 8
 
 
-def _size_bytes(size: str) -> int:
-    """QEMU's -m size ("2G", "512M", "2048": MiB) in bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    size = size.strip().upper()
-    if size and size[-1] in units:
-        return int(float(size[:-1]) * units[size[-1]])
-    return int(float(size)) << 20
-
-
 def _mem_available() -> int:
-    """MemAvailable of /proc/meminfo in bytes (0 when unreadable)."""
+    """Bytes this process's guests may use: MemAvailable of /proc/meminfo, or the cgroup's
+    memory.max when lower (a CI container); 0 when unreadable."""
+    avail = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) << 10
+                avail = int(line.split()[1]) << 10
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    try:
+        limit = int(Path("/sys/fs/cgroup/memory.max").read_text().strip())
+    except (OSError, ValueError):  # absent, or "max"
+        return avail
+    return min(avail, limit) if avail else limit
 
 
-def auto_guests(settings: VmSettings, accel: str, host_cpus: int | None = None,
+def host_cpus() -> int:
+    """CPUs this process may run on (its affinity), or fewer under a cgroup CPU quota
+    (cpu.max "QUOTA PERIOD": QUOTA/PERIOD CPUs, rounded up)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return max(1, min(cpus, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # absent, or "max 100000"
+        return cpus
+
+
+def auto_guests(settings: VmSettings, accel: str, cpus: int | None = None,
                 mem_available: int | None = None) -> int:
-    """How many guests `-n auto` runs side by side: one per host CPU and one more under TCG (a
+    """How many guests `-n auto` runs side by side: under TCG one per host CPU and one more (a
     guest among several gets one TCG thread, see config.tcg_threads; the extra guest works
     while others wait on kernel timers: request timeouts of 15-30 s, 10 s starvation and hang
-    checks), one per `settings.cpus` host CPUs under KVM; at most as many as MemAvailable
-    holds (guest memory plus 512 MiB for QEMU each), at most MAX_AUTO_GUESTS, at least 1.
-    host_cpus: default the CPUs this process may run on; mem_available: bytes, default
-    /proc/meminfo's. Measured here (2 cores, TCG, the default VM suite): 3 guests 293 s,
-    2 guests 337 s, one guest 512 s."""
-    cores = host_cpus if host_cpus is not None else len(os.sched_getaffinity(0))
-    by_cpu = cores + 1 if accel == "tcg" else cores // max(1, settings.cpus)
+    checks); under KVM, or with FUSE_HARNESS_TCG_THREADS=multi, one per `settings.cpus` host
+    CPUs. At most as many as the memory holds (guest memory plus 512 MiB for QEMU each), at
+    most MAX_AUTO_GUESTS, at least 1. cpus: host CPUs, default host_cpus(); mem_available:
+    bytes, default MemAvailable (or the cgroup's memory.max when lower). Measured here
+    (2 cores, TCG, the default VM suite): 3 guests 293 s, 2 guests 337 s, one guest 512 s."""
+    cores = cpus if cpus is not None else host_cpus()
+    one_thread = accel == "tcg" and settings.tcg_threads != "multi"
+    by_cpu = cores + 1 if one_thread else cores // max(1, settings.cpus)
     avail = mem_available if mem_available is not None else _mem_available()
-    by_mem = avail // (_size_bytes(settings.memory) + (512 << 20)) if avail else by_cpu
+    by_mem = avail // (memory_bytes(settings.memory) + (512 << 20)) if avail else by_cpu
     return max(1, min(by_cpu, by_mem, MAX_AUTO_GUESTS))

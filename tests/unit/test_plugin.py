@@ -156,21 +156,30 @@ def test_two_workers_give_one_run_folder_with_the_same_verdicts(pytester, tmp_pa
         assert (run / name).is_file(), name
 
 
-def test_auto_workers_are_the_guests_this_host_runs_side_by_side(pytester, tmp_path, monkeypatch):
-    """-n auto asks the harness (auto_guests: CPUs, memory, accelerator), not xdist's CPU count:
-    with 1 TiB guests no host holds more than one."""
+def test_auto_workers_are_the_guests_this_host_runs_side_by_side(monkeypatch):
+    """-n auto over VM tests asks the harness (auto_guests: CPUs, memory, accelerator), not
+    xdist's CPU count; over unit tests only, or with PYTEST_XDIST_AUTO_NUM_WORKERS, xdist
+    decides; with 1 TiB guests no host holds more than one."""
+    from types import SimpleNamespace
+
     from harness import config as hcfg
+    from harness.plugin_xdist import pytest_xdist_auto_num_workers
     from harness.vm.boot import auto_guests
 
-    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    def config(*args: str) -> SimpleNamespace:
+        return SimpleNamespace(invocation_params=SimpleNamespace(dir=hcfg.REPO), args=list(args),
+                               getoption=lambda name, default=None: default)
+
     monkeypatch.setenv("FUSE_HARNESS_ACCEL", "tcg")
-    want = auto_guests(hcfg.vm_settings(), "tcg")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "auto")
-    result.assert_outcomes(passed=1)
-    assert f"created: {want}/{want} worker" in result.stdout.str()
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    assert pytest_xdist_auto_num_workers(config("tests")) == auto_guests(hcfg.vm_settings(), "tcg")
+    assert pytest_xdist_auto_num_workers(config("tests/unit")) is None
     monkeypatch.setenv("FUSE_HARNESS_MEMORY", "1T")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "auto")
-    assert "created: 1/1 worker" in result.stdout.str()
+    assert pytest_xdist_auto_num_workers(config("tests/vm")) == 1
+    monkeypatch.setenv("FUSE_HARNESS_MEMORY", "2GB")  # the session's own check names it
+    assert pytest_xdist_auto_num_workers(config("tests/vm")) == 1
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
+    assert pytest_xdist_auto_num_workers(config("tests/vm")) is None
 
 
 def test_two_workers_over_unit_tests_leave_no_run_folder(pytester, tmp_path):

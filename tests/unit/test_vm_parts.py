@@ -29,7 +29,12 @@ def test_vng_command_tcg(tmp_path, monkeypatch):
     assert cmd[cmd.index("--append") + 1] == "fuse.enable_uring=1"
     assert cmd[cmd.index("--ssh") + 1] == "2222" and "--ssh-tcp" in cmd
     assert cmd[-2:] == ["--exec", "true"]
-    assert not any("thread=" in a for a in cmd)  # "auto" is resolved before a boot
+    # "auto" for a guest alone: a thread per vCPU unless its vCPUs outnumber the host's CPUs
+    from harness.vm.boot import host_cpus
+
+    alone = vng_command(Path("/k/bzImage"), VmSettings(cpus=host_cpus() + 1), Accel("tcg", "t"))
+    assert "--qemu-opts=-accel tcg,thread=single" in alone
+    assert not any("thread=" in a for a in vng_command(Path("/k/bzImage"), VmSettings(cpus=1), Accel("tcg", "t")))
     kvm = vng_command(Path("/k/bzImage"), VmSettings(), Accel("kvm", "test"))
     assert "--disable-kvm" not in kvm
     single = VmSettings(tcg_threads="single")
@@ -185,11 +190,31 @@ def test_auto_guests_by_cpus_memory_and_accelerator():
     from harness.vm.boot import MAX_AUTO_GUESTS, auto_guests
 
     two = VmSettings()  # 2 vCPUs, 2G
-    assert auto_guests(two, "tcg", host_cpus=2, mem_available=24 << 30) == 3  # a TCG thread each, one more
-    assert auto_guests(two, "kvm", host_cpus=2, mem_available=24 << 30) == 1  # 2 vCPUs each
-    assert auto_guests(two, "kvm", host_cpus=12, mem_available=24 << 30) == 6
-    assert auto_guests(two, "kvm", host_cpus=12, mem_available=6 << 30) == 2  # 2.5 GiB each
-    assert auto_guests(two, "kvm", host_cpus=128, mem_available=1 << 40) == MAX_AUTO_GUESTS
-    assert auto_guests(VmSettings(memory="512M"), "tcg", host_cpus=1, mem_available=1 << 30) == 1
-    assert auto_guests(VmSettings(memory="4096"), "tcg", host_cpus=8, mem_available=10 << 30) == 2  # MiB
-    assert auto_guests(two, "tcg", host_cpus=16, mem_available=1 << 40) == MAX_AUTO_GUESTS
+    assert auto_guests(two, "tcg", cpus=2, mem_available=24 << 30) == 3  # a TCG thread each, one more
+    assert auto_guests(two, "kvm", cpus=2, mem_available=24 << 30) == 1  # 2 vCPUs each
+    assert auto_guests(two, "kvm", cpus=12, mem_available=24 << 30) == 6
+    assert auto_guests(two, "kvm", cpus=12, mem_available=6 << 30) == 2  # 2.5 GiB each
+    assert auto_guests(two, "kvm", cpus=128, mem_available=1 << 40) == MAX_AUTO_GUESTS
+    assert auto_guests(VmSettings(memory="512M"), "tcg", cpus=1, mem_available=1 << 30) == 1
+    assert auto_guests(VmSettings(memory="4096"), "tcg", cpus=8, mem_available=10 << 30) == 2  # MiB
+    assert auto_guests(two, "tcg", cpus=16, mem_available=1 << 40) == MAX_AUTO_GUESTS
+    multi = VmSettings(tcg_threads="multi")  # a thread per vCPU: as under KVM
+    assert auto_guests(multi, "tcg", cpus=4, mem_available=24 << 30) == 2
+
+
+def test_guest_memory_is_checked_up_front(monkeypatch):
+    from harness import config as hcfg
+    from harness.errors import ConfigError
+
+    assert hcfg.memory_bytes("2G") == 2 << 30 and hcfg.memory_bytes("512m") == 512 << 20
+    assert hcfg.memory_bytes("4096") == 4 << 30  # MiB, as QEMU's -m
+    for bad in ("2GB", "lots", "-512M", "64M", ""):
+        with pytest.raises(ConfigError, match="bad guest memory"):
+            hcfg.memory_bytes(bad)
+    monkeypatch.setenv("FUSE_HARNESS_MEMORY", "2GB")
+    with pytest.raises(ConfigError, match="FUSE_HARNESS_MEMORY"):
+        hcfg.vm_settings()
+    monkeypatch.setenv("FUSE_HARNESS_MEMORY", "2G")
+    monkeypatch.setenv("FUSE_HARNESS_CPUS", "0")
+    with pytest.raises(ConfigError, match="vCPU"):
+        hcfg.vm_settings()
