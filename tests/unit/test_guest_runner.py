@@ -135,3 +135,33 @@ def test_runner_answers_before_its_preload_and_finishes_it():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_server_child_is_a_fork_running_the_guest_cli(tmp_path):
+    """ServerProc's Child runs `python3 -m guest ARGV` in a fork of this process: its output
+    goes to the log, its exit code comes back (argparse's too), this process's other file
+    descriptors are not its (a pipe's write end closed here reaches EOF while it runs)."""
+    import os
+    import time
+
+    from guest.checks.server_proc import Child
+
+    log = tmp_path / "server.log"
+    child = Child(["--help"], str(log))
+    assert child.wait(30) == 0 and child.poll() == 0
+    assert "usage: python3 -m guest" in log.read_text()
+    assert Child(["no-such-command"], str(log)).wait(30) == 2
+    assert "invalid choice" in log.read_text()
+
+    r, w = os.pipe()
+    resident = Child(["runner", "--port", "0"], str(log))  # listens until killed
+    os.close(w)
+    t0 = time.monotonic()
+    assert os.read(r, 1) == b""  # EOF: the child did not keep the write end
+    os.close(r)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(TimeoutError):
+        resident.wait(0.5)
+    assert resident.poll() is None
+    resident.kill()
+    assert resident.wait(30) == -9
