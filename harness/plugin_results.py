@@ -222,14 +222,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"kernel: {k.get('kernel_release')} ({k.get('target')}/{k.get('profile')}, "
                       f"{k.get('source_identity')}, build {'reused' if k.get('build_reused') else 'built'} "
                       f"in {k.get('build_seconds')}s)")
-    vmi = meta.get("vm", {})
-    if vmi:
-        boot = "a kept guest, no boot" if vmi.get("adopted") else f"boot {vmi.get('boot_seconds')}s"
-        guests = len(meta.get("workers", {})) or 1
-        threads = {"single": ", one TCG thread per guest", "multi": ", a TCG thread per vCPU"}.get(
-            vmi.get("tcg_threads") or "", "")
-        tr.write_line(f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), "
-                      f"{f'{guests} guests side by side, ' if guests > 1 else ''}{boot}{threads}")
+    line = vm_line(meta)
+    if line:
+        tr.write_line(line)
     for line in summary_lines(config.stash[CASES]):
         tr.write_line(line)
     tr.write_line(f"results: {config.stash[RUN_DIR]} (report.html, report.txt, summary.json, junit.xml, "
@@ -269,3 +264,22 @@ def summary_lines(cases: list[CaseResult], width: int = 110) -> list[str]:
 def ktap_subtests(text: str) -> list[dict[str, str]]:
     """Guest KTAP output as subtest dicts for record_subtests."""
     return [{"name": c.name, "verdict": c.verdict.value, "reason": c.reason} for c in ktap.parse(text)]
+
+
+def vm_line(meta: dict) -> str | None:
+    """The summary's `vm:` line from metadata.json's data: accelerator and why, the guests
+    side by side (`-n`) with their boot seconds (the range when several booted), and the TCG
+    threading; None without a guest."""
+    vmi = meta.get("vm") or {}
+    if not vmi:
+        return None
+    boot = "a kept guest, no boot" if vmi.get("adopted") else f"boot {vmi.get('boot_seconds')}s"
+    workers = meta.get("workers") or {}
+    boots = sorted(w["vm"]["boot_seconds"] for w in workers.values()
+                   if (w.get("vm") or {}).get("boot_seconds") is not None)
+    if len(boots) > 1:  # each worker booted its own guest
+        boot = f"boots {boots[0]}-{boots[-1]}s"
+    threads = {"single": ", one TCG thread per guest", "multi": ", a TCG thread per vCPU"}.get(
+        vmi.get("tcg_threads") or "", "")
+    side = f"{len(workers)} guests side by side, " if len(workers) > 1 else ""
+    return f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), {side}{boot}{threads}"

@@ -236,3 +236,15 @@ def test_b(run_dir, guest):
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert [c["verdict"] for c in summary["cases"]][:1] == ["ERROR"]
+
+
+def test_the_vm_line_names_the_guests_their_boots_and_the_tcg_threading():
+    from harness.plugin_results import vm_line
+
+    one = {"vm": {"accel": "tcg", "accel_reason": "no vmx", "boot_seconds": 10.4, "tcg_threads": "multi"}}
+    assert vm_line(one) == "vm: tcg (no vmx), boot 10.4s, a TCG thread per vCPU"
+    three = {"vm": {"accel": "tcg", "accel_reason": "no vmx", "boot_seconds": 24.2, "tcg_threads": "single"},
+             "workers": {f"gw{i}": {"vm": {"boot_seconds": b}} for i, b in enumerate((24.2, 31.4, 23.4))}}
+    assert vm_line(three) == "vm: tcg (no vmx), 3 guests side by side, boots 23.4-31.4s, one TCG thread per guest"
+    kept = {"vm": {"accel": "kvm", "accel_reason": "ran", "adopted": True, "tcg_threads": None}}
+    assert vm_line(kept) == "vm: kvm (ran), a kept guest, no boot" and vm_line({}) is None
