@@ -87,20 +87,24 @@ def _send(sock: socket.socket, kind: bytes, data: bytes) -> None:
     sock.sendall(FRAME.pack(kind, len(data)) + data)
 
 
-def _child(req: dict, out_w: int, err_w: int) -> None:
-    """In the forked command process: never returns."""
+def run_main(argv: list[str], out_fd: int, err_fd: int, cwd: str, env: dict | None = None) -> None:
+    """In a forked child, never returns: `python3 -m guest ARGV` (guest.__main__.main, already
+    imported here) with stdout and stderr on out_fd and err_fd (line-buffered), in cwd with env
+    added, SIGCHLD at its default; the process exits with main's code (argparse's on a usage
+    error, 1 after an uncaught exception, whose traceback goes to err_fd). Used for the
+    runner's commands and for a check's server (guest.checks.server_proc.Child)."""
     rc = 1
     try:
-        os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.environ.update(req.get("env") or {})
-        os.chdir(req.get("cwd") or "/")
-        sys.stdout.reconfigure(line_buffering=True)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         from guest.__main__ import main
 
-        rc = int(main(list(req["argv"])) or 0)
+        rc = int(main(list(argv)) or 0)
     except SystemExit as exc:  # argparse errors, explicit exits
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException:  # noqa: BLE001 - reported like an uncaught exception would be
@@ -133,7 +137,10 @@ def handle(conn: socket.socket) -> None:
         conn.close()
         os.close(out_r)
         os.close(err_r)
-        _child(req, out_w, err_w)
+        try:
+            os.setsid()  # the host's kill of a command ends its whole group
+        finally:
+            run_main(req["argv"], out_w, err_w, req.get("cwd") or "/", req.get("env"))
     os.close(out_w)
     os.close(err_w)
     open_fds = {out_r: b"O", err_r: b"E"}

@@ -14,6 +14,7 @@ import sys
 import time
 
 from guest import mount as M
+from guest.runner import run_main
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +32,6 @@ class Child:
         self.pid = os.fork()
         if self.pid:
             return
-        code = 70  # EX_SOFTWARE: main() raised
         try:
             log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             null = os.open(os.devnull, os.O_RDONLY)
@@ -39,24 +39,11 @@ class Child:
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-            sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-            sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
-            os.chdir(PKG_ROOT)
-            from guest.__main__ import main
-
-            code = main(argv)
-        except SystemExit as exc:  # argparse's usage errors and --help
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - the log says what, the exit code that it did
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code if isinstance(code, int) else 70)
+        except BaseException:  # noqa: BLE001 - no log to say it in: the exit code does
+            os._exit(70)  # EX_SOFTWARE
+        run_main(argv, 1, 2, PKG_ROOT)
 
     def poll(self) -> int | None:
         """The exit code once the child has ended (reaped here), else None."""
