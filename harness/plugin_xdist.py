@@ -98,9 +98,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
                                     accel=config.getoption("accel", None))
     except HarnessError:  # one guest; the session's own check of the settings says why
         return 1
-    forced = settings.accel if settings.accel != "auto" else None
-    obstacle = kvm_obstacle()
-    return auto_guests(settings, forced or (obstacle.kind if obstacle is not None else "kvm"))
+    accel = settings.accel if settings.accel != "auto" else getattr(kvm_obstacle(), "kind", "kvm")
+    return auto_guests(settings, accel)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
