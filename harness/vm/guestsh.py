@@ -84,16 +84,17 @@ def stuck_tasks(state: str = "D", wchan: str = "*fuse*|*request_wait*|*uring*") 
     `wchan`, one "STATE PID WCHAN ARGS" line each, read from /proc with shell builtins (sh or
     bash; ps and awk cost ~0.3 s of every test under TCG). Kernel threads (PF_KTHREAD,
     0x00200000 in /proc/PID/stat's flags) are left out; a user task with no arguments (one
-    exiting, stuck in fuse_flush say) is listed as [comm]; NULs and newlines in the arguments become
-    spaces, so each task is one line. Listed only when still there 2 s
+    exiting, stuck in fuse_flush say) is listed as [comm]; NULs, newlines and carriage returns in
+    the arguments become spaces and backslashes stay as they are (printf, not dash's echo, which
+    expands "\\n"), so each task is one line. Listed only when still there 2 s
     after a first sighting (a task briefly in D is not stuck)."""
     return ("d() { for p in /proc/[0-9]*; do { read -r s < $p/stat; } 2>/dev/null || continue; "
             "s=${s##*) }; set -- $s; "
             f'[ "$1" = {state} ] && [ $(( ${{7:-0}} & 0x200000 )) -eq 0 ] || continue; '
             "w=; { read -r w < $p/wchan; } 2>/dev/null; "
-            f'case "$w" in {wchan}) a=$(tr \'\\0\\n\' \'  \' < $p/cmdline); '
+            f'case "$w" in {wchan}) a=$(tr \'\\0\\n\\r\' \'   \' < $p/cmdline); '
             '[ -n "$a" ] || { read -r a < $p/comm; a="[$a]"; } 2>/dev/null; '
-            'echo "$1 ${p#/proc/} $w $a";; esac; '
+            'printf \'%s\\n\' "$1 ${p#/proc/} $w $a";; esac; '
             "done; }; "
             '[ -z "$(d)" ] || { sleep 2; d; }')
 

@@ -292,7 +292,7 @@ class Vm:
         if result.lost or not result.ok or not self.running():
             return None
         log_text, _, stuck = result.stdout.partition(f"\n{STUCK_SEP}\n")
-        return EndMark(marker, log_text + "\n", [ln.strip() for ln in stuck.splitlines() if ln.strip()])
+        return EndMark(marker, log_text + "\n", [ln.strip() for ln in stuck.split("\n") if ln.strip()])
 
     @staticmethod
     def _marker(text: str) -> str:

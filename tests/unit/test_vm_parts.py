@@ -132,8 +132,10 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
 
     assert "ps " not in STUCK_TASKS and "awk" not in STUCK_TASKS
     sleeper = subprocess.Popen(["sleep", "60.5"])
-    # a task whose arguments hold a newline and a byte that is not UTF-8 (seen on a CI host)
-    odd = subprocess.Popen([b"python3", b"-c", b"import time; time.sleep(60)", b"two\nlines\x80"])
+    # a task whose arguments hold a newline, a carriage return, a byte that is not UTF-8 and a
+    # backslash-n that dash's echo would expand (both seen on CI hosts)
+    odd = subprocess.Popen([b"python3", b"-c", b"import time; time.sleep(60)",
+                            b"two\nlines\x80\rback\\nslash\\c end"])
     try:
         import time
 
@@ -144,10 +146,10 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
                                   timeout=60).stdout.decode(errors="replace")
 
         out = listed("*nanosleep*")
-        lines = out.splitlines()
+        lines = out.split("\n")[:-1]  # only a newline ends a line (splitlines also splits at \r)
         assert any(ln.startswith(f"S {sleeper.pid} ") and "nanosleep" in ln and ln.rstrip().endswith("sleep 60.5")
                    for ln in lines), out
-        every = listed("*").splitlines()
+        every = listed("*").split("\n")[:-1]
         assert len(every) > len(lines)
         for ln in every:  # one line per task (arguments with newlines too), no kernel thread
             state, pid = ln.split()[:2]
@@ -158,7 +160,8 @@ def test_stuck_tasks_lists_user_tasks_by_state_and_wchan_from_proc(shell):
                 continue  # ended since
             assert not flags & 0x200000, ln
         assert listed("*no-such-wchan*") == ""
-        assert any(ln.startswith(f"S {odd.pid} ") and "two lines" in ln for ln in every), every
+        assert any(ln.startswith(f"S {odd.pid} ") and ln.rstrip().endswith("two lines\ufffd back\\nslash\\c end")
+                   for ln in every), every
     finally:
         for task in (sleeper, odd):
             task.kill()
