@@ -341,7 +341,6 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         outcome, why = machine.classify_death()
         item.stash[VM_OUTCOME] = f"{outcome}: {why}"
         machine.dump_tasks(run_dir / "dmesg" / f"{name}.console-tail.log")
-        _restart(item, machine, "restart failed")
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
     stuck = end.stuck if end is not None else []
@@ -354,6 +353,9 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
         wedge = pytest.mark.fresh_guest_after(f"tasks stuck in D state: {'; '.join(stuck)[:200]}").mark
     if item.session.items and item.session.items[-1] is item:
         return  # no next test to protect: no reboot (a debug guest takes minutes)
+    if end is None:  # one fresh guest, whatever the dead one's console says (its panic is a finding)
+        _restart(item, machine, "restart failed")
+        return
     if wedge and not tainted and machine.alive():
         log.warning("%s may leave the guest wedged (%s): rebooting the guest", item.nodeid, wedge.args[0])
         _restart(item, machine, "guest restart after a test that may wedge it failed")
