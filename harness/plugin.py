@@ -56,6 +56,8 @@ MARKERS = (
     "kconfig(*options): needs these CONFIG_ options in the built kernel (e.g. 'KASAN')",
     "expect_dmesg(*patterns): dmesg findings matching these regexes are expected, not failures",
     "slow: takes more than a minute under TCG",
+    "long: takes 20 s or more under TCG (boots guests of its own, waits on kernel timers): with "
+    "guests side by side (-n) such tests start first, so the run does not end waiting on one",
     "fresh_guest_after(why): the test may leave the guest wedged (a task stuck in the kernel): "
     "the next test gets a freshly booted guest",
 )

@@ -102,6 +102,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return auto_guests(settings, accel)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With guests side by side, the tests marked `long` start first (a stable sort: the rest,
+    and the long ones among themselves, keep their order). xdist hands tests to its workers in
+    collection order, so a 20-120 s test collected near the end would keep one guest busy
+    while the others have finished. Every worker collects, and sorts the same way."""
+    if guests(config) > 1:
+        items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Controller of an `-n N` run: make the run folder before any worker starts, and with VM

@@ -248,3 +248,43 @@ def test_the_vm_line_names_the_guests_their_boots_and_the_tcg_threading():
     assert vm_line(three) == "vm: tcg (no vmx), 3 guests side by side, boots 23.4-31.4s, one TCG thread per guest"
     kept = {"vm": {"accel": "kvm", "accel_reason": "ran", "adopted": True, "tcg_threads": None}}
     assert vm_line(kept) == "vm: kvm (ran), a kept guest, no boot" and vm_line({}) is None
+
+
+def test_long_tests_start_first_only_with_guests_side_by_side(pytester, tmp_path):
+    """Under -n, the tests marked `long` come first in every worker's collection (xdist hands
+    tests out in that order) and the rest keep theirs; with one guest nothing moves."""
+    pytester.makepyfile(test_order='''
+import pytest
+
+def test_a():
+    pass
+
+@pytest.mark.long
+def test_b():
+    pass
+
+def test_c():
+    pass
+
+@pytest.mark.long
+@pytest.mark.parametrize("x", [2, 1])
+def test_d(x):
+    pass
+''')
+    base = ("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--collect-only", "-q")
+    single = pytester.runpytest_subprocess(*base).stdout.lines
+    collected = [ln.split("::")[1] for ln in single if "::" in ln]
+    assert collected == ["test_a", "test_b", "test_c", "test_d[2]", "test_d[1]"]
+    # a worker's own order: the collection xdist's controller checks (-n 2 --collect-only would
+    # show the controller's, which does not collect), seen through the hook with workerinput
+    from types import SimpleNamespace
+
+    from harness.plugin_xdist import pytest_collection_modifyitems
+
+    def item(name: str, long: bool) -> SimpleNamespace:
+        return SimpleNamespace(name=name, get_closest_marker=lambda m: object() if long and m == "long" else None)
+
+    for workers, order in ((2, ["b", "d2", "d1", "a", "c"]), (1, ["a", "b", "c", "d2", "d1"])):
+        items = [item("a", False), item("b", True), item("c", False), item("d2", True), item("d1", True)]
+        pytest_collection_modifyitems(SimpleNamespace(workerinput={"workercount": workers}), items)  # type: ignore[arg-type]
+        assert [i.name for i in items] == order, workers
