@@ -252,11 +252,15 @@ def build(
     mutable: bool = False,
     metadata: dict | None = None,
     build_dir: Path | None = None,
+    built_stamp: dict | None = None,
 ) -> Built:
     """Configure and build tree into the cache's build dir for key; reuse when possible.
 
     `build_dir` pins the build directory (bisect: every step builds incrementally in one
-    folder); the stamp's key must then match for a reuse without make.
+    folder); the stamp's key must then match for a reuse without make. A `mutable` tree (one
+    whose key cannot see every change) runs make, unless `built_stamp` is the build dir's
+    stamp as it is now: this run's own build of the same key moments ago (the controller of
+    an `-n N` run hands its stamp to the workers, so each does not run make once more).
     """
     check_tools()
     build_dir = build_dir or place(tree, safe_name(f"{label}-{key}"))
@@ -264,8 +268,8 @@ def build(
     logfile = build_dir / "build.log"
     start = time.monotonic()
     info = _stamp(stamp)
-    if info.get("key") == key and not mutable and (build_dir / IMAGE).exists():
-        log.info("build: reusing %s (key %s)", build_dir, key)
+    if info.get("key") == key and (not mutable or info == built_stamp) and (build_dir / IMAGE).exists():
+        log.info("build: reusing %s (key %s%s)", build_dir, key, ", built by this run" if mutable else "")
         return Built(key, build_dir, build_dir / IMAGE, build_dir / ".config", logfile, True,
                      time.monotonic() - start, info.get("kernel_release", "unknown"))
     stamp.unlink(missing_ok=True)
@@ -291,7 +295,7 @@ def build(
     took = time.monotonic() - start
     write_json_atomic(stamp, {
         "key": key, "objects": len(list(build_dir.rglob("*.o"))),
-        "seconds": round(took, 1), "kernel_release": release, "tree": str(tree),
+        "seconds": round(took, 1), "finished": time.time(), "kernel_release": release, "tree": str(tree),
         "fragments": [str(f) for f in fragments], **(metadata or {}),
     })
     log.info("build: %s done in %s (%d objects compiled)", release, fmt_duration(took), objects)

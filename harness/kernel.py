@@ -97,23 +97,24 @@ def preflight(target: Target, profile: str = "default", source_override: str | N
 
 def obtain(target: Target, profile: str = "default", phases: Phases | None = None,
            source_override: str | None = None, series_override: str | None = None,
-           build_dir: Path | None = None) -> Kernel:
+           build_dir: Path | None = None, built_stamp: dict | None = None) -> Kernel:
     """Prepare the source, apply the series (if any) and build; cached at every step.
 
     `build_dir` (else $FUSE_HARNESS_BUILD_DIR) pins one build folder for every source state,
     so successive commits of a tree build incrementally (bisect); a user's tree (path:) gets
     one such folder of its own. There, a clean git tree's identity is exact, so an unchanged
-    key is reused without running make; any other state runs make (incremental).
+    key is reused without running make; any other state runs make (incremental), unless
+    `built_stamp` says this run built that very state already (harness.build.build).
     """
     phases = phases or Phases()
     # bad input is named at once, not after another process's build that holds the lock
     preflight(target, profile, source_override, series_override)
     with exclusive("obtain", "kernel"):
-        return _obtain(target, profile, phases, source_override, series_override, build_dir)
+        return _obtain(target, profile, phases, source_override, series_override, build_dir, built_stamp)
 
 
 def _obtain(target: Target, profile: str, phases: Phases, source_override: str | None,
-            series_override: str | None, build_dir: Path | None) -> Kernel:
+            series_override: str | None, build_dir: Path | None, built_stamp: dict | None = None) -> Kernel:
     pinned = build_dir or os.environ.get(BUILD_DIR_ENV)
     build_dir = Path(pinned).expanduser().resolve() if pinned else None
     spec = source_override or target.source
@@ -138,6 +139,7 @@ def _obtain(target: Target, profile: str, phases: Phases, source_override: str |
     with phases.measure("build"):
         mutable = src.mutable and series_ref is None and not (build_dir and identity.endswith("+clean"))
         built = build.build(tree, label, key, fragments, mutable=mutable, build_dir=build_dir,
+                            built_stamp=built_stamp,
                             metadata={"source": identity, "series": series_identity, "target": target.name,
                                       "profile": profile})
     from harness.series import detect_abi

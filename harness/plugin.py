@@ -1,8 +1,9 @@
-"""pytest plugin: options, markers, the session VM, per-test dmesg slices and verdicts.
+"""pytest plugin: options, markers, input checks, the session's kernel and guest, and the
+requirements (transport, kconfig) of each test.
 
 Thin: the heavy lifting (build, boot, scan) lives in harness.kernel, harness.vm and
-harness.dmesg. VM tests share one guest for the whole session; a guest that dies during a
-test is classified (panic, hang, died), the test fails, and the next test gets a fresh VM.
+harness.dmesg. VM tests share one guest for the whole session (one per worker under `-n`);
+each test's dmesg slice and the guest's health around it are harness.plugin_health's.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import logging
 import os
 import shlex
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from harness import config as hcfg
 from harness import dmesg
-from harness.cache import new_run_dir, safe_name
+from harness.cache import new_run_dir
 from harness.errors import HarnessError
 from harness.log import Phases
 from harness.plugin_xdist import guests, stop_session, worker_id
@@ -28,9 +28,9 @@ from harness.results.meta import Metadata, rerun_command, write_reproducer
 from harness.results.model import CaseResult
 
 log = logging.getLogger("harness.plugin")
-#: The results half (verdicts, reproducers, outputs, terminal summary) and the parallel half
-#: (`-n N`: a guest per worker, one run folder).
-pytest_plugins = ["harness.plugin_xdist", "harness.plugin_results"]
+#: The parallel half (`-n N`: a guest per worker, one run folder), the results half (verdicts,
+#: reproducers, outputs, terminal summary) and the per-test half (dmesg slices, guest health).
+pytest_plugins = ["harness.plugin_xdist", "harness.plugin_results", "harness.plugin_health"]
 
 RUN_DIR = pytest.StashKey[Path]()
 KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
@@ -42,10 +42,10 @@ PHASES = pytest.StashKey[Phases]()
 FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
 DMESG_FILE = pytest.StashKey[str]()
 VM_OUTCOME = pytest.StashKey[str]()
+#: The session's guest (harness.vm.machine.Vm) once the vm fixture has it.
+GUEST = pytest.StashKey[object]()
 #: Seconds the plugin spent in the guest around one test: BEGIN, END marker with the kernel log.
 HARNESS_SECONDS = pytest.StashKey[float]()
-#: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
-TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
 SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
 ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
 _CONFIG: dict[str, pytest.Config] = {}
@@ -56,8 +56,8 @@ MARKERS = (
     "kconfig(*options): needs these CONFIG_ options in the built kernel (e.g. 'KASAN')",
     "expect_dmesg(*patterns): dmesg findings matching these regexes are expected, not failures",
     "slow: takes more than a minute under TCG",
-    "long: takes 20 s or more under TCG (boots guests of its own, waits on kernel timers): with "
-    "guests side by side (-n) such tests start first, so the run does not end waiting on one",
+    "long(seconds): takes about that long under TCG, 20 s or more (boots guests of its own, waits on "
+    "kernel timers): with guests side by side (-n) such tests start first, the longest first",
     "fresh_guest_after(why): the test may leave the guest wedged (a task stuck in the kernel): "
     "the next test gets a freshly booted guest",
 )
@@ -127,18 +127,26 @@ def prepare_controller(cfg: pytest.Config, build: bool) -> None:
     """The controller of an `-n N` run (harness.plugin_xdist): make the run folder; with
     `build`, first check the input (bad input stops before a run folder exists), then build
     the kernel once."""
-    from harness.kernel import preflight
-
     profile = _profile_name(cfg)
     if not build:
         _run_dir(cfg, _target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
         return
+    target = _checked_target(cfg, preflight=True)
+    _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
+
+
+def _checked_target(cfg: pytest.Config, preflight: bool) -> hcfg.Target:
+    """The session's target; with `preflight`, the run's input checked too (kernel.preflight):
+    bad input is a UsageError before a run folder exists."""
+    from harness.kernel import preflight as check
+
     try:
         target = hcfg.load_target(_target_name(cfg))
-        preflight(target, profile, _opt(cfg, "source"), _opt(cfg, "series"))
+        if preflight:
+            check(target, _profile_name(cfg), _opt(cfg, "source"), _opt(cfg, "series"))
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
-    _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
+    return target
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -146,14 +154,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     try:
         issues = known_issues.load()
-        target = hcfg.load_target(_opt(config, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET"))
-        if any("/tests/vm/" in str(i.path).replace("\\", "/") for i in items):
-            from harness.kernel import preflight  # bad input stops before a run folder exists
-
-            preflight(target, _opt(config, "profile", "fuse_harness_profile") or "default",
-                      _opt(config, "source"), _opt(config, "series"))
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
+    target = _checked_target(config, preflight=any("/tests/vm/" in str(i.path).replace("\\", "/") for i in items))
     for item in items:
         if "/tests/vm/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.vm)
@@ -205,15 +208,18 @@ def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_d
 
 def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path, request=None):  # noqa: ANN001
     from harness.kernel import obtain
+    from harness.plugin_xdist import built_stamp, hand_over_build
 
     try:
         with _uncaptured(cfg):  # a cold build takes minutes: show its progress
             k = obtain(target, profile, cfg.stash[PHASES],
                        source_override=_opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
-                       series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"))
+                       series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"),
+                       built_stamp=built_stamp(cfg))
     except HarnessError as exc:
         cfg.stash[META].update(status="ERROR", error=str(exc))
         stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code)
+    hand_over_build(cfg, k.built.build_dir)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
     cfg.stash[META].update(kernel=k.describe())
     return k
@@ -268,24 +274,14 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         "# the guest alone, with a shell in it (the QEMU command is in metadata.json):",
         "# " + shlex.join([".venv/bin/fuse-harness", "shell", *build_opts]),
     ])
-    pytestconfig.stash[_VM] = machine
+    pytestconfig.stash[GUEST] = machine
     yield machine
     machine.stop()
     if claim is not None:
         claim.release()
 
 
-_VM = pytest.StashKey[object]()
-
-
-# -- per-test dmesg and VM health ----------------------------------------------------
-def _expected_patterns(item: pytest.Item) -> list[str]:
-    patterns: list[str] = []
-    for mark in item.iter_markers("expect_dmesg"):
-        patterns.extend(mark.args)
-    return patterns
-
-
+# -- requirements ------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
     """Skip (with the reason) tests whose transport the target does not promise, or whose
@@ -307,93 +303,6 @@ def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
         missing = [o for o in options if not k.has_config(o)]
         if missing:
             pytest.skip(f"kernel built without CONFIG_{', CONFIG_'.join(missing)} (try --profile debug)")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    """Slice the guest's dmesg around the test; a finding not declared with expect_dmesg,
-    or a guest that died, fails the test's call phase (so xfail/known issues apply)."""
-    machine = item.config.stash.get(_VM, None)
-    if item.get_closest_marker("vm") is None or machine is None:
-        outcome = yield
-        _judge(item, outcome)
-        return
-    began = time.monotonic()
-    start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True)  # None: the guest is gone
-    item.stash[HARNESS_SECONDS] = time.monotonic() - began
-    outcome = yield
-    _collect_dmesg(item, machine, start)
-    _judge(item, outcome)
-
-
-def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
-    run_dir = item.config.stash[RUN_DIR]
-    name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
-    path = run_dir / "dmesg" / f"{name}.log"
-    text = ""
-    began = time.monotonic()
-    end = machine.end_mark(f"END {item.nodeid}")
-    item.stash[HARNESS_SECONDS] = item.stash.get(HARNESS_SECONDS, 0.0) + time.monotonic() - began
-    if end is not None:
-        text = dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
-    else:
-        # The guest died or hangs: the console holds the kernel log up to its end.
-        console = machine.console()
-        text = dmesg.slice_between(console, start, None) if start else console[-20000:]
-        outcome, why = machine.classify_death()
-        item.stash[VM_OUTCOME] = f"{outcome}: {why}"
-        machine.dump_tasks(run_dir / "dmesg" / f"{name}.console-tail.log")
-    path.write_text(text)
-    item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
-    stuck = end.stuck if end is not None else []
-    findings = [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
-        dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
-    item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
-    tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
-    wedge = item.get_closest_marker("fresh_guest_after")
-    if stuck and not wedge:
-        wedge = pytest.mark.fresh_guest_after(f"tasks stuck in D state: {'; '.join(stuck)[:200]}").mark
-    if item.session.items and item.session.items[-1] is item:
-        return  # no next test to protect: no reboot (a debug guest takes minutes)
-    if end is None:  # one fresh guest, whatever the dead one's console says (its panic is a finding)
-        _restart(item, machine, "restart failed")
-        return
-    if wedge and not tainted and machine.alive():
-        log.warning("%s may leave the guest wedged (%s): rebooting the guest", item.nodeid, wedge.args[0])
-        _restart(item, machine, "guest restart after a test that may wedge it failed")
-    if tainted and machine.alive():
-        # an oops may leave locks held or memory corrupt: the next test gets a fresh guest,
-        # so its findings are its own
-        log.warning("%s left the kernel tainted (%s): rebooting the guest", item.nodeid, ", ".join(tainted))
-        _restart(item, machine, f"guest restart after {', '.join(tainted)} failed")
-
-
-def _restart(item: pytest.Item, machine, failed: str) -> None:
-    """A fresh guest for the next test; a restart that fails is added to this test's VM outcome."""
-    try:
-        machine.restart()
-    except HarnessError as exc:
-        previous = item.stash.get(VM_OUTCOME, "")
-        item.stash[VM_OUTCOME] = f"{previous}; {failed}: {exc}" if previous else f"{failed}: {exc}"
-
-
-def _judge(item: pytest.Item, outcome) -> None:
-    """Turn a passing call into a failure for a dead guest or unexpected dmesg findings."""
-    if outcome.excinfo is not None:
-        return
-    vm_outcome = item.stash.get(VM_OUTCOME, None)
-    if vm_outcome:
-        outcome.force_exception(pytest.fail.Exception(f"guest died during the test: {vm_outcome}", pytrace=False))
-        return
-    unexpected = _unexplained(item.stash.get(FINDINGS, []), _expected_patterns(item))
-    if unexpected:
-        outcome.force_exception(pytest.fail.Exception(
-            f"kernel log findings during this test (not declared with expect_dmesg):\n{unexpected}", pytrace=False))
-
-
-def _unexplained(findings: list[dmesg.Finding], patterns: list[str]) -> str:
-    """The findings no pattern matches, one indented "kind: line" each ('' when none)."""
-    return "\n".join(f"  {f.kind}: {f.line}" for f in findings if not any(f.matches(p) for p in patterns))
 
 
 def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:

@@ -29,10 +29,9 @@ from harness.plugin import (
     RUN_DIR,
     SUBTESTS,
     VM_OUTCOME,
-    _expected_patterns,
     _rerun_values,
-    _unexplained,
 )
+from harness.plugin_health import expected_patterns, unexplained
 from harness.plugin_xdist import (
     case_of,
     case_property,
@@ -65,9 +64,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         del report.wasxfail  # an intermittent known issue that did not show: a plain pass
         report.sections.append(("known issue", f"intermittent {item.stash[INTERMITTENT]} did not show this run"))
     findings = item.stash.get(FINDINGS, [])
-    expected = _expected_patterns(item)
+    expected = expected_patterns(item)
     if hasattr(report, "wasxfail"):
-        other = _unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())))
+        other = unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())))
         if other:  # the known issue does not explain these: they fail the test
             _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
                              f"does not explain:\n{other}")

@@ -16,6 +16,7 @@ pytest's "already imported" warning out of every run: PYTEST_DONT_REWRITE.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,8 +29,10 @@ from harness import config as hcfg
 CASE_PROPERTY = "fuse_harness_case"
 #: workerinput / workeroutput keys.
 RUN_DIR_KEY = "fuse_harness_run_dir"
+BUILT_KEY = "fuse_harness_built_stamp"
 OUTPUT_KEY = "fuse_harness"
 _WORKERS = pytest.StashKey[dict[str, dict[str, Any]]]()
+_BUILT = pytest.StashKey[str]()
 
 
 def worker_id(config: pytest.Config) -> str | None:
@@ -49,6 +52,25 @@ def shared_run_dir(config: pytest.Config) -> Path | None:
     workerinput = getattr(config, "workerinput", None)
     value = workerinput.get(RUN_DIR_KEY) if workerinput is not None else None
     return Path(value) if value else None
+
+
+def hand_over_build(config: pytest.Config, build_dir: Path) -> None:
+    """In the controller of an `-n N` run: keep the stamp of the kernel it just built
+    (harness.build.STAMP, JSON) for the workers (pytest_configure_node)."""
+    if distributing(config):
+        from harness.build import STAMP
+
+        with contextlib.suppress(OSError):
+            config.stash[_BUILT] = (build_dir / STAMP).read_text()
+
+
+def built_stamp(config: pytest.Config) -> dict | None:
+    """In a worker: the stamp of the controller's build for this run. While the build dir's
+    stamp is still that one, the worker reuses the build without running make, even for a
+    user's tree, whose make the controller has just run (harness.build.build). Else None."""
+    workerinput = getattr(config, "workerinput", None)
+    value = workerinput.get(BUILT_KEY) if workerinput is not None else None
+    return json.loads(value) if value else None
 
 
 def distributing(config: pytest.Config) -> bool:
@@ -102,14 +124,29 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return auto_guests(settings, accel)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Controller of an `-n N` run over VM tests: xdist's load scheduling hands each worker
+    one test at a time (and keeps two queued) unless --maxschedchunk says otherwise. By
+    default it hands out chunks of consecutive tests, a quarter of a worker's share at first,
+    so the long tests that start first (pytest_collection_modifyitems) would all go to one
+    guest; one at a time, the next free guest takes the next longest."""
+    if (getattr(config.option, "dist", "no") == "load" and getattr(config.option, "maxschedchunk", 0) is None
+            and worker_id(config) is None and reaches_vm_tests(config)):
+        config.option.maxschedchunk = 1
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With guests side by side, the tests marked `long` start first (a stable sort: the rest,
-    and the long ones among themselves, keep their order). xdist hands tests to its workers in
-    collection order, so a 20-120 s test collected near the end would keep one guest busy
-    while the others have finished. Every worker collects, and sorts the same way."""
+    """With guests side by side, the tests marked `long` start first, the longest first (by
+    the marker's rough seconds under TCG; a stable sort: the rest keep their order), so no
+    guest is left with a 20-120 s test while the others have finished. Every worker
+    collects, and sorts the same way (xdist checks that their collections agree)."""
     if guests(config) > 1:
-        items.sort(key=lambda item: item.get_closest_marker("long") is None)
+        def rank(item: pytest.Item) -> float:
+            mark = item.get_closest_marker("long")
+            return 0.0 if mark is None else -float(mark.args[0] if mark.args else 1)
+
+        items.sort(key=rank)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
@@ -133,6 +170,9 @@ def pytest_configure_node(node) -> None:  # noqa: ANN001 (xdist's WorkerControll
     run_dir = node.config.stash.get(RUN_DIR, None)
     if run_dir is not None:
         node.workerinput[RUN_DIR_KEY] = str(run_dir)
+    built = node.config.stash.get(_BUILT, None)
+    if built is not None:
+        node.workerinput[BUILT_KEY] = built
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -28,7 +28,7 @@ def test_a_user_tree_keeps_one_build_folder_across_edits_and_commits(tmp_path, m
     tree = _tree(tmp_path / "linux")
     seen = []
 
-    def fake_build(tree, label, key, fragments, mutable=False, metadata=None, build_dir=None):
+    def fake_build(tree, label, key, fragments, mutable=False, metadata=None, build_dir=None, built_stamp=None):
         seen.append((key, build_dir, mutable))
         return build.Built(key, build_dir, build_dir / build.IMAGE, build_dir / ".config", build_dir / "log",
                            False, 1.0, "7.3.4")
@@ -115,6 +115,41 @@ def test_a_failed_make_keeps_the_configure_skip_and_a_build_drops_the_headers(tm
     built = build.build(tree, "v7.3-default", "k2", [], mutable=True, build_dir=out)
     assert configured == [1] and built.image.exists()        # configured once, across the failure
     assert not (out / build.HEADERS_STAMP).exists()           # `make headers` again for the new tree
+
+
+def test_a_user_tree_built_by_this_run_is_reused_by_its_workers_without_make(tmp_path, monkeypatch):
+    """A mutable tree runs make every time, except in an `-n N` worker handed the stamp of
+    the controller's build of the same key, while the build dir's stamp is still that one."""
+    import json
+
+    from harness import kconfig
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path / "cache"))
+    tree, out = _tree(tmp_path / "linux"), tmp_path / "out"
+    makes = []
+
+    def run_make(tree, build_dir, logfile, targets, expected):
+        makes.append(1)
+        (build_dir / build.IMAGE).parent.mkdir(parents=True, exist_ok=True)
+        (build_dir / build.IMAGE).write_bytes(b"bzImage")
+        return 1
+
+    monkeypatch.setattr(build, "check_tools", lambda: None)
+    monkeypatch.setattr(kconfig, "configure", lambda tree, build_dir, *a: (build_dir / ".config").write_text(""))
+    monkeypatch.setattr(kconfig, "verify", lambda *a: None)
+    monkeypatch.setattr(build, "run_make", run_make)
+    monkeypatch.setattr(build, "kernel_release", lambda *a: "7.3.4")
+    build.build(tree, "v7.3-default", "k1", [], mutable=True, build_dir=out)        # the controller
+    stamp = json.loads((out / build.STAMP).read_text())
+    again = build.build(tree, "v7.3-default", "k1", [], mutable=True, build_dir=out, built_stamp=stamp)
+    assert makes == [1] and again.reused                                          # a worker: no make
+    build.build(tree, "v7.3-default", "k1", [], mutable=True, build_dir=out)        # no stamp: make
+    assert len(makes) == 2
+    build.build(tree, "v7.3-default", "k1", [], mutable=True, build_dir=out, built_stamp=stamp)
+    assert len(makes) == 3                                  # the dir was rebuilt since: make again
+    stamp = json.loads((out / build.STAMP).read_text())
+    build.build(tree, "v7.3-default", "k2", [], mutable=True, build_dir=out, built_stamp=stamp)
+    assert len(makes) == 4                                  # an edit since (another key): make
 
 
 def test_a_dirty_tree_is_named_by_the_content_of_its_changes(tmp_path):

@@ -251,22 +251,23 @@ def test_the_vm_line_names_the_guests_their_boots_and_the_tcg_threading():
 
 
 def test_long_tests_start_first_only_with_guests_side_by_side(pytester, tmp_path):
-    """Under -n, the tests marked `long` come first in every worker's collection (xdist hands
-    tests out in that order) and the rest keep theirs; with one guest nothing moves."""
+    """Under -n, the tests marked `long` come first in every worker's collection, the longest
+    first, and the rest keep their order; with one guest nothing moves. The controller hands
+    them out one at a time (--maxschedchunk 1), unless the user chose a chunk size."""
     pytester.makepyfile(test_order='''
 import pytest
 
 def test_a():
     pass
 
-@pytest.mark.long
+@pytest.mark.long(20)
 def test_b():
     pass
 
 def test_c():
     pass
 
-@pytest.mark.long
+@pytest.mark.long(90)
 @pytest.mark.parametrize("x", [2, 1])
 def test_d(x):
     pass
@@ -279,12 +280,20 @@ def test_d(x):
     # show the controller's, which does not collect), seen through the hook with workerinput
     from types import SimpleNamespace
 
-    from harness.plugin_xdist import pytest_collection_modifyitems
+    from harness.config import REPO
+    from harness.plugin_xdist import pytest_collection_modifyitems, pytest_configure
 
-    def item(name: str, long: bool) -> SimpleNamespace:
-        return SimpleNamespace(name=name, get_closest_marker=lambda m: object() if long and m == "long" else None)
+    def item(name: str, seconds: int) -> SimpleNamespace:
+        mark = SimpleNamespace(args=(seconds,)) if seconds else None
+        return SimpleNamespace(name=name, get_closest_marker=lambda m: mark if m == "long" else None)
 
-    for workers, order in ((2, ["b", "d2", "d1", "a", "c"]), (1, ["a", "b", "c", "d2", "d1"])):
-        items = [item("a", False), item("b", True), item("c", False), item("d2", True), item("d1", True)]
+    for workers, order in ((2, ["d2", "d1", "b", "a", "c"]), (1, ["a", "b", "c", "d2", "d1"])):
+        items = [item("a", 0), item("b", 20), item("c", 0), item("d2", 90), item("d1", 90)]
         pytest_collection_modifyitems(SimpleNamespace(workerinput={"workercount": workers}), items)  # type: ignore[arg-type]
         assert [i.name for i in items] == order, workers
+    for dist, chunk, paths, expected in (("load", None, ["tests/vm"], 1), ("load", 8, ["tests"], 8),
+                                         ("load", None, ["tests/unit"], None), ("no", None, ["tests"], None)):
+        cfg = SimpleNamespace(option=SimpleNamespace(dist=dist, maxschedchunk=chunk), args=paths,
+                              invocation_params=SimpleNamespace(dir=REPO))
+        pytest_configure(cfg)  # type: ignore[arg-type]
+        assert cfg.option.maxschedchunk == expected, (dist, chunk, paths)

@@ -51,7 +51,7 @@ def test_ring_owner_exits_holding_requests(vm, request, run_dir, kernel, ring):
     run_edge(vm, request, run_dir, kernel, "owner-exits", "T6", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.long
+@pytest.mark.long(25)
 @pytest.mark.parametrize("ring", RINGS_SERVED)
 def test_teardown_under_load(vm, request, run_dir, kernel, ring):
     """T8: 20 rounds of clients writing and reading on every queue, each round torn down by
@@ -79,7 +79,7 @@ def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
              extra=f"--transport {ring} --iterations 20")
 
 
-@pytest.mark.long
+@pytest.mark.long(30)
 def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
     """T7: under fs.fuse.default_request_timeout=15, one mount per ring transport of the kernel
     (iovec, bufpool, registered pool, zero-copy; kmbuf and kmbuf-zero-copy on the posted

@@ -86,7 +86,7 @@ def test_io_uring_not_disabled(vm):
     assert result.ok and result.stdout.strip() == "0"
 
 
-@pytest.mark.long
+@pytest.mark.long(100)
 def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
     exactly that test, a guest crashed mid-test is classified and replaced by a fresh one for

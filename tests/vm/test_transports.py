@@ -23,7 +23,7 @@ def guest_cmd(args: str) -> str:
     return f"cd {shlex.quote(str(REPO))} && {PY} -m guest {args}"
 
 
-@pytest.mark.long
+@pytest.mark.long(35)
 @pytest.mark.parametrize("transport", BY_TRANSPORT)
 def test_guest_checks(vm, transport, request, run_dir):
     """The guest's client checks (files 0..8 MiB, trees, xattrs, truncate, per-CPU

@@ -1,0 +1,120 @@
+"""pytest plugin, per-test half: each VM test's dmesg slice, its findings and the guest's
+health around it (harness.plugin holds the options, the session's kernel and guest).
+
+Between two markers written into the guest's kernel log, a test's slice is scanned
+(harness.dmesg); a finding not declared with expect_dmesg fails the test. A guest that dies
+during a test is classified (panic, hang, died), the test fails, and the next test gets a
+fresh guest; so does the next test after an oops-like finding (TAINTING) or after a test
+that may leave the guest wedged (fresh_guest_after, a task left in D state).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from harness import dmesg
+from harness.cache import safe_name
+from harness.errors import HarnessError
+from harness.plugin import DMESG_FILE, FINDINGS, GUEST, HARNESS_SECONDS, RUN_DIR, VM_OUTCOME
+
+log = logging.getLogger("harness.plugin")
+#: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
+TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
+
+
+def expected_patterns(item: pytest.Item) -> list[str]:
+    """The regexes of the test's expect_dmesg marks (findings they match are not failures)."""
+    patterns: list[str] = []
+    for mark in item.iter_markers("expect_dmesg"):
+        patterns.extend(mark.args)
+    return patterns
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Slice the guest's dmesg around the test; a finding not declared with expect_dmesg,
+    or a guest that died, fails the test's call phase (so xfail/known issues apply)."""
+    machine = item.config.stash.get(GUEST, None)
+    if item.get_closest_marker("vm") is None or machine is None:
+        outcome = yield
+        _judge(item, outcome)
+        return
+    began = time.monotonic()
+    start = machine.mark(f"BEGIN {item.nodeid}", rearm_warn_once=True)  # None: the guest is gone
+    item.stash[HARNESS_SECONDS] = time.monotonic() - began
+    outcome = yield
+    _collect_dmesg(item, machine, start)
+    _judge(item, outcome)
+
+
+def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
+    run_dir = item.config.stash[RUN_DIR]
+    name = safe_name(item.nodeid.split("::", 1)[-1])[:120]
+    path = run_dir / "dmesg" / f"{name}.log"
+    text = ""
+    began = time.monotonic()
+    end = machine.end_mark(f"END {item.nodeid}")
+    item.stash[HARNESS_SECONDS] = item.stash.get(HARNESS_SECONDS, 0.0) + time.monotonic() - began
+    if end is not None:
+        text = dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
+    else:
+        # The guest died or hangs: the console holds the kernel log up to its end.
+        console = machine.console()
+        text = dmesg.slice_between(console, start, None) if start else console[-20000:]
+        outcome, why = machine.classify_death()
+        item.stash[VM_OUTCOME] = f"{outcome}: {why}"
+        machine.dump_tasks(run_dir / "dmesg" / f"{name}.console-tail.log")
+    path.write_text(text)
+    item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
+    stuck = end.stuck if end is not None else []
+    findings = [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
+        dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
+    item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
+    tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
+    wedge = item.get_closest_marker("fresh_guest_after")
+    if stuck and not wedge:
+        wedge = pytest.mark.fresh_guest_after(f"tasks stuck in D state: {'; '.join(stuck)[:200]}").mark
+    if item.session.items and item.session.items[-1] is item:
+        return  # no next test to protect: no reboot (a debug guest takes minutes)
+    if end is None:  # one fresh guest, whatever the dead one's console says (its panic is a finding)
+        _restart(item, machine, "restart failed")
+        return
+    if wedge and not tainted and machine.alive():
+        log.warning("%s may leave the guest wedged (%s): rebooting the guest", item.nodeid, wedge.args[0])
+        _restart(item, machine, "guest restart after a test that may wedge it failed")
+    if tainted and machine.alive():
+        # an oops may leave locks held or memory corrupt: the next test gets a fresh guest,
+        # so its findings are its own
+        log.warning("%s left the kernel tainted (%s): rebooting the guest", item.nodeid, ", ".join(tainted))
+        _restart(item, machine, f"guest restart after {', '.join(tainted)} failed")
+
+
+def _restart(item: pytest.Item, machine, failed: str) -> None:
+    """A fresh guest for the next test; a restart that fails is added to this test's VM outcome."""
+    try:
+        machine.restart()
+    except HarnessError as exc:
+        previous = item.stash.get(VM_OUTCOME, "")
+        item.stash[VM_OUTCOME] = f"{previous}; {failed}: {exc}" if previous else f"{failed}: {exc}"
+
+
+def _judge(item: pytest.Item, outcome) -> None:
+    """Turn a passing call into a failure for a dead guest or unexpected dmesg findings."""
+    if outcome.excinfo is not None:
+        return
+    vm_outcome = item.stash.get(VM_OUTCOME, None)
+    if vm_outcome:
+        outcome.force_exception(pytest.fail.Exception(f"guest died during the test: {vm_outcome}", pytrace=False))
+        return
+    unexpected = unexplained(item.stash.get(FINDINGS, []), expected_patterns(item))
+    if unexpected:
+        outcome.force_exception(pytest.fail.Exception(
+            f"kernel log findings during this test (not declared with expect_dmesg):\n{unexpected}", pytrace=False))
+
+
+def unexplained(findings: list[dmesg.Finding], patterns: list[str]) -> str:
+    """The findings no pattern matches, one indented "kind: line" each ('' when none)."""
+    return "\n".join(f"  {f.kind}: {f.line}" for f in findings if not any(f.matches(p) for p in patterns))
