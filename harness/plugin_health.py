@@ -6,6 +6,8 @@ Between two markers written into the guest's kernel log, a test's slice is scann
 during a test is classified (panic, hang, died), the test fails, and the next test gets a
 fresh guest; so does the next test after an oops-like finding (TAINTING) or after a test
 that may leave the guest wedged (fresh_guest_after, a task left in D state).
+harness.plugin_results imports it before pytest loads it as a plugin, so it opts out of
+assertion rewriting (it has no asserts to rewrite): PYTEST_DONT_REWRITE.
 """
 
 from __future__ import annotations
