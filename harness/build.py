@@ -60,9 +60,17 @@ def compiler_version() -> str:
 
 
 def build_key(source_identity: str, series_identity: str | None, fragments: list[Path]) -> str:
-    """The cache key: source, series, fragment contents, compiler, recipe."""
-    frag_text = [(f.name, f.read_text()) for f in fragments]
+    """The cache key: source, series, what the fragments ask for, compiler, recipe."""
+    frag_text = [(f.name, fragment_meaning(f)) for f in fragments]
     return key_of(RECIPE, source_identity, series_identity, frag_text, compiler_version())
+
+
+def fragment_meaning(fragment: Path) -> str:
+    """What a kconfig fragment asks for, one NAME=value line per option, sorted (the last
+    value of an option its fragment sets twice; `# CONFIG_X is not set` is X=n: what
+    kconfig.parse_config reads): an edit of a comment or a blank line, or a reordering,
+    changes neither the build key nor the configure skip."""
+    return "\n".join(f"{name}={value}" for name, value in sorted(kconfig.parse_config(fragment.read_text()).items()))
 
 
 def make_env() -> dict[str, str]:
@@ -188,7 +196,7 @@ def config_inputs(tree: Path, fragments: list[Path]) -> str:
     it). Reading them takes well under a second on a kernel tree."""
     h = hashlib.sha256(f"{compiler_version()}\n{_sha(tree / DEFCONFIG)}\n".encode())
     for f in fragments:
-        h.update(f"{f.name}:{_sha(f)}\n".encode())
+        h.update(f"{f.name}:{hashlib.sha256(fragment_meaning(f).encode()).hexdigest()}\n".encode())
     for top, dirs, files in os.walk(tree):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, build folders
         for name in sorted(files):

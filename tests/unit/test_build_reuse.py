@@ -61,7 +61,10 @@ def test_configure_is_skipped_only_while_its_inputs_and_config_are_unchanged(tmp
     assert not build.config_current(dotconfig, {}, inputs)                         # no previous build
     frag.write_text("CONFIG_FUSE_FS=y\nCONFIG_KASAN=y\n")
     assert build.config_inputs(tree, [frag]) != inputs                             # a fragment changed
-    frag.write_text("CONFIG_FUSE_FS=y\n")
+    frag.write_text("CONFIG_FUSE_FS=y\n# CONFIG_KASAN is not set\n")
+    assert build.config_inputs(tree, [frag]) != inputs                             # one more option, off
+    frag.write_text("# FUSE, as a module would not do\n\n  CONFIG_FUSE_FS=y\n# the end\n")
+    assert build.config_inputs(tree, [frag]) == inputs                             # comments, blank lines
     (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\nCONFIG_SMP=y\n")
     assert build.config_inputs(tree, [frag]) != inputs                             # the defconfig changed
     (tree / build.DEFCONFIG).write_text("CONFIG_64BIT=y\n")
@@ -168,3 +171,18 @@ def test_a_dirty_tree_is_named_by_the_content_of_its_changes(tmp_path):
     assert src.identity() == one
     (tree / "Kconfig").write_bytes(b"# latin-1: \xe9\n")  # not UTF-8: still a name, no traceback
     assert src.identity() not in (clean, one, two)
+
+
+def test_the_build_key_follows_what_the_fragments_ask_for_not_their_comments(tmp_path):
+    frag = tmp_path / "base.config"
+    frag.write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\n")
+    key = build.build_key("debian:linux-source-7.3=7.3.4", None, [frag])
+    frag.write_text("# what FUSE over io-uring needs\nCONFIG_FUSE_IO_URING=y\n\nCONFIG_FUSE_FS=y  \n")
+    assert build.build_key("debian:linux-source-7.3=7.3.4", None, [frag]) == key   # comment, blank, order
+    for text in ("CONFIG_FUSE_FS=m\nCONFIG_FUSE_IO_URING=y\n", "CONFIG_FUSE_FS=y\n# CONFIG_FUSE_IO_URING is not set\n",
+                 "CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\nCONFIG_KASAN=y\n"):
+        frag.write_text(text)
+        assert build.build_key("debian:linux-source-7.3=7.3.4", None, [frag]) != key, text
+    renamed = tmp_path / "debug.config"
+    renamed.write_text("CONFIG_FUSE_FS=y\nCONFIG_FUSE_IO_URING=y\n")
+    assert build.build_key("debian:linux-source-7.3=7.3.4", None, [renamed]) != key    # another fragment
