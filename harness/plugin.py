@@ -260,8 +260,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         pytestconfig.stash[META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
     pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
-                                        "tcg_threads": None if accel.kind != "tcg" or machine.adopted
-                                        else settings.tcg_threads,
+                                        "tcg_threads": machine.tcg_threads,
                                         "command": machine.command, "adopted": machine.adopted,
                                         "boot_seconds": None if machine.adopted else round(machine.boot_seconds, 1),
                                         "ssh_seconds": None if machine.adopted else round(machine.ssh_seconds, 1)})

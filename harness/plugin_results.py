@@ -276,9 +276,14 @@ def vm_line(meta: dict) -> str | None:
     workers = meta.get("workers") or {}
     boots = sorted(w["vm"]["boot_seconds"] for w in workers.values()
                    if (w.get("vm") or {}).get("boot_seconds") is not None)
-    if len(boots) > 1:  # each worker booted its own guest
-        boot = f"boots {boots[0]}-{boots[-1]}s"
-    threads = {"single": ", one TCG thread per guest", "multi": ", a TCG thread per vCPU"}.get(
-        vmi.get("tcg_threads") or "", "")
+    kept = sum(1 for w in workers.values() if (w.get("vm") or {}).get("adopted"))
+    if len(boots) > 1 or (boots and kept):  # each worker booted its own guest, or took a kept one
+        boot = f"boots {boots[0]}-{boots[-1]}s" if len(boots) > 1 else f"boot {boots[0]}s"
+        boot += " and a kept guest, no boot" if kept else ""
+    modes = sorted({m for w in workers.values() if (m := (w.get("vm") or {}).get("tcg_threads"))}
+                   or {vmi.get("tcg_threads") or ""})
+    threads = {"single": ", one TCG thread per guest", "multi": ", a TCG thread per vCPU"}.get(modes[0], "")
+    if len(modes) > 1:  # a kept guest (`vm up`, one guest: a thread per vCPU) beside the workers' own
+        threads = f", TCG threads per guest: {' and '.join(modes)}"
     side = f"{len(workers)} guests side by side, " if len(workers) > 1 else ""
     return f"vm: {vmi.get('accel')} ({vmi.get('accel_reason')}), {side}{boot}{threads}"

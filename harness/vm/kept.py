@@ -88,14 +88,16 @@ def keep_console(console: Path, state: Path) -> Path:
     return link
 
 
-def save(image: Path, pid: int, port: int, console: Path | None, accel: str, release: str) -> Path:
-    """Record a kept guest; returns the state file."""
+def save(image: Path, pid: int, port: int, console: Path | None, accel: str, release: str,
+         tcg_threads: str | None = None) -> Path:
+    """Record a kept guest (tcg_threads: "single" or "multi" under TCG, as it was booted);
+    returns the state file."""
     path = state_path(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console = keep_console(console, path)
     write_json_atomic(path, {**identity(image), "pid": pid, "port": port, "accel": accel,
-                             "console": str(console or ""),
+                             "tcg_threads": tcg_threads, "console": str(console or ""),
                              "kernel_release": release, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                time.gmtime())})
     return path
@@ -155,7 +157,7 @@ def record(image: Path, release: str, accel: str):  # noqa: ANN201
     def on_boot(vm) -> None:  # noqa: ANN001
         assert vm.proc is not None and vm.guest is not None
         vm.keep()
-        save(image, vm.proc.pid, vm.guest.port, vm.console_path, accel, release)
+        save(image, vm.proc.pid, vm.guest.port, vm.console_path, accel, release, vm.tcg_threads)
     return on_boot
 
 

@@ -80,6 +80,7 @@ class Vm:
         self.boot_crashed = False
         self.kept = False  # a guest left running for later runs (harness.vm.kept): stop() keeps it
         self.adopted = False  # this run took over a kept guest: it did not boot one
+        self.adopted_tcg_threads: str | None = None  # that guest's, as its state file says
         self.on_boot = None  # callable(vm) after every boot that came up (a kept guest: record it)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -162,6 +163,14 @@ class Vm:
         if self.on_boot is not None:
             self.on_boot(self)
 
+    @property
+    def tcg_threads(self) -> str | None:
+        """"single" or "multi": how QEMU runs this guest's vCPUs under TCG (a kept guest's as
+        recorded when it was booted, None if not recorded); None under KVM."""
+        if self.adopted:
+            return self.adopted_tcg_threads
+        return self.settings.tcg_threads if self.accel.kind == "tcg" else None
+
     def boot_script(self) -> tuple[str, str | None]:
         """(the guest's --exec script, the runner start in it or None). The script rides on the
         kernel command line (base64) beside virtme-ng's own options, which name the checkout,
@@ -196,6 +205,7 @@ class Vm:
             self.proc, self.guest = None, None
             return False
         self.kept, self.adopted, self.boot_seconds = True, True, 0.0
+        self.adopted_tcg_threads = state.get("tcg_threads")  # None: not TCG, or kept by an older harness
         self.command = ["(kept guest)", f"pid {state['pid']}", f"ssh port {state['port']}"]
         if self.runner_repo is not None:
             self.guest.start_runner(self.runner_repo, 600 * self.settings.time_scale, reuse=True)

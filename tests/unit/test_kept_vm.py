@@ -40,6 +40,7 @@ class FakeVm:
     def __init__(self, answers: bool) -> None:
         self.answers, self.adopted, self.kept, self.on_boot = answers, None, False, None
         self.proc = self.guest = self.console_path = None
+        self.tcg_threads = "multi"  # a lone guest under TCG: a thread per vCPU
 
     def boot(self, pid: int) -> None:
         """What Vm._boot does once the guest is up: on_boot (kept.record) keeps and saves it."""
@@ -100,6 +101,7 @@ def test_keep_mode_keeps_the_first_boot_and_the_next_session_adopts_it(image, sl
     assert claim is not None and not first.kept and first.adopted is None and first.on_boot is not None
     first.boot(sleeper.pid)
     assert first.kept and kept.read(kept.state_path(image))["pid"] == sleeper.pid
+    assert kept.read(kept.state_path(image))["tcg_threads"] == "multi"  # for the run that adopts it
     claim.release()
     second = FakeVm(True)
     claim = kept.session_claim(second, image, "7.3.4", "tcg")

@@ -248,6 +248,13 @@ def test_the_vm_line_names_the_guests_their_boots_and_the_tcg_threading():
     assert vm_line(three) == "vm: tcg (no vmx), 3 guests side by side, boots 23.4-31.4s, one TCG thread per guest"
     kept = {"vm": {"accel": "kvm", "accel_reason": "ran", "adopted": True, "tcg_threads": None}}
     assert vm_line(kept) == "vm: kvm (ran), a kept guest, no boot" and vm_line({}) is None
+    # `vm up` kept one guest (a thread per vCPU); under -n 3 one worker took it, two booted
+    mixed = {"vm": {"accel": "tcg", "accel_reason": "no vmx", "adopted": True, "tcg_threads": "multi"},
+             "workers": {"gw0": {"vm": {"adopted": True, "boot_seconds": None, "tcg_threads": "multi"}},
+                         "gw1": {"vm": {"boot_seconds": 22.0, "tcg_threads": "single"}},
+                         "gw2": {"vm": {"boot_seconds": 25.5, "tcg_threads": "single"}}}}
+    assert vm_line(mixed) == ("vm: tcg (no vmx), 3 guests side by side, boots 22.0-25.5s and a kept guest, "
+                              "no boot, TCG threads per guest: multi and single")
 
 
 def test_long_tests_start_first_only_with_guests_side_by_side(pytester, tmp_path):
