@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,13 +66,22 @@ def write_json_atomic(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
+#: Seconds exclusive() waits for a lock before it says it is waiting.
+QUIET_WAIT = 3.0
+
+
 @contextlib.contextmanager
 def exclusive(name: str, what: str) -> Iterator[None]:
     """Hold <cache>/<name>.lock (an flock) for the block: two fuse-harness processes (two
     sessions, or xdist workers) never prepare a source or build a kernel at the same time; the
-    second waits, says so, then finds the first one's result cached."""
+    second waits, says so when the wait lasts over QUIET_WAIT seconds (another worker finding
+    the build done holds it about a second), then finds the first one's result cached."""
     path = cache_root() / f"{name}.lock"
     fd = lock_file(path, wait=False)
+    deadline = time.monotonic() + QUIET_WAIT
+    while fd is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fd = lock_file(path, wait=False)
     if fd is None:
         logging.getLogger("harness").info("%s: waiting for another fuse-harness process (%s)", what, path)
         fd = lock_file(path, wait=True)

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from harness.bench import hostload
-from harness.config import VmSettings
+from harness.config import VmSettings, tcg_threads
 from harness.errors import VmError
 from harness.vm import kept
 from harness.vm.boot import CMDLINE_MARGIN, COMMAND_LINE_SIZE, Accel, cmdline_length, vng_command, vng_env
@@ -165,11 +165,12 @@ class Vm:
 
     @property
     def tcg_threads(self) -> str | None:
-        """"single" or "multi": how QEMU runs this guest's vCPUs under TCG (a kept guest's as
-        recorded when it was booted, None if not recorded); None under KVM."""
+        """"single" or "multi": how QEMU runs this guest's vCPUs under TCG, as vng_command chose
+        ("auto" resolved for a guest alone, as `vm up` boots it; a kept guest's as recorded
+        when it was booted, None if not recorded); None under KVM."""
         if self.adopted:
             return self.adopted_tcg_threads
-        return self.settings.tcg_threads if self.accel.kind == "tcg" else None
+        return tcg_threads(self.settings) if self.accel.kind == "tcg" else None
 
     def boot_script(self) -> tuple[str, str | None]:
         """(the guest's --exec script, the runner start in it or None). The script rides on the

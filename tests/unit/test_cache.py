@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from harness import cache
 
 
@@ -85,3 +87,28 @@ def test_exclusive_makes_a_second_holder_wait(tmp_path, monkeypatch):
         order.append("first done")
     thread.join(5)
     assert order == ["first done", "second"]
+
+
+@pytest.mark.parametrize(("held", "said"), [(0.2, False), (1.2, True)])
+def test_exclusive_says_it_waits_only_when_the_wait_lasts(tmp_path, monkeypatch, caplog, held, said):
+    """A second holder that gets the lock within QUIET_WAIT (an xdist worker behind another one
+    that only found the build done) prints nothing; a longer wait is named."""
+    import logging
+    import threading
+    import time
+
+    monkeypatch.setenv("FUSE_HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "QUIET_WAIT", 0.6)
+    got = threading.Event()
+
+    def second():
+        with cache.exclusive("obtain", "kernel"):
+            got.set()
+
+    with caplog.at_level(logging.INFO, logger="harness"), cache.exclusive("obtain", "kernel"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(held)
+    thread.join(5)
+    assert got.is_set()
+    assert ("waiting for another fuse-harness process" in caplog.text) is said

@@ -40,6 +40,16 @@ def test_vng_command_tcg(tmp_path, monkeypatch):
     single = VmSettings(tcg_threads="single")
     assert "--qemu-opts=-accel tcg,thread=single" in vng_command(Path("/k/bzImage"), single, Accel("tcg", "t"))
     assert not any("thread=" in a for a in vng_command(Path("/k/bzImage"), single, Accel("kvm", "t")))
+    # what a Vm reports (metadata, a kept guest's state file) is what its command asked QEMU for
+    from harness.vm.machine import Vm
+
+    for settings in (VmSettings(), VmSettings(cpus=host_cpus() + 1), single, VmSettings(tcg_threads="multi")):
+        for accel in (Accel("tcg", "t"), Accel("kvm", "t")):
+            asked = vng_command(Path("/k/bzImage"), settings, accel)
+            said = Vm(Path("/k/bzImage"), settings, accel, tmp_path).tcg_threads
+            single_asked = any("thread=single" in a for a in asked)
+            expected = None if accel.kind == "kvm" else "single" if single_asked else "multi"
+            assert said == expected, (settings, accel)
 
 
 def test_tcg_threads_single_when_the_guests_vcpus_outnumber_the_host_cpus(monkeypatch):
