@@ -35,22 +35,24 @@ _WORKERS = pytest.StashKey[dict[str, dict[str, Any]]]()
 _BUILT = pytest.StashKey[str]()
 
 
+def _workerinput(config: pytest.Config) -> dict[str, Any]:
+    """What the controller handed this xdist worker (pytest_configure_node); {} elsewhere."""
+    return getattr(config, "workerinput", None) or {}
+
+
 def worker_id(config: pytest.Config) -> str | None:
     """"gw0", "gw1", ... in an xdist worker; None in the controller or a run without -n."""
-    workerinput = getattr(config, "workerinput", None)
-    return workerinput.get("workerid") if workerinput is not None else None
+    return _workerinput(config).get("workerid")
 
 
 def guests(config: pytest.Config) -> int:
     """How many guests run side by side: xdist's worker count in a worker, else 1."""
-    workerinput = getattr(config, "workerinput", None)
-    return int(workerinput.get("workercount", 1)) if workerinput is not None else 1
+    return int(_workerinput(config).get("workercount", 1))
 
 
 def shared_run_dir(config: pytest.Config) -> Path | None:
     """The run folder the controller made, in a worker (None elsewhere)."""
-    workerinput = getattr(config, "workerinput", None)
-    value = workerinput.get(RUN_DIR_KEY) if workerinput is not None else None
+    value = _workerinput(config).get(RUN_DIR_KEY)
     return Path(value) if value else None
 
 
@@ -68,8 +70,7 @@ def built_stamp(config: pytest.Config) -> dict | None:
     """In a worker: the stamp of the controller's build for this run. While the build dir's
     stamp is still that one, the worker reuses the build without running make, even for a
     user's tree, whose make the controller has just run (harness.build.build). Else None."""
-    workerinput = getattr(config, "workerinput", None)
-    value = workerinput.get(BUILT_KEY) if workerinput is not None else None
+    value = _workerinput(config).get(BUILT_KEY)
     return json.loads(value) if value else None
 
 
