@@ -61,7 +61,7 @@ def new_run_dir(base: Path, label: str) -> Path:
 
 def write_json_atomic(path: Path, data: object) -> None:
     """Sorted, indented JSON written to a temp file then renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share a temp file
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -73,10 +73,27 @@ QUIET_WAIT = 3.0
 @contextlib.contextmanager
 def exclusive(name: str, what: str) -> Iterator[None]:
     """Hold <cache>/<name>.lock (an flock) for the block: two fuse-harness processes (two
-    sessions, or xdist workers) never prepare a source or build a kernel at the same time; the
-    second waits, says so when the wait lasts over QUIET_WAIT seconds (another worker finding
-    the build done holds it about a second), then finds the first one's result cached."""
-    path = cache_root() / f"{name}.lock"
+    sessions, or xdist workers) never build a kernel at the same time; the second waits, says so
+    when the wait lasts over QUIET_WAIT seconds (another worker finding the build done holds it
+    about a second), then finds the first one's result cached."""
+    with locked(cache_root() / f"{name}.lock", what):
+        yield
+
+
+def lock_path(kind: str, identity: str) -> Path:
+    """<cache>/locks/<kind>-<name>.lock for one thing in the cache that more than one process can
+    create (a source tree, a scratch repository, a bisect workspace): the readable part of
+    identity and a hash of all of it, so two identities never share a lock."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return cache_root() / "locks" / f"{kind}-{safe_name(identity)[:60]}-{digest}.lock"
+
+
+@contextlib.contextmanager
+def locked(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on path (created with its folder) for the block. A second holder
+    waits, and logs "<what>: waiting for another fuse-harness process (<path>)" once the wait
+    lasts over QUIET_WAIT seconds. The kernel drops an flock when its holder dies, so a killed
+    process never leaves a lock behind: what it left half-made is the next holder's to clean."""
     fd = lock_file(path, wait=False)
     deadline = time.monotonic() + QUIET_WAIT
     while fd is None and time.monotonic() < deadline:

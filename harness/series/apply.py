@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.cache import locked
 from harness.errors import SeriesError
 
 from . import gitops
@@ -120,30 +121,38 @@ def apply(
         h.update(s.content_hash().encode())
     key = h.hexdigest()[:16]
     run = workdir / "series" / f"{_safe(spec.ref)}-{key}"
+    # and one per scratch tree: a second process applying the same series waits, then reuses it
+    with locked(run.with_name(run.name + ".lock"), f"series {spec.ref}"):
+        cached = _reuse(spec, run, key, sid)
+        if cached:
+            log.info("series %s: reusing %s (head %s)", spec.ref, cached.tree, cached.head[:12])
+            return cached
+        t0 = time.monotonic()
+        with locked(gitops.repo_lock(repo), f"series base {src.name}"):  # one worktree add at a time
+            if gitops.is_git_tree(src):
+                gitops.add_worktree(repo, run / "tree", commit)
+            else:
+                gitops.copy_worktree(repo, src, run / "tree", commit)
+        timings["worktree"] = round(time.monotonic() - t0, 2)
+        return _apply_in(run, chain, spec, _Onto(sid, repo, commit, {}), key, timings)
+
+
+def _apply_in(run: Path, chain: list[SeriesSpec], spec: SeriesSpec, onto: _Onto, key: str,
+              timings: dict[str, float]) -> AppliedSeries:
+    """Collect the mails of chain and `git am` them in run/tree (a fresh worktree at onto.commit)."""
     tree, am_log, result = run / "tree", run / "am.log", run / "result.json"
-    cached = _reuse(spec, run, key, sid)
-    if cached:
-        log.info("series %s: reusing %s (head %s)", spec.ref, tree, cached.head[:12])
-        return cached
-    t0 = time.monotonic()
-    if gitops.is_git_tree(src):
-        gitops.add_worktree(repo, tree, commit)
-    else:
-        gitops.copy_worktree(repo, src, tree, commit)
-    timings["worktree"] = round(time.monotonic() - t0, 2)
     t0 = time.monotonic()
     files: list[tuple[SeriesSpec, PatchFile]] = []
-    covers: dict[str, Cover | None] = {}
     for i, s in enumerate(chain):
-        mails, covers[s.ref] = collect_mails(s, run / "patches" / f"{i}-{_safe(s.ref)}")
+        mails, onto.covers[s.ref] = collect_mails(s, run / "patches" / f"{i}-{_safe(s.ref)}")
         files += [(s, pf) for pf in mails]
     timings["collect"] = round(time.monotonic() - t0, 2)
     am_log.write_text("")
     t0 = time.monotonic()
-    results = _am_all(tree, files, am_log, spec, run, _Onto(sid, repo, commit, covers))
+    results = _am_all(tree, files, am_log, spec, run, onto)
     timings["am"] = round(time.monotonic() - t0, 2)
     head = gitops.git("-C", str(tree), "rev-parse", "HEAD").stdout.strip()
-    done = AppliedSeries(spec, tree, commit, head, tuple(results), am_log, key, sid, False, timings)
+    done = AppliedSeries(spec, tree, onto.commit, head, tuple(results), am_log, key, onto.source_id, False, timings)
     _write_json(result, {"ok": True, **done.to_dict()})
     n_ok = sum(r.status == APPLIED for r in results)
     log.info("series %s: %d/%d patches applied, head %s (%s)", spec.ref, n_ok, len(results), head[:12], tree)
@@ -320,7 +329,7 @@ def _reuse(spec: SeriesSpec, run: Path, key: str, sid: str) -> AppliedSeries | N
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.cache import INTREE_PREFIX
+from harness.cache import INTREE_PREFIX, locked
 from harness.errors import MissingTool, SeriesError, SourceError
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,12 @@ def resolve_commit(repo: Path, rev: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def repo_lock(repo: Path) -> Path:
+    """The lock file of a private repository (harness.cache.locked): held while it is made or
+    indexed and while a worktree is added to it, so two processes never do either at once."""
+    return repo.with_name(repo.name + ".lock")
+
+
 def base_repo_for_git(source: Path, rev: str, repos: Path) -> tuple[Path, str, str]:
     """(private bare repo, base commit, source id) for a git source at `rev`."""
     commit = resolve_commit(source, rev)
@@ -94,10 +100,13 @@ def base_repo_for_git(source: Path, rev: str, repos: Path) -> tuple[Path, str, s
         )
     key = hashlib.sha256(str(source).encode()).hexdigest()[:12]
     repo = repos / f"git-{key}.git"
-    if not (repo / "HEAD").is_file():
-        shutil.rmtree(repo, ignore_errors=True)
-        repos.mkdir(parents=True, exist_ok=True)
-        git("clone", "--bare", "--shared", "--quiet", str(source), str(repo), what=f"cloning {source}")
+    with locked(repo_lock(repo), f"cloning {source}"):
+        if not (repo / "HEAD").is_file():  # cloned beside it, then renamed: present means whole
+            partial = repo.with_name(repo.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)  # a clone cut short
+            repos.mkdir(parents=True, exist_ok=True)
+            git("clone", "--bare", "--shared", "--quiet", str(source), str(partial), what=f"cloning {source}")
+            os.replace(partial, repo)
     return repo, commit, f"git:{source}@{commit}"
 
 
@@ -105,6 +114,14 @@ def base_repo_for_tree(source: Path, repos: Path, source_id: str) -> tuple[Path,
     """(private bare repo, base commit) holding `source` as its only commit; cached by id."""
     key = hashlib.sha256(source_id.encode()).hexdigest()[:12]
     repo = repos / f"tree-{key}.git"
+    with locked(repo_lock(repo), f"indexing {source}"):
+        return _index_tree(source, repo, source_id)
+
+
+def _index_tree(source: Path, repo: Path, source_id: str) -> tuple[Path, str]:
+    """base_repo_for_tree under its lock: a repo without its base ref (an indexing cut short) is
+    made anew, never trusted."""
+    repos = repo.parent
     if (repo / "HEAD").is_file():
         commit = resolve_commit(repo, BASE_REF)
         if commit:
@@ -124,11 +141,11 @@ def base_repo_for_tree(source: Path, repos: Path, source_id: str) -> tuple[Path,
     tree = git(*gd, "write-tree", env=env).stdout.strip()
     msg = f"fuse-harness: plain tree {source}\n\nsource-id: {source_id}\n"
     commit = git("--git-dir", str(repo), "commit-tree", tree, "-m", msg, env=env).stdout.strip()
-    git("--git-dir", str(repo), "update-ref", BASE_REF, commit)
     # Keep the index: copy_worktree() pairs it with a `cp -a` copy (same sizes and mtimes),
     # and minimal stat checks make git trust it without re-hashing ~90k files.
     git("--git-dir", str(repo), "config", "core.checkStat", "minimal")
     git("--git-dir", str(repo), "config", "core.trustctime", "false")
+    git("--git-dir", str(repo), "update-ref", BASE_REF, commit)  # last: the base ref means complete
     return repo, commit
 
 

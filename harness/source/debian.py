@@ -9,16 +9,16 @@ and nothing is installed: the .deb is unpacked with dpkg -x.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from harness.cache import cache_dir, safe_name
+from harness.cache import cache_dir, lock_path, locked, safe_name
 from harness.errors import DownloadError, MissingTool, SourceError
-from harness.source.tarball import extract_tarball
+from harness.source.tarball import EXTRACTED, extract_tarball
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 EXTRA_SUITES = ("trixie-backports", "sid")
 SYSTEM_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 LISTS_MAX_AGE = 24 * 3600
+#: Beside EXTRACTED in a Debian tree: the package version it was extracted from.
+VERSION_FILE = ".fuse-harness-version"
 
 
 def mirror_uri(paths: tuple[Path, ...] = SYSTEM_SOURCES) -> str:
@@ -89,8 +91,18 @@ class Apt:
             stamp = self.root / "updated"
             stamp.unlink(missing_ok=True)
 
+    def _locked(self):
+        """The lock on this private apt state (sources file, lists, pkgcache): apt's own locking
+        is off (Debug::NoLocking: it would want the system's lock), so two processes updating or
+        reading the lists at once would tear them."""
+        return locked(self.root / "apt.lock", "apt")
+
     def update(self, force: bool = False) -> None:
         """apt-get update, at most once a day unless forced."""
+        with self._locked():
+            self._update(force)
+
+    def _update(self, force: bool) -> None:
         self.configure()
         stamp = self.root / "updated"
         if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE:
@@ -106,23 +118,35 @@ class Apt:
         stamp.touch()
 
     def candidate(self, package: str) -> str | None:
-        out = subprocess.run(
-            ["apt-cache", *self._opts(), "policy", package], capture_output=True, text=True
-        ).stdout
+        """apt's candidate version of package in EXTRA_SUITES, None when it has none."""
+        with self._locked():
+            out = subprocess.run(
+                ["apt-cache", *self._opts(), "policy", package], capture_output=True, text=True
+            ).stdout
         m = re.search(r"Candidate:\s*(\S+)", out)
         return m.group(1) if m and m.group(1) != "(none)" else None
 
     def download(self, package: str, version: str, dest: Path) -> Path:
-        dest.mkdir(parents=True, exist_ok=True)
+        """package=version's .deb in dest, downloaded into a folder of its own and moved into
+        place when apt-get has verified it against the signed lists, so a .deb in dest is whole
+        (a download cut short leaves only that folder, removed by the next attempt)."""
+        partial = dest / f".partial-{safe_name(f'{package}_{version}')}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         log.info("apt: downloading %s=%s (~170 MB)", package, version)
-        result = subprocess.run(
-            ["apt-get", *self._opts(), "download", f"{package}={version}"],
-            cwd=dest, capture_output=True, text=True,
-        )
-        debs = sorted(dest.glob(f"{package}_*.deb"))
+        with self._locked():
+            result = subprocess.run(
+                ["apt-get", *self._opts(), "download", f"{package}={version}"],
+                cwd=partial, capture_output=True, text=True,
+            )
+        debs = sorted(partial.glob(f"{package}_*.deb"))
         if result.returncode != 0 or not debs:
+            shutil.rmtree(partial, ignore_errors=True)
             raise DownloadError(f"cannot download {package}={version}", hint=result.stderr.strip()[-500:])
-        return debs[-1]
+        final = dest / debs[-1].name
+        os.replace(debs[-1], final)
+        shutil.rmtree(partial, ignore_errors=True)
+        return final
 
 
 class DebianSource:
@@ -151,7 +175,7 @@ class DebianSource:
 
     def _local_versions(self) -> list[Path]:
         base = cache_dir("sources")
-        return sorted(p for p in base.glob(f"debian-{self.package}-*") if (p / ".fuse-harness-extracted").exists())
+        return sorted(p for p in base.glob(f"debian-{self.package}-*") if (p / EXTRACTED).exists())
 
     def resolve_version(self) -> str:
         """The version to use: pinned, else apt's candidate, else the newest one cached (offline)."""
@@ -165,7 +189,7 @@ class DebianSource:
             if not local:
                 raise
             log.warning("apt unavailable (%s); using the cached %s", exc.message, local[-1].name)
-            return (local[-1] / ".fuse-harness-version").read_text().strip()
+            return (local[-1] / VERSION_FILE).read_text().strip()
         if version is None:
             raise SourceError(
                 f"no Debian package {self.package} in {', '.join(EXTRA_SUITES)}",
@@ -181,20 +205,35 @@ class DebianSource:
         return f"debian:{self.package}={self.resolve_version()}"
 
     def prepare(self) -> Path:
+        """The extracted tree of this package version in the cache, downloaded and extracted
+        when missing. One process at a time per version (a lock per tree): a second caller, an
+        xdist worker or another fuse-harness process, waits and then finds the tree ready.
+        Raises DownloadError (apt), MissingTool (dpkg) or SourceError (a bad package)."""
         dest = self.tree_dir()
-        if (dest / ".fuse-harness-extracted").exists():
+        if (dest / EXTRACTED).exists():
             return dest
-        version = self.resolve_version()
+        with locked(lock_path("source", dest.name), f"source {self.spec}"):
+            if not (dest / EXTRACTED).exists():  # else made by the process this one waited for
+                self._extract(self.resolve_version(), dest)
+        return dest
+
+    def _extract(self, version: str, dest: Path) -> None:
+        if not shutil.which("dpkg"):
+            raise MissingTool("dpkg not found", hint="apt-get install dpkg")
         downloads = cache_dir("downloads")
         debs = sorted(downloads.glob(f"{self.package}_{version.replace(':', '%3a')}_*.deb"))
         deb = debs[-1] if debs else self.apt.download(self.package, version, downloads)
-        if not shutil.which("dpkg"):
-            raise MissingTool("dpkg not found", hint="apt-get install dpkg")
-        with tempfile.TemporaryDirectory(dir=cache_dir("sources")) as tmp:
-            subprocess.run(["dpkg", "-x", str(deb), tmp], check=True)
-            tarballs = list(Path(tmp).glob("usr/src/linux-source-*.tar.*"))
+        unpack = dest.with_name(dest.name + ".deb")  # a fixed name: a killed run's is removed here
+        shutil.rmtree(unpack, ignore_errors=True)
+        try:
+            result = subprocess.run(["dpkg", "-x", str(deb), str(unpack)], capture_output=True, text=True)
+            if result.returncode != 0:
+                deb.unlink(missing_ok=True)
+                raise SourceError(f"cannot unpack {deb.name}: {result.stderr.strip()[-300:]}",
+                                  hint="the damaged package was removed: run again to download it anew")
+            tarballs = sorted(unpack.glob("usr/src/linux-source-*.tar.*"))
             if not tarballs:
                 raise SourceError(f"{deb.name} holds no usr/src/linux-source-*.tar.*")
-            extract_tarball(tarballs[0], dest)
-        (dest / ".fuse-harness-version").write_text(version + "\n")
-        return dest
+            extract_tarball(tarballs[0], dest, extra={VERSION_FILE: version + "\n"})
+        finally:
+            shutil.rmtree(unpack, ignore_errors=True)

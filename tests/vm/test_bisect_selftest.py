@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import cache_dir
+from harness.cache import cache_dir, locked
 from harness.config import REPO
 from harness.log import fmt_duration
 from harness.series import gitops
@@ -48,6 +48,11 @@ def _subjects(tree: Path, base: str) -> list[str]:
 def make_history(kernel_tree: Path, source_id: str) -> tuple[Path, str, str, str]:
     """(scratch git tree, good = base commit, bad = head, canary commit); reused when present."""
     root = cache_dir("selftest")
+    with locked(root / "bisect-history.lock", "bisect self-test history"):  # two runs at once
+        return _make_history(root, kernel_tree, source_id)
+
+
+def _make_history(root: Path, kernel_tree: Path, source_id: str) -> tuple[Path, str, str, str]:
     repo, base = gitops.base_repo_for_tree(kernel_tree, root / "repos", source_id)
     tree = root / "bisect-history"
     canary_subject = "fuse: dev_uring: share the flag check of ADD_QUEUE with ADD_BUFPOOL"
