@@ -302,6 +302,7 @@ class Bisection:
         return result
 
     def _loop(self, worktree: Path, build_dir: Path, run_dir: Path, good: str, bad: str, result: dict) -> dict:
+        self.check_good_end(worktree, build_dir, run_dir, good, result)
         out = _git("bisect", "start", bad, good, cwd=worktree).stdout
         log.info("bisect: %s", out.strip().splitlines()[-1] if out.strip() else "started")
         number = 0
@@ -324,6 +325,25 @@ class Bisection:
             if candidates or mark.returncode != 0:
                 return {"candidates": [{"commit": c, "subject": subject(worktree, c)} for c in candidates],
                         "error": text.strip()[-500:]}
+
+
+    def check_good_end(self, worktree: Path, build_dir: Path, run_dir: Path, good: str, result: dict) -> None:
+        """Step 0: the test must pass at --good, else every commit would look bad (a test of a
+        transport the good kernel lacks fails there, it does not skip). Raises BisectError
+        naming the good end's verdict and its runs; recorded in bisect.json as `good_end`."""
+        _git("checkout", "--quiet", "--force", "--detach", good, cwd=worktree)
+        step = self.evaluate(worktree, build_dir, run_dir, 0)
+        result["good_end"] = step.to_json()
+        log.info("bisect: the good end %s is %s (%s; %s)", good[:12], step.verdict.upper(),
+                 ", ".join(str(t) for t in step.tests) or step.note, fmt_duration(step.seconds))
+        if step.verdict != GOOD:
+            what = ", ".join(str(t) for t in step.tests) or step.note or "no result"
+            raise BisectError(
+                f"the test does not pass at --good {self.good} ({good[:12]}): {what}, so every commit would "
+                "look bad or untestable",
+                f"pick a good commit where {self.test} passes (check it with `fuse-harness run --source "
+                f"path:TREE -k ...` at that commit), or a test that exists there; runs: "
+                f"{', '.join(step.runs) or run_dir}")
 
 
 def _rep_result(rep_dir: Path, test: str) -> tuple[str | None, Path | None]:

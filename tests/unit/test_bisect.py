@@ -146,6 +146,8 @@ def test_loop_on_toy_repo_finds_first_bad_and_leaves_the_repo_alone(toy, tmp_pat
     seen = _fake_steps(monkeypatch, ids, skipped=1)
     result = B.Bisection(repo, "v-good", "main", "tests/vm/t.py::test_x", results=tmp_path / "results").run()
     assert result["first_bad"] == {"commit": ids[3], "subject": "commit break"}
+    assert seen[0] == ids[0] and result["good_end"]["verdict"] == "good"  # the good end, checked first
+    seen = seen[1:]
     assert [s["commit"] for s in result["steps"]] == seen and all(c in ids for c in seen)
     assert [s["verdict"] for s in result["steps"]] == ["bad" if ids.index(c) >= 3 else "skip" if c == ids[1]
                                                        else "good" for c in seen]
@@ -161,3 +163,20 @@ def test_loop_on_toy_repo_finds_first_bad_and_leaves_the_repo_alone(toy, tmp_pat
     # a second bisection reuses the private clone
     clone = B.workspace(repo) / "src"
     assert (clone / ".git").is_dir() and git(clone, "config", "fuse-harness.origin") == str(repo)
+
+
+def test_a_good_end_that_fails_stops_before_bisecting(toy, tmp_path, monkeypatch):
+    """A test that fails at --good (a transport the good kernel lacks fails, it does not skip)
+    would make every commit bad: the good end is run first and the bisection refused."""
+    repo, ids = toy
+    seen = []
+    monkeypatch.setattr(B.Bisection, "check_test", lambda self: None)
+    monkeypatch.setattr(B.Bisection, "evaluate", lambda self, wt, bd, rd, n: (
+        seen.append(n), B.Step(git(wt, "rev-parse", "HEAD"), B.BAD, 1.0, ["FAIL"]))[1])
+    with pytest.raises(B.BisectError) as err:
+        B.Bisection(repo, "v-good", "main", "tests/vm/t.py::test_x", results=tmp_path / "results").run()
+    assert err.value.message.startswith("the test does not pass at --good v-good (") and "FAIL" in err.value.message
+    assert seen == [0]  # only the good end ran
+    run_dir = next((tmp_path / "results").iterdir())
+    saved = json.loads((run_dir / "bisect.json").read_text())
+    assert saved["good_end"]["commit"] == ids[0] and saved["first_bad"] is None
