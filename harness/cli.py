@@ -161,7 +161,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fuse-harness", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fuse-harness",
+        description="Test FUSE over io_uring in a kernel you name: fetch or take the source, apply a patch "
+                    "series, build it, boot it under QEMU (virtme-ng) and run the VM test suite, with a "
+                    "verdict per test and each test's kernel log checked.",
+        epilog="Start with `fuse-harness run` (the suite on the default target, "
+               f"{config.DEFAULT_TARGET}). Each subcommand has its own --help; README.md and docs/ "
+               "in the checkout have the task-by-task guide.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

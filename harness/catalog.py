@@ -1,0 +1,292 @@
+"""The edge-case catalog page (docs/edge-cases.md), generated from the scenarios themselves.
+
+    python -m harness.catalog            # print the page
+    python -m harness.catalog --write    # rewrite docs/edge-cases.md
+
+Two sources, both read without a VM and without importing test code:
+- guest/edge/__init__.py's SCENARIOS (name -> module, function, KTAP cases, budget, catalog id),
+  and the docstring of each scenario function in guest/edge/<module>.py;
+- tests/vm/test_*.py, parsed with `ast`: each test function that calls
+  `run_edge(vm, request, run_dir, kernel, SCENARIO, CATALOG, ...)`, its docstring, and its
+  transports, from `@pytest.mark.transport(NAME)` or from a `parametrize` list of
+  `pytest.param(NAME, marks=pytest.mark.transport(NAME), id=NAME)` (inline, a module-level
+  name, or a name imported from tests/vm/edge_helpers.py).
+
+tests/unit/test_catalog.py fails when the page differs from what `render()` returns.
+Catalog ids (G1, S3, T7, ...) are the sections of fuse-uring-abi.md, the project's shared
+reference on the ABI. A test declaration the parser cannot read raises CatalogError (a
+UserError), naming the file and the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE = REPO / "docs" / "edge-cases.md"
+TESTS = REPO / "tests" / "vm"
+HELPERS = "edge_helpers"
+
+
+class CatalogError(UserError):
+    """A scenario or test declaration the catalog generator cannot read."""
+
+
+@dataclass
+class EdgeTest:
+    """One pytest test that runs a guest edge scenario."""
+
+    nodeid: str  # tests/vm/test_x.py::test_y (without the parameter part)
+    scenario: str
+    catalog: str
+    doc: str
+    transports: tuple[str, ...]  # () when the test carries no transport: it runs on every target
+
+
+@dataclass
+class Entry:
+    """One scenario of guest/edge with the tests that run it."""
+
+    name: str
+    catalog: str
+    cases: tuple[str, ...]
+    budget: float
+    guest_doc: str
+    source: str  # guest/edge/<module>.py::<function>
+    tests: list[EdgeTest] = field(default_factory=list)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _module_names(tree: ast.Module) -> dict[str, ast.expr]:
+    """Module-level `NAME = expr` assignments."""
+    names: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = node.value
+    return names
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _transport_of_mark(node: ast.expr) -> str | None:
+    """NAME of a `pytest.mark.transport(NAME)` call, else None."""
+    if isinstance(node, ast.Call) and _dotted(node.func) == "pytest.mark.transport" and node.args:
+        value = node.args[0]
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+    return None
+
+
+class _Resolver:
+    """Turns a parametrize list or a mark name into transport names, by reading the AST."""
+
+    def __init__(self, names: dict[str, ast.expr], helpers: dict[str, ast.expr], where: str) -> None:
+        self.names, self.helpers, self.where = names, helpers, where
+
+    def lookup(self, name: str) -> ast.expr:
+        if name in self.names:
+            return self.names[name]
+        if name in self.helpers:
+            return self.helpers[name]
+        raise CatalogError(f"{self.where}: cannot resolve {name!r} (not a module-level name here or in "
+                           f"tests/vm/{HELPERS}.py)", "declare the parameter list as a list of pytest.param")
+
+    def marks(self, node: ast.expr) -> list[str]:
+        """Transports of a decorator expression (`pytest.mark.transport(...)` or a name for one)."""
+        if isinstance(node, ast.Name):
+            node = self.lookup(node.id)
+        t = _transport_of_mark(node)
+        return [t] if t else []
+
+    def params(self, node: ast.expr, bound: dict[str, str] | None = None) -> list[str]:
+        """Transports of a parametrize list: each pytest.param's transport mark, else its value."""
+        bound = bound or {}
+        if isinstance(node, ast.Name):
+            return self.params(self.lookup(node.id))
+        if isinstance(node, (ast.List, ast.Tuple)):
+            out: list[str] = []
+            for elt in node.elts:
+                out += self.params(elt.value, bound) if isinstance(elt, ast.Starred) else self.params(elt, bound)
+            return out
+        if isinstance(node, ast.ListComp) and len(node.generators) == 1:
+            gen = node.generators[0]
+            seq = gen.iter if not isinstance(gen.iter, ast.Name) else self.lookup(gen.iter.id)
+            if isinstance(gen.target, ast.Name) and isinstance(seq, (ast.Tuple, ast.List)):
+                values = [e.value for e in seq.elts if isinstance(e, ast.Constant)]
+                return [t for v in values for t in self.params(node.elt, {gen.target.id: v})]
+        if isinstance(node, ast.Call) and _dotted(node.func) == "pytest.param":
+            for kw in node.keywords:
+                if kw.arg == "marks":
+                    marks = kw.value.elts if isinstance(kw.value, (ast.List, ast.Tuple)) else [kw.value]
+                    found = [t for m in marks for t in self.marks(self._bind(m, bound))]
+                    if found:
+                        return found
+            return [self._value(node.args[0], bound)]
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        raise CatalogError(f"{self.where}: cannot read the parameter list at line {node.lineno}",
+                           "use pytest.param(NAME, marks=pytest.mark.transport(NAME), id=NAME) items")
+
+    def _value(self, node: ast.expr, bound: dict[str, str]) -> str:
+        if isinstance(node, ast.Name) and node.id in bound:
+            return bound[node.id]
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        raise CatalogError(f"{self.where}: a pytest.param value at line {node.lineno} is not a transport name")
+
+    def _bind(self, node: ast.expr, bound: dict[str, str]) -> ast.expr:
+        """`pytest.mark.transport(t)` with t bound by a comprehension, as a constant."""
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name) \
+                and node.args[0].id in bound:
+            return ast.Call(node.func, [ast.Constant(bound[node.args[0].id])], [])
+        return node
+
+
+def _edge_call(func: ast.FunctionDef) -> ast.Call | None:
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and _dotted(node.func) == "run_edge":
+            return node
+    return None
+
+
+def _str_arg(call: ast.Call, index: int, name: str, where: str) -> str:
+    value = call.args[index] if len(call.args) > index else next(
+        (k.value for k in call.keywords if k.arg == name), None)
+    if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+        raise CatalogError(f"{where}: run_edge's {name} must be a string literal")
+    return value.value
+
+
+def edge_tests(tests_dir: Path = TESTS) -> list[EdgeTest]:
+    """Every test under tests_dir that runs a guest edge scenario, in file and line order."""
+    helpers_file = tests_dir / f"{HELPERS}.py"
+    helpers = _module_names(ast.parse(helpers_file.read_text())) if helpers_file.is_file() else {}
+    found: list[EdgeTest] = []
+    for path in sorted(tests_dir.glob("test_*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = _module_names(tree)
+        rel = path.relative_to(tests_dir.parent.parent).as_posix()
+        for func in tree.body:
+            if not isinstance(func, ast.FunctionDef) or not func.name.startswith("test_"):
+                continue
+            call = _edge_call(func)
+            if call is None:
+                continue
+            where = f"{rel}::{func.name}"
+            res = _Resolver(names, helpers, where)
+            transports: list[str] = []
+            for deco in func.decorator_list:
+                if isinstance(deco, ast.Call) and _dotted(deco.func) == "pytest.mark.parametrize":
+                    transports += res.params(deco.args[1])
+                else:
+                    transports += res.marks(deco) if isinstance(deco, (ast.Name, ast.Call)) else []
+            found.append(EdgeTest(where, _str_arg(call, 4, "scenario", where), _str_arg(call, 5, "catalog", where),
+                                  _one_line(ast.get_docstring(func)), tuple(dict.fromkeys(transports))))
+    return found
+
+
+def _guest_doc(edge_dir: Path, module: str, func: str) -> str:
+    tree = ast.parse((edge_dir / f"{module}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func:
+            return _one_line(ast.get_docstring(node))
+    raise CatalogError(f"guest/edge/{module}.py has no function {func}", "fix SCENARIOS in guest/edge/__init__.py")
+
+
+def entries(tests_dir: Path = TESTS) -> list[Entry]:
+    """Every scenario of guest.edge.SCENARIOS (in its order) with the tests that run it."""
+    from guest.edge import SCENARIOS
+
+    edge_dir = REPO / "guest" / "edge"
+    out = {name: Entry(name, s.catalog, s.cases, s.budget, _guest_doc(edge_dir, s.module, s.func),
+                       f"guest/edge/{s.module}.py::{s.func}")
+           for name, s in SCENARIOS.items()}
+    for t in edge_tests(tests_dir):
+        if t.scenario not in out:
+            raise CatalogError(f"{t.nodeid} runs unknown scenario {t.scenario!r}",
+                               "add it to SCENARIOS in guest/edge/__init__.py")
+        out[t.scenario].tests.append(t)
+    return list(out.values())
+
+
+def _transports(e: Entry) -> str:
+    seen: list[str] = []
+    for t in e.tests:
+        seen += [x for x in (t.transports or ("(every target)",)) if x not in seen]
+    return ", ".join(seen) or "(no test: by hand only)"
+
+
+def render(tests_dir: Path = TESTS) -> str:
+    """The whole page, Markdown."""
+    all_entries = entries(tests_dir)
+    lines = [
+        "# Edge-case catalog",
+        "",
+        "<!-- Generated by `python -m harness.catalog --write` from guest/edge/__init__.py (SCENARIOS) and",
+        "     tests/vm/test_*.py. Do not edit by hand: tests/unit/test_catalog.py compares this file with",
+        "     the generator's output. -->",
+        "",
+        "Each scenario misbehaves on purpose inside the guest (`python3 -m guest edge NAME`) and prints",
+        "one KTAP case per expectation; the pytest test records those cases as subtests and fails",
+        "with the failing ones. The catalog ids refer to the sections of `fuse-uring-abi.md`, the",
+        "project's shared ABI reference. Transports come from the test's `transport` markers: a",
+        "target that does not promise one skips that test with the reason; `(every target)` means",
+        "the test has no transport marker and picks its own setup. Every scenario also ends with",
+        "the `no_leaks` case (connections, locked memory, pinned pages back where they were).",
+        "",
+        f"{len(all_entries)} scenarios, {sum(len(e.tests) for e in all_entries)} tests.",
+        "",
+        "| scenario | catalog | transports | test |",
+        "|---|---|---|---|",
+    ]
+    for e in all_entries:
+        tests = "<br>".join(f"`{t.nodeid.split('::', 1)[1]}`" for t in e.tests) or "-"
+        lines.append(f"| [`{e.name}`](#{e.name}) | {e.catalog} | {_transports(e)} | {tests} |")
+    for e in all_entries:
+        lines += ["", f"## {e.name}", "",
+                  f"- catalog: {e.catalog}; guest: `{e.source}`; budget {e.budget:g} s",
+                  f"- guest side: {e.guest_doc or '(no docstring)'}"]
+        for t in e.tests:
+            lines.append(f"- test `{t.nodeid}` ({', '.join(t.transports) or 'every target'}): {t.doc}")
+        if not e.tests:
+            lines.append(f"- no pytest test runs it; by hand: `python3 -m guest edge {e.name}`")
+        lines.append(f"- expects (KTAP cases): {', '.join(f'`{c}`' for c in e.cases)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.catalog",
+                                description="print (or --write) docs/edge-cases.md from the edge scenarios")
+    p.add_argument("--write", action="store_true", help=f"rewrite {PAGE.relative_to(REPO)}")
+    args = p.parse_args(argv)
+    try:
+        text = render()
+    except UserError as exc:
+        print(f"E: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"E:   hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    if args.write:
+        PAGE.parent.mkdir(exist_ok=True)
+        PAGE.write_text(text)
+        print(f"wrote {PAGE.relative_to(REPO)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
