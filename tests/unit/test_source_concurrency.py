@@ -72,9 +72,14 @@ def _prepare_twice(spec: str, env: dict[str, str], tmp_path: Path) -> list[dict]
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=ROOT) for _ in range(2)]
     go.touch()
+    return _outputs(procs)
+
+
+def _outputs(procs: list[subprocess.Popen]) -> list:
+    """Each process's last stdout line as JSON, once all have exited (a failure shows its stderr)."""
     out = []
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
@@ -182,11 +187,7 @@ def test_two_processes_apply_series_onto_one_plain_tree(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, spec], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT) for spec in specs]
     go.touch()
-    results = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr
-        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    results = _outputs(procs)
     assert results[0] == results[1] and results[2][0] != results[0][0]
     for tree, _ in results:
         status = subprocess.run(["git", "-C", tree, "status", "--porcelain"], capture_output=True, text=True)
