@@ -25,8 +25,10 @@ class Scenario(NamedTuple):
 
 #: request-timeout (guest/edge/timeout.py): every ring transport, in generation order (A, C, D).
 TIMEOUT_RINGS = ("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
-TIMEOUT_STEPS = ("held", "aborted_in_time", "slot_unreachable", "late_commit_enotconn",
+TIMEOUT_STEPS = ("held", "slot_filled", "aborted_in_time", "slot_unreachable", "late_commit_enotconn",
                  "umount_after_timeout")
+#: request-timeout's steps that only zero-copy transports have (the held WRITE's buffer slot).
+TIMEOUT_SLOT_STEPS = ("slot_filled", "slot_unreachable")
 
 
 #: payload-lies (guest/edge/lies.py): the opcodes whose reply claims too much, and the claims.
@@ -60,9 +62,9 @@ def timeout_case(transport: str, step: str) -> str:
 
 
 def timeout_cases_of(transport: str) -> tuple[str, ...]:
-    """request-timeout's cases for one transport (slot_unreachable: zero-copy ones only)."""
+    """request-timeout's cases for one transport (TIMEOUT_SLOT_STEPS: zero-copy ones only)."""
     return tuple(timeout_case(transport, s) for s in TIMEOUT_STEPS
-                 if s != "slot_unreachable" or "zero-copy" in transport)
+                 if s not in TIMEOUT_SLOT_STEPS or "zero-copy" in transport)
 
 
 def _timeout_cases() -> tuple[str, ...]:

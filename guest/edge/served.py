@@ -97,7 +97,7 @@ class Served:
                  pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
                  zero_pool_qid: int | None = None, start: bool = True, max_write: int = 131072,
                  max_pages: int | None = None, buf_size: int = 0, ring_flags: int = 0,
-                 max_background: int = 64, init_flags: int = 0) -> None:
+                 max_background: int = 64, init_flags: int = 0, zero_copy_files: bool = False) -> None:
         self.ctx = ctx
         self.conn = Conn(ctx, tag)
         self.init = self.conn.setup(max_write=max_write, max_pages=max_pages, max_background=max_background,
@@ -108,9 +108,14 @@ class Served:
         for name, data in (files or {}).items():
             _, ino = self.fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
             self.fs.write(ino, ino, 0, data)
-        self.server = Server(self.fs, self.counters)
         opts = base.Options(queue_depth, pool_bufs, 0.0, buf_size)
         cls = manual_class(base.get(transport))
+        # zero_copy_files: opens answer FOPEN_IO_URING_ZERO_COPY where the transport needs it
+        # (generation C decides per open; D per queue), so a held READ/WRITE's pages reach the
+        # entry's slot. Off by default: MemoryFs has no backing fd for the engine's own
+        # READ_FIXED/WRITE_FIXED, so only a scenario that holds those requests asks for it.
+        self.server = Server(self.fs, self.counters,
+                             zero_copy_open=zero_copy_files and cls.zero_copy and cls.needs_bufpool)
         cls.ring_setup_flags = ring_flags  # IORING_SETUP_*: the rings are made by this thread
         self.engine = cls(self.conn.fd, self.server, self.counters, self.init, opts)
         e = self.engine

@@ -56,7 +56,7 @@ def request_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
     ctx.closers.append(sysctls.restore)
     served: dict[str, tuple[Served, list[Client]]] = {}
     for i, t in enumerate(r for r in RINGS if r in have):
-        srv = Served(ctx, f"rto{i}", transport=t, files=DATA)
+        srv = Served(ctx, f"rto{i}", transport=t, files=DATA, zero_copy_files=True)
         srv.engine.auto = True
         srv.engine.hold = lambda info: info["op"] in ("READ", "WRITE")
         clients = [Client(ctx, "reader", lambda s=srv: read_file(s.path("f")), cpu=0),
@@ -67,6 +67,8 @@ def request_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
     for t, (srv, _) in served.items():
         ops = sorted(srv.engine.infos[e.gid]["op"] for e in srv.engine.held)
         ctx.result(_case(t, "held"), len(ops) >= 2, f"{t}: held {ops}")
+        if t in ZERO_COPY:
+            _slot_filled(ctx, t, srv)
     bound = 2 * FREQ + 10 * time_scale()
     pump_all(served, bound + 5,
              lambda: all(c.done() for _, cs in served.values() for c in cs))
@@ -86,6 +88,28 @@ def pump_all(served: dict, timeout: float, until) -> bool:  # noqa: ANN001
     return True
 
 
+def _slot_read(ctx: Ctx, srv: Served, tag: int) -> tuple[int | None, bool]:
+    """WRITE_FIXED of len(SECRET) bytes from the held WRITE's zero-copy slot into a memfd:
+    (CQE res, whether the bytes are the writer's SECRET); (None, False) with no held WRITE."""
+    eng = srv.engine
+    writes = [e for e in eng.held if eng.infos[e.gid]["op"] == "WRITE"]
+    if not writes:
+        return None, False
+    fd = os.memfd_create("fh-rto", os.MFD_CLOEXEC)
+    ctx.closers.append(lambda: os.close(fd))
+    res = srv.write_from_slot(writes[0], fd, len(SECRET), tag)
+    return res, res is not None and res > 0 and os.pread(fd, len(SECRET), 0) == SECRET
+
+
+def _slot_filled(ctx: Ctx, t: str, srv: Served) -> None:
+    """The path proof of the zero-copy cases: before the timeout, the held WRITE's slot must
+    hold the writer's pages, else slot_unreachable would pass on an empty slot."""
+    res, same = _slot_read(ctx, srv, 0x7F0F)
+    ctx.result(_case(t, "slot_filled"), same,
+               f"{t}: WRITE_FIXED from the held WRITE's slot while held: {ename(res)}"
+               + ("" if same else " (not exercised: no page of the writer reached the zero-copy slot)"))
+
+
 def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float) -> None:
     seen, ok = [], True
     for c in clients:
@@ -103,11 +127,7 @@ def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float
     eng = srv.engine
     held = list(eng.held)
     if t in ZERO_COPY:
-        writes = [e for e in held if eng.infos[e.gid]["op"] == "WRITE"]
-        probe_fd = os.memfd_create("fh-rto", os.MFD_CLOEXEC)
-        ctx.closers.append(lambda: os.close(probe_fd))
-        res = srv.write_from_slot(writes[0], probe_fd, len(SECRET), 0x7F10) if writes else None
-        leaked = res is not None and res > 0 and os.pread(probe_fd, len(SECRET), 0) == SECRET
+        res, leaked = _slot_read(ctx, srv, 0x7F10)
         ctx.result(_case(t, "slot_unreachable"), res is not None and res < 0,
                    f"{t}: WRITE_FIXED from the held WRITE's slot after the timeout: {ename(res)}"
                    + (" (the client's pages are still reachable)" if leaked else ""))
