@@ -199,7 +199,8 @@ def add_parser(sub) -> None:  # noqa: ANN001
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
     e.add_argument("scenario", choices=(*SCENARIOS, "list"))
     e.add_argument("--transport", default="bufpool",
-                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"),
+                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
+                            "kmbuf-zero-copy"),
                    help="ring transport of the served connection (default bufpool)")
     e.add_argument("--provoke", action="store_true",
                    help="also run the steps that may wedge the guest (kmbuf-small-buffer)")
