@@ -1,11 +1,12 @@
 """Guest side of fuse-harness: a stdlib-only FUSE server and client checks.
 
 Runs inside the test VM. Serves FUSE over /dev/fuse or io_uring (iovec,
-bufpool, registered bufpool, zero-copy; kmbuf and kmbuf-zero-copy of the posted series)
+bufpool, registered bufpool, zero-copy; bufring of the posted bufring series; kmbuf and
+kmbuf-zero-copy of the posted kmbuf series)
 and prints KTAP. Never imports harness/.
 """
 
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf",
+TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
               "kmbuf-zero-copy")
 #: Transports whose READ/WRITE data moves with READ_FIXED/WRITE_FIXED (C and D).
 ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")

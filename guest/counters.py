@@ -4,7 +4,7 @@ Thread-safe increments; `write()` is atomic (temp file + os.replace).
 Schema (version 1), all keys always present:
   transport_requested, transport_used ("io_uring" | "devfuse" | "none"),
   fallback (bool), setup_error (null or {"step", "errno", "message"}),
-  generation ("A" | "C" | null), init {kernel_minor, negotiated_minor,
+  generation ("A" | "B" | "C" | "D" | null), init {kernel_minor, negotiated_minor,
   kernel_flags, kernel_flags2, offered {over_io_uring, has_bufpool, max_pages},
   reply_flags, reply_flags2, max_write, max_pages},
   uring {enabled, ready, nr_queues, queue_depth, max_payload_sz, pool_bufs,
@@ -12,6 +12,8 @@ Schema (version 1), all keys always present:
   per_opcode {NAME: n}, zero_copy {read, write, bytes, fixed_errors},
   pool {high_water, distinct_offsets, per_queue_high_water {qid: n}} (kmbuf: buffer ids),
   kmbuf {selected, kept, unexpected, missing, ids {qid: [buffer ids seen]}} (generation D),
+  bufring {payload, no_payload, kept, waited, shared, unexpected, bad_id,
+  ids {qid: [buffer ids seen]}} (generation B, see guest/transports/bufring.py),
   errors {cqe {ERRNO: n}, cqe_total, teardown_cqe {ERRNO: n}, handler {ERRNO: n},
   malformed, exceptions}, pid, uid, started, updated, exit_reason.
 """
@@ -57,8 +59,9 @@ class Counters:
         self._held: dict[int, set[int]] = {}
         self.pool_hw: Counter = Counter()
         self.offsets: set[tuple[int, int]] = set()
-        self.kmbuf: Counter = Counter()
-        self.kmbuf_ids: dict[int, set[int]] = {}
+        #: per ring-buffer family ("kmbuf", "bufring"): event counts and buffer ids per queue
+        self.ring_bufs: dict[str, Counter] = {"kmbuf": Counter(), "bufring": Counter()}
+        self.ring_buf_ids: dict[str, dict[int, set[int]]] = {"kmbuf": {}, "bufring": {}}
 
     def request(self, path: str, opname: str, qid: int | None = None) -> None:
         """Count one request served over `path` ("io_uring" or "devfuse")."""
@@ -92,10 +95,20 @@ class Counters:
         """A kmbuf request CQE: its buffer was `selected` (IORING_CQE_F_BUFFER), `kept` from
         the entry's last request, `unexpected` (a buffer on a request without payload) or
         `missing` (a payload request with no buffer id known)."""
+        self.buffer_event("kmbuf", event, qid, bid)
+
+    def buffer_event(self, family: str, event: str, qid: int, bid: int | None) -> None:
+        """Count `event` of a kernel-chosen ring buffer (family "kmbuf" or "bufring") and
+        remember buffer id `bid` of queue qid as seen."""
         with self._lock:
-            self.kmbuf[event] += 1
+            self.ring_bufs[family][event] += 1
             if bid is not None:
-                self.kmbuf_ids.setdefault(qid, set()).add(bid)
+                self.ring_buf_ids[family].setdefault(qid, set()).add(bid)
+
+    def _ring_buf_doc(self, family: str, events: tuple[str, ...]) -> dict:
+        ids = self.ring_buf_ids[family]
+        return {**{k: self.ring_bufs[family][k] for k in events},
+                "ids": {str(q): sorted(v) for q, v in sorted(ids.items())}}
 
     def pool_take(self, qid: int, offset: int) -> None:
         """A request holding pool buffer `offset` of queue qid was delivered."""
@@ -122,9 +135,9 @@ class Counters:
                                 "bytes": self.zc["bytes"],
                                 "fixed_errors": self.zc["fixed_errors"],
                                 "staged": self.zc["staged"]}
-            doc["kmbuf"] = {**{k: self.kmbuf[k] for k in ("selected", "kept", "unexpected",
-                                                            "missing")},
-                            "ids": {str(q): sorted(v) for q, v in sorted(self.kmbuf_ids.items())}}
+            doc["kmbuf"] = self._ring_buf_doc("kmbuf", ("selected", "kept", "unexpected", "missing"))
+            doc["bufring"] = self._ring_buf_doc("bufring", ("payload", "no_payload", "kept", "waited",
+                                                            "shared", "unexpected", "bad_id"))
             doc["pool"] = {"high_water": max(self.pool_hw.values(), default=0),
                            "distinct_offsets": len(self.offsets),
                            "per_queue_high_water": {str(k): v for k, v in

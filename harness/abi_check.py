@@ -51,7 +51,7 @@ class Mismatch:
 
 
 def guest_layouts(generation: str) -> dict[str, StructLayout]:
-    """The guest's full layout table for an ABI generation ("A", "C" or "D")."""
+    """The guest's full layout table for an ABI generation ("A", "B", "C" or "D")."""
     return {**proto.layouts(generation), **abi.layouts(generation)}
 
 

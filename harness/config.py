@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 TARGETS_DIR = REPO / "targets"
 KCONFIGS_DIR = REPO / "kconfigs"
 #: Transports the guest server speaks (fixed names shared by CLI, markers, KTAP and JSON).
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
+TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
+              "kmbuf-zero-copy")
 #: What a target or series may promise: the guest's transports plus posted-series variants.
-PROMISABLE = (*TRANSPORTS, "bufring", "pinned-headers", "pinned-buffers")
+PROMISABLE = (*TRANSPORTS, "pinned-headers", "pinned-buffers")
 PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",), "race": ("race",)}
 #: Profiles whose instrumented kernels get the debug time scale and boot timeout.
 SLOW_PROFILES = ("debug", "race")

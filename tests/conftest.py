@@ -29,3 +29,9 @@ def kmbuf_fixtures() -> Path:
             pytrace=False,
         )
     return KMBUF_FIXTURES
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Crash probes (a test function with `crash_probe = True`) run at the end of the session, so
+    the oops they may cause costs no other test its guest (the plugin replaces a dead guest)."""
+    items.sort(key=lambda item: bool(getattr(getattr(item, "function", None), "crash_probe", False)))

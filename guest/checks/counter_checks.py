@@ -5,7 +5,7 @@ from __future__ import annotations
 from guest import ZERO_COPY
 from guest.checks.context import Skip, expect
 
-RING = ("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")
+RING = ("iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf", "kmbuf-zero-copy")
 GEN_C = ("bufpool", "bufpool-registered", "zero-copy")
 KMBUF = ("kmbuf", "kmbuf-zero-copy")
 
@@ -62,6 +62,12 @@ def pool_usage(c: dict, transport: str, facts: dict) -> None:
         raise Skip("no buffer pool")
     pool, u = c["pool"], c["uring"]
     expect(pool["high_water"] >= 1, f"pool {pool}")
+    if transport == "bufring":  # buffer ids come from ent_in_out.buf_id (generation B)
+        b = c["bufring"]
+        expect(c["generation"] == "B", f"generation {c['generation']}, not B")
+        expect(b["payload"] >= 1, f"no payload request in a bufring buffer: not exercised; bufring {b}")
+        expect(b["shared"] == 0 and b["unexpected"] == 0 and b["bad_id"] == 0, f"bufring {b}")
+        expect(all(i < u["pool_bufs"] for ids in b["ids"].values() for i in ids), f"bufring {b}")
     if transport in KMBUF:  # buffer ids come from IORING_CQE_F_BUFFER, never made up
         k = c["kmbuf"]
         expect(k["selected"] >= 1 and k["missing"] == 0 and k["unexpected"] == 0, f"kmbuf {k}")

@@ -75,6 +75,11 @@ def pool_starvation(ctx: Ctx) -> None:
         expect(took >= CLIENTS * DELAY_MS / 1000 * 0.9,
                f"{CLIENTS} stats took {took:.2f}s: not serialized by the 1-buffer pool")
         expect(c["errors"]["cqe_total"] == 0, f"CQE errors {c['errors']['cqe']}")
+        if ctx.transport == "bufring":  # 10/14: queued for the buffer, handed on at the commit
+            b = c["bufring"]
+            ctx.diag(f"bufring counters {b}")
+            expect(b["waited"] >= 1, f"no request waited for the one buffer: {b}")
+            expect(b["shared"] == 0, f"one buffer id held by two entries at once: {b}")
     finally:
         srv.stop()
         M.teardown(mnt)

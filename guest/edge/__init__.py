@@ -5,7 +5,8 @@ prints KTAP (one case per assertion, `# ` lines with the observed CQE res or
 errno) and exits 0/1/4. Each scenario is bounded by --budget; when it runs out
 every connection is aborted through fusectl and lazily unmounted.
 Catalog ids refer to fuse-uring-abi.md (the project's shared reference) sections 7 and 10;
-the kmbuf-* scenarios (generation D, the posted kmbuf series) to its section 5.
+the kmbuf-* scenarios (generation D, the posted kmbuf series) to its section 5, the bufring-*
+ones (generation B, bufring v2 10/14) to the shared fixture's PORT-NOTES.md.
 """
 
 from __future__ import annotations
@@ -186,6 +187,19 @@ SCENARIOS = {
                                     "D: zero-copy page_zeroing"),
     "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
+    "bufring-validation": Scenario("bufring", "validation", (
+        "unknown_flag_einval", "depth_0_einval", "buf_size_0_einval", "headers_short_einval",
+        "headers_exact_ok", "buf_size_below_payload_einval", "payload_below_one_buffer_einval",
+        "buf_index_depth_einval", "buf_index_last_ok", "bufring_then_legacy_einval",
+        "legacy_then_bufring_einval", "bufs_65536_einval", "bufs_65535_ok"), 150,
+        "B: REGISTER checks (PORT-NOTES 7, 1-9)"),
+    "bufring-starve": Scenario("bufring", "starve", (
+        "one_buffer_two_entries", "two_buffers_eight_entries", "mixed_payload_and_none"), 180,
+        "B: ENOBUFS starvation (PORT-NOTES 7, 16)"),
+    "bufring-idle-entry": Scenario("bufring", "stall", ("staged", "idle_entry_woken", "all_complete"), 90,
+                                   "B: idle entry not woken (PORT-NOTES D4, 17)"),
+    "bufring-null-payload": Scenario("bufring", "null_payload", ("refused_or_failed_cleanly", "no_crash"), 60,
+                                     "B: payload area at 0 (PORT-NOTES D3, 20)"),
     "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (
         "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
 }
@@ -201,7 +215,8 @@ def add_parser(sub) -> None:  # noqa: ANN001
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
     e.add_argument("scenario", choices=(*SCENARIOS, "list"))
     e.add_argument("--transport", default="bufpool",
-                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"),
+                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
+                            "kmbuf-zero-copy"),
                    help="ring transport of the served connection (default bufpool)")
     e.add_argument("--provoke", action="store_true",
                    help="also run the steps that may wedge the guest (kmbuf-small-buffer)")

@@ -1,7 +1,9 @@
 """fuse.h layouts (protocol 7.45/7.46) and pure pack/parse helpers.
 
 No I/O. Malformed input raises ValueError. Generation "A" is Linux 7.2
-(7.45, per-entry iovec ring ABI), "C" is Linux 7.3 (7.46, bufpool + zero-copy).
+(7.45, per-entry iovec ring ABI), "C" is Linux 7.3 (7.46, bufpool + zero-copy), "B" the
+posted bufring series v2 (10/14: REGISTER flag FUSE_URING_BUFRING, minor still 45), "D" the
+posted kmbuf series v4.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ URING_CMD_ADD_QUEUE = 3
 URING_CMD_ADD_BUFPOOL = 4
 URING_ZERO_COPY = 1 << 0  # ADD_QUEUE flag (C)
 URING_BUF_RING = 1 << 0  # D: fuse_uring_cmd_req.init.flags (kmbuf v4 19/25)
+URING_BUFRING = 1 << 0  # B: fuse_uring_cmd_req.flags, the only valid bit (bufring v2 10/14)
 URING_INIT_ZERO_COPY = 1 << 1  # D: init.flags, with init.queue_depth (kmbuf v4 24/25)
 URING_ENT_ZERO_COPY = 1 << 0  # ent_in_out.flags
 URING_IN_OUT_HEADER_SZ = 128
@@ -186,6 +189,10 @@ URING_ENT_IN_OUT = {
                                         ("reserved", "Q")]),
 }
 URING_ENT_IN_OUT["D"] = URING_ENT_IN_OUT["A"]
+# bufring v2 10/14: the first half of the old u32 padding is the selected buffer's id
+URING_ENT_IN_OUT["B"] = Wire("fuse_uring_ent_in_out", [("flags", "Q"), ("commit_id", "Q"),
+                                                       ("payload_sz", "I"), ("buf_id", "H"),
+                                                       ("padding", "H"), ("reserved", "Q")])
 URING_REQ_HEADER = Wire("fuse_uring_req_header", [("in_out", "128s"), ("op_in", "128s"),
                                                    ("ring_ent_in_out", "32s")])
 URING_CMD_REQ = {
@@ -198,6 +205,13 @@ URING_CMD_REQ = {
     "D": Wire("fuse_uring_cmd_req", [("flags", "Q"), ("commit_id", "Q"), ("qid", "H"),
                                      ("init.flags", "H"), ("init.queue_depth", "H"),
                                      ("padding", "2s")]),
+    # bufring v2 10/14: padding[6] -> u16 padding + union { struct { u32 buf_size;
+    # u16 queue_depth; u16 padding; } init; }: 28 bytes of fields, 32 with the u64 alignment
+    # (x86-64; 28 on i386). "_align" is that tail, not a C field.
+    "B": Wire("fuse_uring_cmd_req", [("flags", "Q"), ("commit_id", "Q"), ("qid", "H"),
+                                     ("padding", "H"), ("init.buf_size", "I"),
+                                     ("init.queue_depth", "H"), ("init.padding", "H"),
+                                     ("_align", "4s")]),
 }
 # Size of the first in-arg per opcode as the kernel sends it (goes to op_in on
 # the ring); 0 = zero-size arg0 or no args. Names and data follow it.
@@ -294,4 +308,6 @@ def constants(generation: str = "C") -> dict[str, int]:
                    FUSE_URING_ZERO_COPY=URING_ZERO_COPY, FUSE_URING_ENT_ZERO_COPY=URING_ENT_ZERO_COPY)
     if generation == "D":
         out.update(FUSE_URING_BUF_RING=URING_BUF_RING, FUSE_URING_ZERO_COPY=URING_INIT_ZERO_COPY)
+    if generation == "B":
+        out.update(FUSE_URING_BUFRING=URING_BUFRING)
     return out

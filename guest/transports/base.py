@@ -17,6 +17,7 @@ _MODULES = {"legacy": ("legacy", "LegacyTransport"),
             "bufpool": ("bufpool", "BufpoolTransport"),
             "bufpool-registered": ("registered", "RegisteredTransport"),
             "zero-copy": ("zerocopy", "ZeroCopyTransport"),
+            "bufring": ("bufring", "BufringTransport"),
             "kmbuf": ("kmbuf", "KmbufTransport"),
             "kmbuf-zero-copy": ("kmbuf", "KmbufZeroCopyTransport")}
 
@@ -28,7 +29,7 @@ class Options:
     queue_depth: int = 4
     pool_bufs: int = 4
     delay: float = 0.0
-    buf_size: int = 0  # kmbuf buffer bytes; 0 = max_payload_sz rounded up to a page
+    buf_size: int = 0  # kmbuf/bufring buffer bytes; 0 = max_payload_sz (kmbuf: rounded up to a page)
 
 
 class SetupError(Exception):

@@ -4,6 +4,8 @@ Generations (see shared/reference/fuse-uring-abi.md):
     A  FUSE_OVER_IO_URING, per-entry iovec REGISTER            -> iovec
     C  ADD_QUEUE/ADD_BUFPOOL, ent_zero_copy_buf_index (7.3)    -> bufpool, bufpool-registered, zero-copy
     B  FUSE_URING_BUFRING/PINNED_* REGISTER flags (v2, 14 p.)  -> bufring, pinned-headers, pinned-buffers, zero-copy
+       (bufring needs 10/14's shape too: init.buf_size and init.queue_depth in fuse_uring_cmd_req,
+       buf_id in fuse_uring_ent_in_out; FUSE_KERNEL_MINOR_VERSION stays 45, so the minor cannot tell)
     D  FUSE_URING_BUF_RING + init.queue_depth, kmbuf (v1-v4)   -> kmbuf, kmbuf-zero-copy
 `legacy` (/dev/fuse read/write) is always there. Parsing is pure on the header text.
 """
@@ -47,6 +49,12 @@ class AbiProfile:
         """The header symbol that made `transport` count as present."""
         return dict(self.evidence).get(transport)
 
+    @property
+    def ring_generation(self) -> str:
+        """The newest ring generation the header has, for the layout check: "D" (kmbuf series),
+        "C" (7.3), "B" (bufring series), else "A" (7.2, or no ring at all)."""
+        return next((g for g in ("D", "C", "B") if g in self.generations), "A")
+
 
 def detect_abi(tree: Path) -> AbiProfile:
     """Read `tree`/include/uapi/linux/fuse.h and classify it."""
@@ -84,7 +92,11 @@ def parse_abi(text: str) -> AbiProfile:
     b_shape = bool({"buf_id"} & ent or {"buf_size"} & req)
     if sym := first(("FUSE_URING_BUFRING",)) or (b_shape and first(("FUSE_URING_BUF_RING",))):
         gens.append("B")
-        found["bufring"] = sym
+        shape = [f for f, ok in (("init.buf_size", "buf_size" in req),
+                                 ("init.queue_depth", "queue_depth" in req),
+                                 ("ent_in_out.buf_id", "buf_id" in ent)) if ok]
+        if len(shape) == 3:  # what the guest's bufring transport writes and reads
+            found["bufring"] = f"{sym} + {' + '.join(shape)}"
         for flag, name in (
             ("FUSE_URING_PINNED_HEADERS", "pinned-headers"),
             ("FUSE_URING_PINNED_BUFFERS", "pinned-buffers"),

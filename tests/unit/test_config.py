@@ -97,3 +97,11 @@ def test_kmbuf_v4_target_names_the_shared_fixture() -> None:
     assert t.series.endswith("/shared/fixtures/kmbuf-v4/ported-v4-on-7.2.mbx")
     assert set(t.promises) == {"legacy", "iovec", "kmbuf", "kmbuf-zero-copy"}
     assert "b4 am 20260116233044.1532965-1-joannelkoong@gmail.com" in t.series_hint
+
+
+def test_bufring_v2_target_names_the_shared_fixture() -> None:
+    t = config.load_target("bufring-v2")
+    assert t.source == "debian:linux-source-7.2" and t.kernel_version == "7.2"
+    assert t.series.endswith("/shared/fixtures/bufring-v2/bufring-v2-10-on-7.2.mbx")
+    assert t.promises == ("legacy", "iovec", "bufring")
+    assert "shared/fixtures/bufring-v2/" in t.series_hint

@@ -24,7 +24,7 @@ def _init_in(minor: int, flags: int, flags2: int) -> bytes:
     return P.INIT_IN.pack(7, minor, 131072, flags, flags2, bytes(44))
 
 
-@pytest.mark.parametrize("gen,cmd,ent", [("A", 24, 32), ("C", 40, 32)])
+@pytest.mark.parametrize("gen,cmd,ent", [("A", 24, 32), ("B", 32, 32), ("C", 40, 32)])
 def test_sizes_per_generation(gen: str, cmd: int, ent: int) -> None:
     lay = P.layouts(gen)
     assert lay["fuse_uring_cmd_req"].size == cmd
@@ -44,7 +44,7 @@ def test_gen_c_only_fields() -> None:
     assert c["fuse_uring_cmd_req"].fields["ent_zero_copy_buf_index"] == (24, 2)
     assert c["fuse_uring_cmd_req"].fields["bufpool.len"] == (32, 4)
     with pytest.raises(ValueError):
-        P.layouts("B")
+        P.layouts("E")
 
 
 def test_split_devfuse_and_malformed() -> None:

@@ -390,6 +390,7 @@ def test_name_hunk_nearest() -> None:
         ("gen-c.h", 46, ("A", "C"), ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy")),
         ("gen-b.h", 45, ("A", "B"), ("legacy", "iovec", "zero-copy", "bufring", "pinned-headers", "pinned-buffers")),
         ("gen-b-buf-ring.h", 45, ("A", "B"), ("legacy", "iovec", "bufring")),
+        ("gen-b-v2.h", 45, ("A", "B"), ("legacy", "iovec", "bufring")),
         ("gen-d.h", 45, ("A", "D"), ("legacy", "iovec", "kmbuf", "kmbuf-zero-copy")),
     ],
 )
@@ -397,6 +398,20 @@ def test_parse_abi(header: str, minor: int, gens: tuple[str, ...], transports: t
     p = parse_abi((UAPI / header).read_text())
     assert (p.minor, p.generations, p.transports) == (minor, gens, transports)
     assert all(p.why(t) for t in transports)
+
+
+def test_bufring_v2_shape_is_the_evidence_and_the_minor_is_not_used() -> None:
+    """10/14 keeps minor 45: B is told by its flag and struct shape, never by the minor."""
+    text = (UAPI / "gen-b-v2.h").read_text()
+    p = parse_abi(text)
+    assert p.why("bufring") == "FUSE_URING_BUFRING + init.buf_size + init.queue_depth + ent_in_out.buf_id"
+    assert p.ring_generation == "B" and p.missing(["legacy", "iovec", "bufring"]) == ()
+    # the flag without 10/14's structs: generation B, but nothing the guest's bufring can speak
+    bare = parse_abi(text.replace("uint16_t buf_id;", "uint16_t pad0;"))
+    assert "B" in bare.generations and not bare.has("bufring")
+    assert parse_abi((UAPI / "gen-a.h").read_text()).ring_generation == "A"
+    assert parse_abi((UAPI / "gen-c.h").read_text()).ring_generation == "C"
+    assert parse_abi((UAPI / "gen-d.h").read_text()).ring_generation == "D"
 
 
 def test_missing_promises() -> None:

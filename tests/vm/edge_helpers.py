@@ -23,9 +23,11 @@ PY = "/usr/bin/python3"
 #: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
 #: ABI (the only one 7.2 has; 7.3's A-compatible mode) and 7.3's bufpool.
 RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in ("iovec", "bufpool")]
-#: The same, plus generation D's kmbuf (the posted kmbuf series): for scenarios that only
+#: The same, plus generation D's kmbuf (the posted kmbuf series) and generation B's bufring
+#: (bufring v2 10/14; with requests held, entries hold payload buffers): for scenarios that only
 #: drive a served connection (teardown, commits, notifications), never its setup commands.
-RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), id="kmbuf")]
+RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), id="kmbuf"),
+           pytest.param("bufring", marks=pytest.mark.transport("bufring"), id="bufring")]
 #: Every ring transport whose served connection answers reads from the scenario's memory
 #: file system (the zero-copy ones need a backing file: their header and buffer handling is
 #: the registered pool's and kmbuf's).

@@ -19,10 +19,10 @@ def test_promised_transports_exist_in_uapi(kernel):
 
 def test_guest_layouts_match_uapi_headers(kernel):
     """Compile an offsetof/sizeof/constant program against `make headers` of this very kernel,
-    for the newest ring generation it has (D for the kmbuf series, C for 7.3, else A)."""
+    for the newest ring generation it has (D for the kmbuf series, C for 7.3, B for the bufring
+    series, else A)."""
     include = ensure_headers(kernel.tree, kernel.built.build_dir)
-    gens = kernel.abi.generations
-    generation = next((g for g in ("D", "C") if g in gens), "A")
+    generation = kernel.abi.ring_generation
     mismatches = check_abi(include, generation)
     assert not mismatches, "guest struct layouts differ from the kernel's uapi:\n" + "\n".join(
         str(m) for m in mismatches)

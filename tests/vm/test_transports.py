@@ -104,6 +104,11 @@ def test_shell_clients(vm, transport, run_dir):
     if t in ("bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"):
         assert counters["pool"]["high_water"] >= 1
         assert counters["uring"]["registered"] == (t != "bufpool")
+    if t == "bufring":  # payload in the buffer ent_in_out.buf_id named (generation B, 10/14)
+        b = counters["bufring"]
+        assert counters["generation"] == "B" and counters["pool"]["high_water"] >= 1, counters["pool"]
+        assert b["payload"] >= 1 and b["no_payload"] >= 1, f"bufring path not exercised: {b}"
+        assert b["shared"] == b["unexpected"] == b["bad_id"] == 0, b
     if t in ("kmbuf", "kmbuf-zero-copy"):  # payload in buffers the kernel picked and named
         assert counters["generation"] == "D", counters["generation"]
         assert counters["kmbuf"]["selected"] >= 1 and counters["kmbuf"]["missing"] == 0, counters["kmbuf"]
