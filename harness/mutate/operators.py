@@ -12,8 +12,8 @@ preprocessor line is ever touched) and yields spans of the original text with a 
     call-drop     a statement that is only a call of a listed kind (DROPPABLE: unlock, recycle,
                   flush, wake_up, put, free, release, complete, request end, io_uring cmd done)
                   becomes the empty statement `;`
-    check-drop    `if (C) return -EXXX;` (also `return ERR_PTR(-EXXX);`, or in braces) never
-                  fires: C -> 0
+    check-drop    `if (C) return -EXXX;` (also `return ERR_PTR(-EXXX);`, or in braces) and the
+                  kernel's error-path form `if (C) goto LABEL;` never fire: C -> 0
     errcode-zero  `return -EXXX;` and `x = -EXXX;` return or store 0 instead
 
 A Mutant is a span (offsets into the file), what was there and what replaces it.
@@ -97,7 +97,8 @@ def _all(text: str, masked: str) -> Iterator[tuple[str, int, int, str]]:
 
 
 _COND = re.compile(r"\b(if|while)\s*\(")
-_RETURN_ERR = re.compile(r"\s*(?:\{\s*)?return\s+(?:ERR_PTR\s*\(\s*)?-E[A-Z][A-Z0-9]*\b\s*\)?\s*;(?:\s*\})?")
+_GOTO = re.compile(r"\s*(?:\{\s*)?goto\s+\w+\s*;(?:\s*\})?")
+_RETURN_ERR = re.compile(r"\s*(?:\{\s*)?return\s+(?:ERR_PTR\s*\(\s*)?-E[A-Z0-9]+\b\s*\)?\s*;(?:\s*\})?")
 
 
 def _conditions(text: str, masked: str) -> Iterator[tuple[str, int, int, str]]:
@@ -117,7 +118,7 @@ def _conditions(text: str, masked: str) -> Iterator[tuple[str, int, int, str]]:
         yield "cond-negate", lo, hi, f"!({cond})"
         for keep in _drop_operand(text, masked, lo, hi):
             yield "cond-drop", lo, hi, keep
-        if m.group(1) == "if" and _RETURN_ERR.match(masked, close + 1):
+        if m.group(1) == "if" and (_RETURN_ERR.match(masked, close + 1) or _GOTO.match(masked, close + 1)):
             yield "check-drop", lo, hi, "0"
 
 
@@ -225,7 +226,7 @@ def _statement_start(masked: str, i: int) -> bool:
     return re.search(r"\belse$", masked[max(0, j - 5):j + 1]) is not None
 
 
-_ERRCODE = re.compile(r"(?:\breturn\s+|(?<![=!<>])=\s*)(-E[A-Z][A-Z0-9]*)\b(?=\s*;)")
+_ERRCODE = re.compile(r"(?:\breturn\s+|(?<![=!<>])=\s*)(-E[A-Z0-9]+)\b(?=\s*;)")
 
 
 def _errcodes(masked: str) -> Iterator[tuple[str, int, int, str]]:
