@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--jobs", default="0", help="N guests side by side per mutant (pytest-xdist), or auto")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
     p.add_argument("--results-dir", default=str(Path.cwd() / "results"))
+    p.add_argument("--mutant", action="append", default=None, metavar="ID",
+                   help="only this mutant id (from --list or mutants.json; repeatable): rerun one")
     p.add_argument("--list", action="store_true", help="list the mutants and stop (no build, no guest)")
 
 
@@ -106,7 +108,13 @@ def _scoped(args: argparse.Namespace, opts: dict, target: config.Target, root: P
             raise UserError(f"series {series_ref}: no patch of its own applied, so it adds no line to mutate")
         scope = sc.Scope("series", base=ws.series_base, head=ws.head)
     every = sc.candidates(ws.tree, scope)
-    mutants = sc.select(every, opts["seed"], opts["max"])
+    mutants = sc.select(every, opts["seed"], None if args.mutant else opts["max"])
+    if args.mutant:
+        missing = sorted(set(args.mutant) - {m.id for m in mutants})
+        if missing:
+            raise sc.ScopeError(f"--mutant {missing[0]}: no such mutant in {scope.describe()}",
+                                "ids come from `fuse-harness mutate ... --list --max 1000` or mutants.json")
+        mutants = [m for m in mutants if m.id in args.mutant]
     log.info("mutate: %d candidate mutants in %s; %d chosen with seed %d", len(every), scope.describe(),
              len(mutants), opts["seed"])
     if args.list:
@@ -173,6 +181,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name, None)
         if value not in (None, "") and not (name == "jobs" and value == "0"):
             argv += [f"-{name}" if name == "k" else f"--{name.replace('_', '-')}", str(value)]
+    for mutant in getattr(args, "mutant", None) or ():
+        argv += ["--mutant", mutant]
     return argv
 
 
