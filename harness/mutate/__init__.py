@@ -7,7 +7,7 @@
     guard      apply a mutant and always restore (finally, signals, a recovery journal)
     workspace  the private tree, its pinned build folder, the derived target
     ledger     records, resume, test order, outcome classification
-    run        the loop and the kernel evaluator (build + one pytest session per mutant)
+    drive      the loop and the kernel evaluator (build + one pytest session per mutant)
     order      the pytest plugin that puts likely catchers first
     cli        the subcommand
 """

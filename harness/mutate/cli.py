@@ -126,7 +126,7 @@ def _scoped(args: argparse.Namespace, opts: dict, target: config.Target, root: P
 
 def _campaign(args: argparse.Namespace, opts: dict, target: config.Target, ws, scope: sc.Scope,  # noqa: ANN001
               mutants: list, total: int) -> int:
-    from harness.mutate.run import Budget, KernelEvaluator, check_baseline, loop
+    from harness.mutate.drive import Budget, KernelEvaluator, check_baseline, loop
     from harness.report import render_html
     from harness.results.meta import Metadata, write_reproducer
 

@@ -12,17 +12,11 @@ import pytest
 
 from harness.mutate import ledger as lg
 from harness.mutate import scope as sc
+from harness.mutate.drive import Budget, loop
 from harness.mutate.guard import Journal, applied, interruptible
-from harness.mutate.run import Budget, loop
+from tests.unit.test_mutate_scope import git
 
 SRC = "int f(int n)\n{\n\tif (n < 1)\n\t\treturn -EINVAL;\n\tspin_unlock(&l);\n\treturn 0;\n}\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
 
 
 @pytest.fixture
