@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bisect", help="git bisect one test over a kernel tree (private clone, incremental builds)")
     bisect.add_arguments(p)
     p.set_defaults(func=bisect.run)
+    from harness import mutate
+
+    p = sub.add_parser("mutate", help="mutate the kernel code under test (a series' lines, a file or function) "
+                                      "and report which mutants the suite catches")
+    mutate.add_arguments(p)
+    p.set_defaults(func=mutate.run)
 
     args = parser.parse_args(argv)
     if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":

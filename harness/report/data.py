@@ -24,6 +24,12 @@ bisect.json::
      "steps": [{"commit": sha, "verdict": verdict, "seconds": float}],
      "reproducer": "shell command line(s)"}
 
+mutants.json (`fuse-harness mutate`; harness.mutate.ledger documents a record)::
+
+    {"target": str, "scope": {"kind": "series" | "file", "text": str, ...}, "seed": int,
+     "counts": {"caught": int, "survived": int, ..., "score": float | null},
+     "mutants": [{"id", "operator", "location", "diff", "outcome", "caught_by", "seconds", ...}]}
+
 known-issues.yaml (repository root)::
 
     - id: fuse-uring-uaf-teardown
@@ -84,6 +90,7 @@ class Run:
     bench: dict[str, Any] | None = None
     compare: dict[str, Any] | None = None
     bisect: dict[str, Any] | None = None
+    mutants: dict[str, Any] | None = None
     known: list[KnownIssue] = field(default_factory=list)
 
     @property
@@ -191,7 +198,7 @@ def load(run_dir: Path, known_issues: Path | None = None) -> Run:
                         "pass a folder under results/, e.g. results/001-v7.3-default")
     return Run(path=run_dir, meta=meta, summary=_json(run_dir / "summary.json"),
                bench=_json(run_dir / "bench.json"), compare=_json(run_dir / "compare.json"),
-               bisect=_json(run_dir / "bisect.json"),
+               bisect=_json(run_dir / "bisect.json"), mutants=_json(run_dir / "mutants.json"),
                known=load_known_issues(known_issues or KNOWN_ISSUES_PATH))
 
 

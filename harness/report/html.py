@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.report import sections
+from harness.report import mutants, sections
 from harness.report.data import BAD, Run, load
 from harness.report.markup import Raw, badge, dl, e, link, secs
 from harness.report.style import CSS, colour
@@ -135,7 +135,7 @@ def reproduce(run: Run) -> str:
 
 def footer(run: Run) -> str:
     files = ["metadata.json", "summary.json", "results.ktap", "junit.xml", "kernel.config", "reproduce.sh",
-             "bench.json", "compare.json", "bisect.json"]
+             "bench.json", "compare.json", "bisect.json", "mutants.json"]
     files += sorted(p.name for p in run.path.glob("console-*.log"))
     present = " · ".join(link(run, f) for f in files if (run.path / f).exists())
     return (f"<footer>Files: {present}<br>Generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))} by fuse-harness "
@@ -144,6 +144,7 @@ def footer(run: Run) -> str:
 
 def page(run: Run) -> str:
     body = [results(run), sections.timings(run), sections.bench(run), sections.compare(run), sections.bisect(run),
+            mutants.section(run),
             sections.known_issues(run),
             tested(run), reproduce(run)]
     title = f"{run.status} · fuse-harness {run.path.name}"
