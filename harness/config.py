@@ -80,7 +80,7 @@ class VmSettings:
     cpus: int = 2
     accel: str = "auto"  # auto | kvm | tcg
     #: QEMU's `-accel tcg,thread=`: "multi" (a host thread per vCPU), "single" (one thread
-    #: for all vCPUs), or "auto": see tcg_threads().
+    #: for all vCPUs), or "auto": see harness.vm.boot.tcg_threads().
     tcg_threads: str = "auto"
     boot_timeout: float = 180.0
     exec_timeout: float = 600.0
@@ -178,24 +178,6 @@ def load_target(name_or_path: str | None) -> Target:
             hint=f"choose one of: {', '.join(supported())}, or pass a path to a target YAML file",
         )
     return load_target_file(path)
-
-
-def tcg_threads(settings: VmSettings, guests: int = 1, host_cpus: int | None = None) -> str:
-    """QEMU's TCG threading for one of `guests` guests side by side: as set, or for "auto"
-    "single" when their vCPUs (guests x settings.cpus) outnumber the host's CPUs (host_cpus,
-    default harness.vm.boot.host_cpus(): the affinity, bounded by a cgroup quota), else
-    "multi". Measured here (2 cores): one guest runs the transport checks as fast with one TCG
-    thread as with one per vCPU (the FUSE round trips are serial: 125 s and 121 s multi, 127 s
-    and 129 s single, alternated), and uses one core instead of 1.1 on average; with a thread
-    per vCPU, two guests' four vCPU threads on 2 cores wait for each other (`-n 2` was 0.93x of
-    one guest)."""
-    if settings.tcg_threads != "auto":
-        return settings.tcg_threads
-    if host_cpus is None:
-        from harness.vm.boot import host_cpus as cpus_here
-
-        host_cpus = cpus_here()
-    return "single" if guests * settings.cpus > host_cpus else "multi"
 
 
 def memory_bytes(size: str) -> int:

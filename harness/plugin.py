@@ -240,11 +240,11 @@ def _uncaptured(config: pytest.Config):
 def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.FixtureRequest):
     """One guest for the whole session, restarted by the plugin after it dies."""
     from harness.vm import kept
-    from harness.vm.boot import choose_accel
+    from harness.vm.boot import choose_accel, tcg_threads
     from harness.vm.machine import Vm
 
     settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
-    settings = dataclasses.replace(settings, tcg_threads=hcfg.tcg_threads(settings, guests(pytestconfig)))
+    settings = dataclasses.replace(settings, tcg_threads=tcg_threads(settings, guests(pytestconfig)))
     accel = choose_accel(settings.accel)
 
     kmemleak = kernel.has_config("DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
