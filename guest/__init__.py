@@ -5,7 +5,14 @@ bufpool, registered bufpool, zero-copy; kmbuf and kmbuf-zero-copy of the posted 
 and prints KTAP. Never imports harness/.
 """
 
+import os
+
 TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "kmbuf",
               "kmbuf-zero-copy")
 #: Transports whose READ/WRITE data moves with READ_FIXED/WRITE_FIXED (C and D).
 ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")
+
+
+def time_scale() -> float:
+    """FUSE_HARNESS_TIME_SCALE (the host's time scale: slow debug kernels), default 1."""
+    return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
