@@ -72,6 +72,10 @@ class Target:
         return tuple(paths)
 
 
+#: The kernel command line word that switches kmemleak off at boot (vm_settings()).
+KMEMLEAK_OFF = "kmemleak=off"
+
+
 @dataclass(frozen=True)
 class VmSettings:
     """How to boot the guest."""
@@ -88,6 +92,12 @@ class VmSettings:
     #: Multiplies every boot/command timeout (and guest edge budgets): a KASAN + lockdep
     #: kernel under TCG is several times slower. Default 1, or DEBUG_TIME_SCALE for debug.
     time_scale: float = 1.0
+
+    def kmemleak(self, built_in: bool) -> bool:
+        """Whether kmemleak runs in a guest booted with these settings: its kernel has it
+        (built_in: CONFIG_DEBUG_KMEMLEAK) and the command line does not switch it off, as
+        vm_settings() does on the debug profile unless FUSE_HARNESS_KMEMLEAK=1."""
+        return built_in and KMEMLEAK_OFF not in self.append
 
 
 #: Default time_scale of the debug profile (KASAN, lockdep, UBSAN under TCG).
@@ -214,7 +224,7 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
     if profile == "debug" and os.environ.get("FUSE_HARNESS_KMEMLEAK", "0") != "1":
         # kmemleak is built in but switched off at boot unless asked for: under TCG it makes a
         # KASAN + lockdep boot too slow for the boot timeout (measured: see README)
-        values["append"] = (*VmSettings.append, "kmemleak=off")
+        values["append"] = (*VmSettings.append, KMEMLEAK_OFF)
     for key, var in env_map.items():
         if var in os.environ:
             values[key] = os.environ[var]

@@ -234,9 +234,8 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
     settings = dataclasses.replace(settings, tcg_threads=tcg_threads(settings, guests(pytestconfig)))
     accel = choose_accel(settings.accel)
 
-    kmemleak = kernel.has_config("DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
-                 label=worker_id(pytestconfig) or "", kmemleak=kmemleak)
+                 label=worker_id(pytestconfig) or "", kmemleak=settings.kmemleak(kernel.has_config("DEBUG_KMEMLEAK")))
     phases = pytestconfig.stash[PHASES]
     claim = kept.session_claim(machine, kernel.image, kernel.built.kernel_release, accel.kind)
     try:

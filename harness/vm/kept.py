@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,20 @@ class Claim:
         same = {k: state.get(k) for k in ("image", "size", "mtime_ns")} == identity(self.image)
         return state, same
 
+    def settle(self, answers: Callable[[dict[str, Any]], bool] | None = None,
+               found: tuple[dict[str, Any] | None, bool] | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """The kept guest of this build (found: state() as just read) and what became of it:
+        (state, None) when it booted this very image (and answers(state), when given): use
+        it; (state, why) when it was stopped, why "runs an older build of this kernel" or
+        "does not answer"; (None, None) when there is none."""
+        state, same = found if found is not None else self.state()
+        if state is None:
+            return None, None
+        if same and (answers is None or answers(state)):
+            return state, None
+        stop(state, self.path)
+        return state, "runs an older build of this kernel" if not same else "does not answer"
+
 
 def record(image: Path, release: str, accel: str):  # noqa: ANN201
     """An on_boot callback for Vm: keep the guest that just came up and save it as this build's
@@ -180,20 +195,18 @@ def session_claim(machine, image: Path, release: str, accel: str) -> Claim | Non
     claim = Claim(image)
     if not (claim.path.exists() or mode == "keep") or not claim.acquire():
         return None
-    state, same = claim.state()
-    if state is None and mode != "keep":
+    found = claim.state()
+    if found[0] is None and mode != "keep":
         claim.release()
         return None
     machine.on_boot = record(image, release, accel)
-    if state is not None and same and machine.adopt(state):
+    state, stale = claim.settle(machine.adopt, found)
+    if state is not None and stale is None:
         log.info("vm: reusing the kept guest (pid %s, ssh port %s, up since %s)", state["pid"], state["port"],
                  state["since"])
-        return claim
-    if state is not None:
-        log.info("vm: the kept guest %s; booting and keeping a new one",
-                 "runs an older build of this kernel" if not same else "does not answer")
-        stop(state, claim.path)
-    return claim  # the boot to come is kept by on_boot once it is up
+    elif stale is not None:
+        log.info("vm: the kept guest %s; booting and keeping a new one", stale)
+    return claim  # a boot to come is kept by on_boot once it is up
 
 
 def forget(path: Path) -> bool:

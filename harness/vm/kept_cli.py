@@ -10,7 +10,7 @@ from harness.cache import new_run_dir
 from harness.errors import VmError
 from harness.kernel import obtain_for
 from harness.vm.boot import choose_accel
-from harness.vm.kept import Claim, all_states, forget, record, stop
+from harness.vm.kept import Claim, all_states, forget, record
 from harness.vm.machine import Vm
 
 
@@ -42,13 +42,12 @@ def _up(args) -> int:  # noqa: ANN001
         raise VmError("a test session is using the kept guest of this kernel right now",
                       hint="wait for it to end, or `fuse-harness vm down` to stop it")
     try:
-        state, same = claim.state()
-        if state is not None and same:
+        state, stale = claim.settle()
+        if state is not None and stale is None:
             print(f"I: already up: Linux {state['kernel_release']}, pid {state['pid']}, ssh port {state['port']}")
             return 0
         if state is not None:
-            print(f"I: the kept guest runs an older build of this kernel (pid {state['pid']}): replacing it")
-            stop(state, claim.path)
+            print(f"I: the kept guest {stale} (pid {state['pid']}): replacing it")
         settings = config.vm_settings(k.profile, accel=args.accel)
         accel = choose_accel(settings.accel)
         results = Path(args.results_dir)
