@@ -21,22 +21,7 @@ from harness import config as hcfg
 from harness.cache import new_run_dir
 from harness.errors import HarnessError
 from harness.log import Phases
-from harness.plugin.state import (
-    CASES,
-    CONFIG,
-    GUEST,
-    INTERMITTENT,
-    ITEMS,
-    KNOWN_CASES,
-    KNOWN_DMESG,
-    META,
-    PHASES,
-    RUN_DIR,
-    opt,
-    profile_name,
-    rerun_values,
-    target_name,
-)
+from harness.plugin import state
 from harness.plugin.xdist import (
     built_stamp,
     distributing,
@@ -79,10 +64,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    config.stash[CASES] = []
-    config.stash[PHASES] = Phases()
-    config.stash[ITEMS] = {}
-    CONFIG["config"] = config
+    config.stash[state.CASES] = []
+    config.stash[state.PHASES] = Phases()
+    config.stash[state.ITEMS] = {}
+    state.CONFIG["config"] = config
     if not logging.getLogger("harness").handlers:  # not started by the fuse-harness CLI
         from harness import log as hlog
 
@@ -98,18 +83,18 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
     """The run folder (made on first use); an xdist worker uses the controller's."""
-    if RUN_DIR not in cfg.stash:
+    if state.RUN_DIR not in cfg.stash:
         argv = ["pytest", *cfg.invocation_params.args]
         run_dir = shared_run_dir(cfg)
         if run_dir is not None:
-            cfg.stash[META] = Metadata(run_dir, argv, persist=False)
+            cfg.stash[state.META] = Metadata(run_dir, argv, persist=False)
         else:
-            base = Path(opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
+            base = Path(state.opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
             run_dir = new_run_dir(base, f"{target}-{profile}")
             (run_dir / "dmesg").mkdir()
-            cfg.stash[META] = Metadata(run_dir, argv)
-        cfg.stash[RUN_DIR] = run_dir
-    return cfg.stash[RUN_DIR]
+            cfg.stash[state.META] = Metadata(run_dir, argv)
+        cfg.stash[state.RUN_DIR] = run_dir
+    return cfg.stash[state.RUN_DIR]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
@@ -124,9 +109,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def prepare_controller(cfg: pytest.Config, build: bool) -> None:
     """The controller of an `-n N` run: make the run folder; with `build`, first check the
     input (bad input stops before a run folder exists), then build the kernel once."""
-    profile = profile_name(cfg)
+    profile = state.profile_name(cfg)
     if not build:
-        _run_dir(cfg, target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
+        _run_dir(cfg, state.target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
         return
     target = _checked_target(cfg, preflight=True)
     _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
@@ -138,9 +123,9 @@ def _checked_target(cfg: pytest.Config, preflight: bool) -> hcfg.Target:
     from harness.kernel import preflight as check
 
     try:
-        target = hcfg.load_target(target_name(cfg))
+        target = hcfg.load_target(state.target_name(cfg))
         if preflight:
-            check(target, profile_name(cfg), opt(cfg, "source"), opt(cfg, "series"))
+            check(target, state.profile_name(cfg), state.opt(cfg, "source"), state.opt(cfg, "series"))
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
     return target
@@ -162,24 +147,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=not issue.intermittent,
                                               reason=f"known issue {issue.id}: {issue.reason}"))
             if issue.intermittent:
-                item.stash[INTERMITTENT] = issue.id
+                item.stash[state.INTERMITTENT] = issue.id
             item.user_properties.append(("known_issue", issue.id))
-            item.stash[KNOWN_DMESG] = issue.dmesg
-            item.stash[KNOWN_CASES] = issue.cases
+            item.stash[state.KNOWN_DMESG] = issue.dmesg
+            item.stash[state.KNOWN_CASES] = issue.cases
 
 
 # -- fixtures ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> hcfg.Target:
     try:
-        return hcfg.load_target(target_name(pytestconfig))
+        return hcfg.load_target(state.target_name(pytestconfig))
     except HarnessError as exc:
         stop_session(request, f"fuse-harness: {exc}", 4)
 
 
 @pytest.fixture(scope="session")
 def profile(pytestconfig: pytest.Config) -> str:
-    return profile_name(pytestconfig)
+    return state.profile_name(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -199,16 +184,16 @@ def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path
 
     try:
         with _uncaptured(cfg):  # a cold build takes minutes: show its progress
-            k = obtain(target, profile, cfg.stash[PHASES],
-                       source_override=opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
-                       series_override=opt(cfg, "series", env="FUSE_HARNESS_SERIES"),
+            k = obtain(target, profile, cfg.stash[state.PHASES],
+                       source_override=state.opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
+                       series_override=state.opt(cfg, "series", env="FUSE_HARNESS_SERIES"),
                        built_stamp=built_stamp(cfg))
     except HarnessError as exc:
-        cfg.stash[META].update(status="ERROR", error=str(exc))
+        cfg.stash[state.META].update(status="ERROR", error=str(exc))
         stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code)
     hand_over_build(cfg, k.built.build_dir)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
-    cfg.stash[META].update(kernel=k.describe())
+    cfg.stash[state.META].update(kernel=k.describe())
     return k
 
 
@@ -230,27 +215,27 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
     from harness.vm.boot import choose_accel, tcg_threads
     from harness.vm.machine import Vm
 
-    settings = hcfg.vm_settings(kernel.profile, accel=opt(pytestconfig, "accel"))
+    settings = hcfg.vm_settings(kernel.profile, accel=state.opt(pytestconfig, "accel"))
     settings = dataclasses.replace(settings, tcg_threads=tcg_threads(settings, guests(pytestconfig)))
     accel = choose_accel(settings.accel)
 
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
                  label=worker_id(pytestconfig) or "", kmemleak=settings.kmemleak(kernel.has_config("DEBUG_KMEMLEAK")))
-    phases = pytestconfig.stash[PHASES]
+    phases = pytestconfig.stash[state.PHASES]
     claim = kept.session_claim(machine, kernel.image, kernel.built.kernel_release, accel.kind)
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
             if not machine.running():
                 machine.start()
     except HarnessError as exc:
-        pytestconfig.stash[META].update(error=str(exc))
+        pytestconfig.stash[state.META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
-    pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
+    pytestconfig.stash[state.META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "tcg_threads": machine.tcg_threads,
                                         "command": machine.command, "adopted": machine.adopted,
                                         "boot_seconds": None if machine.adopted else round(machine.boot_seconds, 1),
                                         "ssh_seconds": None if machine.adopted else round(machine.ssh_seconds, 1)})
-    values = rerun_values(pytestconfig)
+    values = state.rerun_values(pytestconfig)
     build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
     write_reproducer(run_dir, [
         f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build {kernel.built.build_dir.name}",
@@ -259,7 +244,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         "# the guest alone, with a shell in it (the QEMU command is in metadata.json):",
         "# " + shlex.join([".venv/bin/fuse-harness", "shell", *build_opts]),
     ])
-    pytestconfig.stash[GUEST] = machine
+    pytestconfig.stash[state.GUEST] = machine
     yield machine
     machine.stop()
     if claim is not None:
