@@ -27,13 +27,6 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="apply a patch series: mbox:FILE, dir:FOLDER, git:TREE#A..B, msgid:ID, NAME/REV")
 
 
-def _kernel(args: argparse.Namespace):
-    from harness.kernel import obtain
-
-    target = config.load_target(args.target)
-    return obtain(target, args.profile, source_override=args.source, series_override=args.series)
-
-
 def cmd_targets(args: argparse.Namespace) -> int:
     for name in config.supported():
         t = config.load_target(name)
@@ -44,7 +37,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    k = _kernel(args)
+    from harness.kernel import obtain_for
+
+    k = obtain_for(args)
     if k.series:
         print(f"series {k.series}: {k.series_identity}")
     if k.abi is not None:
@@ -65,10 +60,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     """Boot once, run one command, classify how it ended."""
     from harness.cache import new_run_dir
+    from harness.kernel import obtain_for
     from harness.vm.boot import choose_accel, vng_command, vng_env
     from harness.vm.console import Outcome, classify
 
-    k = _kernel(args)
+    k = obtain_for(args)
     settings = config.vm_settings(k.profile, accel=args.accel, memory=args.memory, cpus=args.cpus)
     accel = choose_accel(settings.accel)
     run_dir = new_run_dir(Path(args.results_dir), f"boot-{k.target.name}")
@@ -95,11 +91,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     """Boot the guest with SSH and open an interactive shell (or run one command)."""
     from harness.cache import new_run_dir
+    from harness.kernel import obtain_for
     from harness.vm.boot import choose_accel
     from harness.vm.control import KEY_PATH
     from harness.vm.machine import Vm
 
-    k = _kernel(args)
+    k = obtain_for(args)
     run_dir = new_run_dir(Path(args.results_dir), f"shell-{k.target.name}")
     settings = config.vm_settings(k.profile, accel=args.accel)
     vm = Vm(k.image, settings, choose_accel(settings.accel), run_dir, rwdirs=(run_dir,))
@@ -115,9 +112,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _cmd_vm(args: argparse.Namespace) -> int:
-    from harness.vm import kept
+    from harness.vm import kept_cli
 
-    return kept.cli(args)
+    return kept_cli.cli(args)
 
 
 def _jobs(text: str) -> int | str:

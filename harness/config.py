@@ -73,6 +73,10 @@ class Target:
         return tuple(paths)
 
 
+#: The kernel command line word that switches kmemleak off at boot (vm_settings()).
+KMEMLEAK_OFF = "kmemleak=off"
+
+
 @dataclass(frozen=True)
 class VmSettings:
     """How to boot the guest."""
@@ -81,7 +85,7 @@ class VmSettings:
     cpus: int = 2
     accel: str = "auto"  # auto | kvm | tcg
     #: QEMU's `-accel tcg,thread=`: "multi" (a host thread per vCPU), "single" (one thread
-    #: for all vCPUs), or "auto": see tcg_threads().
+    #: for all vCPUs), or "auto": see harness.vm.boot.tcg_threads().
     tcg_threads: str = "auto"
     boot_timeout: float = 180.0
     exec_timeout: float = 600.0
@@ -89,6 +93,12 @@ class VmSettings:
     #: Multiplies every boot/command timeout (and guest edge budgets): a KASAN + lockdep
     #: kernel under TCG is several times slower. Default 1, or DEBUG_TIME_SCALE for debug.
     time_scale: float = 1.0
+
+    def kmemleak(self, built_in: bool) -> bool:
+        """Whether kmemleak runs in a guest booted with these settings: its kernel has it
+        (built_in: CONFIG_DEBUG_KMEMLEAK) and the command line does not switch it off, as
+        vm_settings() does on the debug profile unless FUSE_HARNESS_KMEMLEAK=1."""
+        return built_in and KMEMLEAK_OFF not in self.append
 
 
 #: Default time_scale of the debug profile (KASAN, lockdep, UBSAN under TCG).
@@ -181,24 +191,6 @@ def load_target(name_or_path: str | None) -> Target:
     return load_target_file(path)
 
 
-def tcg_threads(settings: VmSettings, guests: int = 1, host_cpus: int | None = None) -> str:
-    """QEMU's TCG threading for one of `guests` guests side by side: as set, or for "auto"
-    "single" when their vCPUs (guests x settings.cpus) outnumber the host's CPUs (host_cpus,
-    default harness.vm.boot.host_cpus(): the affinity, bounded by a cgroup quota), else
-    "multi". Measured here (2 cores): one guest runs the transport checks as fast with one TCG
-    thread as with one per vCPU (the FUSE round trips are serial: 125 s and 121 s multi, 127 s
-    and 129 s single, alternated), and uses one core instead of 1.1 on average; with a thread
-    per vCPU, two guests' four vCPU threads on 2 cores wait for each other (`-n 2` was 0.93x of
-    one guest)."""
-    if settings.tcg_threads != "auto":
-        return settings.tcg_threads
-    if host_cpus is None:
-        from harness.vm.boot import host_cpus as cpus_here
-
-        host_cpus = cpus_here()
-    return "single" if guests * settings.cpus > host_cpus else "multi"
-
-
 def memory_bytes(size: str) -> int:
     """QEMU's -m size in bytes: a number with an optional K/M/G/T suffix ("2G", "512M"; no
     suffix: MiB). ConfigError for anything else or a size under 128 MiB."""
@@ -233,7 +225,7 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
     if profile == "debug" and os.environ.get("FUSE_HARNESS_KMEMLEAK", "0") != "1":
         # kmemleak is built in but switched off at boot unless asked for: under TCG it makes a
         # KASAN + lockdep boot too slow for the boot timeout (measured: see README)
-        values["append"] = (*VmSettings.append, "kmemleak=off")
+        values["append"] = (*VmSettings.append, KMEMLEAK_OFF)
     for key, var in env_map.items():
         if var in os.environ:
             values[key] = os.environ[var]

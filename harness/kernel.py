@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness import build, source
 from harness.cache import exclusive, safe_name
-from harness.config import Target
+from harness.config import Target, load_target
 from harness.log import Phases
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ def obtain(target: Target, profile: str = "default", phases: Phases | None = Non
     preflight(target, profile, source_override, series_override)
     with exclusive("obtain", "kernel"):
         return _obtain(target, profile, phases, source_override, series_override, build_dir, built_stamp)
+
+
+def obtain_for(args) -> Kernel:  # noqa: ANN001
+    """The kernel a command line names: its --target (config.load_target), --profile, --source
+    and --series (an argparse.Namespace with those four), through obtain()."""
+    return obtain(load_target(args.target), args.profile, source_override=args.source,
+                  series_override=args.series)
 
 
 def _obtain(target: Target, profile: str, phases: Phases, source_override: str | None,

@@ -1,6 +1,6 @@
 """Start, stop and clean up a `serve` child (never waits on a wedged mount).
 
-The child is a fork of this process running `python3 -m guest serve`'s main(), not a new
+The child is a fork of this process running `python3 -m guest serve` (guest.serve_cli), not a new
 interpreter: under TCG a fresh one costs about 1.5 s to start and import the server, which the
 resident guest runner (guest/runner.py) has already imported in this process.
 """
@@ -12,9 +12,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from guest import mount as M
-from guest.runner import run_main
+from guest.resident import run_main
+from guest.serve_cli import cli as serve_cli
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,8 +24,9 @@ PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 class Child:
     """A forked child with the part of subprocess.Popen's interface ServerProc uses."""
 
-    def __init__(self, argv: list[str], log_path: str) -> None:
-        """Fork and run `python3 -m guest <argv>` in the child: stdin from /dev/null, stdout
+    def __init__(self, argv: list[str], log_path: str, main: Callable[[list[str]], int] = serve_cli) -> None:
+        """Fork and run main(argv) in the child (by default `python3 -m guest serve`'s: argv
+        starts with "serve"; the whole CLI is guest.__main__.main): stdin from /dev/null, stdout
         and stderr to log_path, no other file descriptor of this process (so a stranded child
         holds no pipe or socket of the check open), signals at their defaults."""
         sys.stdout.flush()
@@ -43,7 +46,7 @@ class Child:
                 signal.signal(sig, signal.SIG_DFL)
         except BaseException:  # noqa: BLE001 - no log to say it in: the exit code does
             os._exit(70)  # EX_SOFTWARE
-        run_main(argv, 1, 2, PKG_ROOT)
+        run_main(main, argv, 1, 2, PKG_ROOT)
 
     def poll(self) -> int | None:
         """The exit code once the child has ended (reaped here), else None."""

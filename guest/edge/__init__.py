@@ -12,8 +12,9 @@ ones (generation B, bufring v2 10/14) to the shared fixture's PORT-NOTES.md.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import NamedTuple
+
+from guest import time_scale
 
 
 class Scenario(NamedTuple):
@@ -50,11 +51,6 @@ OWNER_STEPS = ("owner_exits_holding_requests", "clients_return", "waiting_back_t
 
 #: teardown-load (guest/edge/load.py): how each round tears its loaded connection down.
 LOAD_METHODS = ("abort", "umount_force", "umount_lazy", "server_sigkill")
-
-
-def time_scale() -> float:
-    """FUSE_HARNESS_TIME_SCALE (the host's time scale: slow debug kernels), default 1."""
-    return float(os.environ.get("FUSE_HARNESS_TIME_SCALE") or 1.0)
 
 
 def timeout_case(transport: str, step: str) -> str:

@@ -130,6 +130,15 @@ class Client:
         """The task state letter from /proc (R, S, D, Z, ...) or '-' when gone."""
         return task_state(self.pid)
 
+    def verdict(self, want: object, clean: tuple[int, ...], describe: Callable[[object], str] | None = None,
+                waited: str = "") -> tuple[bool, str]:
+        """judge() of what the client has done by now (no waiting): (clean?, what it saw). A
+        client still blocked is named with `waited` and its task state: "the client is still
+        blocked after 10 s (state D)" for waited " after 10 s"."""
+        out = self.poll(0.0)
+        ok, why = judge(out, want, clean, describe)
+        return ok, why if out is not None else f"{why}{waited} (state {self.state()})"
+
     def _close(self) -> None:
         for fd in (self.rfd, self.gate_fd):
             if fd >= 0:

@@ -22,13 +22,15 @@ import mmap
 import os
 import time
 
-from guest.edge.clients import Client, judge
+from guest.edge.clients import Client
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.uring.ring import addr_of
 
 PROT_NONE, PROT_RW = 0, mmap.PROT_READ | mmap.PROT_WRITE
 CLEAN = (errno.EIO, errno.EFAULT)
+#: How a verdict names what a clean kernel gives.
+EXPECTED = "(right bytes, EIO or EFAULT expected)"
 BODY = bytes(range(256)) * 256  # 64 KiB, every offset distinct mod 256
 DATA = {b"r": BODY, b"s": BODY[::-1], b"w": b"", b"t": BODY}
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -67,11 +69,9 @@ def _write_then_read(path: str) -> str:
     return _digest(path)
 
 
-def _verdict(ctx: Ctx, case: str, what: str, c: Client, want: str) -> None:
-    out = c.poll(0.0)
-    ok, why = judge(out, want, CLEAN, describe=lambda v: f"digest {str(v)[:16]}")
-    state = f" after the memory came back (state {c.state()})" if out is None else ""
-    ctx.result(case, ok, f"{what}: {why}{state} (right bytes, EIO or EFAULT expected)")
+def _digest_of(value: object) -> str:
+    """A wrong value as the verdict names it."""
+    return f"digest {str(value)[:16]}"
 
 
 def _survives(ctx: Ctx, case: str, srv: Served, name: str, want: bytes) -> None:
@@ -115,7 +115,8 @@ def protected_buffers(ctx: Ctx, args) -> None:  # noqa: ANN001
     eng.answer(eng.held[0])  # reply written, its COMMIT queued, not submitted
     _protected(ctx, srv, [(eng.hdr_addr, len(eng.hdr))], 1.0)
     srv.pump(min(20.0, ctx.left()), reader.done)
-    _verdict(ctx, "header_fault_clean", "header area unreadable at COMMIT", reader, want)
+    ok, why = reader.verdict(want, CLEAN, _digest_of, waited=" after the memory came back")
+    ctx.result("header_fault_clean", ok, f"header area unreadable at COMMIT: {why} {EXPECTED}")
     _survives(ctx, "survives_header_fault", srv, "s", BODY[::-1])
 
     areas = payload_areas(eng)
@@ -125,5 +126,6 @@ def protected_buffers(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.pump(min(20.0, ctx.left()), writer.done)
     ctx.diag(f"payload areas {[(hex(a), n) for a, n in areas]} unreadable for 3 s; the client "
              + (f"ended inside that window: {early}" if early else "was still waiting when they came back"))
-    _verdict(ctx, "payload_fault_clean", "payload buffers unreadable when the client wrote", writer, want)
+    ok, why = writer.verdict(want, CLEAN, _digest_of, waited=" after the memory came back")
+    ctx.result("payload_fault_clean", ok, f"payload buffers unreadable when the client wrote: {why} {EXPECTED}")
     _survives(ctx, "survives_payload_fault", srv, "t", BODY)

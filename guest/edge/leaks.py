@@ -25,6 +25,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from guest import time_scale
+
 CONNECTIONS = "/sys/fs/fuse/connections"
 
 
@@ -91,8 +93,6 @@ def leaked(before: Snapshot, now: Snapshot) -> list[str]:
 def check(before: Snapshot, timeout: float | None = None) -> list[str]:
     """Poll until nothing leaked or timeout s passed (default 5 s x the time scale); what is
     still leaked then."""
-    from guest.edge import time_scale
-
     end = time.monotonic() + (5.0 * time_scale() if timeout is None else timeout)
     while True:
         missing = leaked(before, snapshot())

@@ -17,7 +17,7 @@ import hashlib
 import os
 
 from guest.edge import LIE_OPS, LIES
-from guest.edge.clients import Client, judge
+from guest.edge.clients import Client
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -86,7 +86,7 @@ def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
             c = Client(ctx, case, fn, cpu=0)
             srv.pump(min(15.0, ctx.left()), c.done)
             lied = eng.claim_payload.pop(op, None) is None
-            ok, why = judge(c.poll(0.0), want, CLEAN)
+            ok, why = c.verdict(want, CLEAN)
             errs = sorted({r for _, r, _ in eng.ent_errors[n_err:]})
             ops = [i["op"] for i in eng.log[n_log:]]
             if not lied:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from guest.edge.clients import Client, judge, stat_size
+from guest.edge.clients import Client, stat_size
 from guest.edge.core import Ctx
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -37,8 +37,8 @@ def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
 
     c = Client(ctx, "setxattr", set_big, cpu=0)
     srv.pump(30.0, c.done)
+    ok, why = c.verdict("set", TOO_BIG, waited=" after 30 s")
     out = c.poll(0.0)
-    ok, why = judge(out, "set", TOO_BIG)
     stored = srv.fs.getxattr(srv.fs.lookup(P.ROOT_ID, b"f").ino, b"user.big") if ok and out.get("ok") else None
     if stored is not None and stored != BIG:
         ok, why = False, f"{why}, but the server stored {len(stored)} bytes that differ"
@@ -51,8 +51,8 @@ def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.engine.claim_payload["GETXATTR"] = len(BIG)
     c2 = Client(ctx, "getxattr", lambda: len(os.getxattr(srv.path("g"), "user.big")), cpu=0)
     srv.pump(30.0, c2.done)
+    ok, why = c2.verdict(len(BIG), TOO_BIG, waited=" after 30 s")
     out = c2.poll(0.0)
-    ok, why = judge(out, len(BIG), TOO_BIG)
     errs = [f"{res}" for _, res, _ in srv.engine.ent_errors]
     ctx.result("claimed_reply_rejected", ok and not out.get("ok"),
                f"reply of {srv.engine.payload_size} bytes claiming payload_sz {len(BIG)}: {why}; "

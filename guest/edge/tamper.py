@@ -17,7 +17,7 @@ import errno
 import mmap
 import os
 
-from guest.edge.clients import Client, judge
+from guest.edge.clients import Client
 from guest.edge.core import Ctx, ename
 from guest.edge.kmbuf import umount_lazy
 from guest.edge.served import Served
@@ -47,10 +47,8 @@ def _outcome(what: str, c: Client | None, srv: Served, seconds: float) -> tuple[
     if c is None:
         return False, f"{what}: no GETXATTR reached the ring"
     srv.pump(min(seconds, srv.ctx.left()), c.done)
-    out = c.poll(0.0)
-    ok, why = judge(out, VALUE.hex(), CLEAN, describe=_wrong)
-    state = f" after {seconds:.0f} s ({c.state()})" if out is None else ""
-    return ok, f"{what}: {why}{state}"
+    ok, why = c.verdict(VALUE.hex(), CLEAN, _wrong, waited=f" after {seconds:.0f} s")
+    return ok, f"{what}: {why}"
 
 
 def _wrong(value: object) -> str:

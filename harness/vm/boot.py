@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import VmSettings, memory_bytes, tcg_threads
+from harness.config import VmSettings, memory_bytes
 from harness.errors import MissingTool
 
 log = logging.getLogger(__name__)
@@ -186,10 +186,25 @@ def host_cpus() -> int:
         return cpus
 
 
+def tcg_threads(settings: VmSettings, guests: int = 1, cpus: int | None = None) -> str:
+    """QEMU's TCG threading for one of `guests` guests side by side: as set, or for "auto"
+    "single" when their vCPUs (guests x settings.cpus) outnumber the host's CPUs (cpus,
+    default host_cpus(): the affinity, bounded by a cgroup quota), else
+    "multi". Measured here (2 cores): one guest runs the transport checks as fast with one TCG
+    thread as with one per vCPU (the FUSE round trips are serial: 125 s and 121 s multi, 127 s
+    and 129 s single, alternated), and uses one core instead of 1.1 on average; with a thread
+    per vCPU, two guests' four vCPU threads on 2 cores wait for each other (`-n 2` was 0.93x of
+    one guest)."""
+    if settings.tcg_threads != "auto":
+        return settings.tcg_threads
+    cores = cpus if cpus is not None else host_cpus()
+    return "single" if guests * settings.cpus > cores else "multi"
+
+
 def auto_guests(settings: VmSettings, accel: str, cpus: int | None = None,
                 mem_available: int | None = None) -> int:
     """How many guests `-n auto` runs side by side: under TCG one per host CPU and one more (a
-    guest among several gets one TCG thread, see config.tcg_threads; the extra guest works
+    guest among several gets one TCG thread, see tcg_threads(); the extra guest works
     while others wait on kernel timers: request timeouts of 15-30 s, 10 s starvation and hang
     checks); under KVM, or with FUSE_HARNESS_TCG_THREADS=multi, one per `settings.cpus` host
     CPUs. At most as many as the memory holds (guest memory plus 512 MiB for QEMU each), at

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,20 @@ class Claim:
         same = {k: state.get(k) for k in ("image", "size", "mtime_ns")} == identity(self.image)
         return state, same
 
+    def settle(self, answers: Callable[[dict[str, Any]], bool] | None = None,
+               found: tuple[dict[str, Any] | None, bool] | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """The kept guest of this build (found: state() as just read) and what became of it:
+        (state, None) when it booted this very image (and answers(state), when given): use
+        it; (state, why) when it was stopped, why "runs an older build of this kernel" or
+        "does not answer"; (None, None) when there is none."""
+        state, same = found if found is not None else self.state()
+        if state is None:
+            return None, None
+        if same and (answers is None or answers(state)):
+            return state, None
+        stop(state, self.path)
+        return state, "runs an older build of this kernel" if not same else "does not answer"
+
 
 def record(image: Path, release: str, accel: str):  # noqa: ANN201
     """An on_boot callback for Vm: keep the guest that just came up and save it as this build's
@@ -159,66 +174,6 @@ def record(image: Path, release: str, accel: str):  # noqa: ANN201
         vm.keep()
         save(image, vm.proc.pid, vm.guest.port, vm.console_path, accel, release, vm.tcg_threads)
     return on_boot
-
-
-def cli(args) -> int:  # noqa: ANN001
-    """`fuse-harness vm up|down|status`: keep a guest of the target's kernel running for later
-    runs (pytest, `fuse-harness run`) to adopt while that kernel image is unchanged."""
-    if args.action == "status":
-        states = all_states()
-        for path, state in states:
-            if state is None:
-                print(f"{path.name}: stale (its QEMU is gone)")
-                continue
-            print(f"Linux {state['kernel_release']} ({state['accel']}) pid {state['pid']}, ssh port "
-                  f"{state['port']}, since {state['since']}; image {state['image']}; console {state['console']}")
-        if not states:
-            print("no kept guest")
-        return 0
-    if args.action == "down":
-        n = sum(forget(path) for path, _ in all_states())
-        print(f"stopped {n} kept guest(s)")
-        return 0
-    return _up(args)
-
-
-def _up(args) -> int:  # noqa: ANN001
-    from harness import config
-    from harness.cache import new_run_dir
-    from harness.cli import _kernel
-    from harness.errors import VmError
-    from harness.vm.boot import choose_accel
-    from harness.vm.machine import Vm
-
-    k = _kernel(args)
-    claim = Claim(k.image)
-    if not claim.acquire():
-        raise VmError("a test session is using the kept guest of this kernel right now",
-                      hint="wait for it to end, or `fuse-harness vm down` to stop it")
-    try:
-        state, same = claim.state()
-        if state is not None and same:
-            print(f"I: already up: Linux {state['kernel_release']}, pid {state['pid']}, ssh port {state['port']}")
-            return 0
-        if state is not None:
-            print(f"I: the kept guest runs an older build of this kernel (pid {state['pid']}): replacing it")
-            stop(state, claim.path)
-        settings = config.vm_settings(k.profile, accel=args.accel)
-        accel = choose_accel(settings.accel)
-        results = Path(args.results_dir)
-        run_dir = new_run_dir(results, f"vm-{k.target.name}")
-        vm = Vm(k.image, settings, accel, run_dir, rwdirs=(results.resolve(),), runner_repo=config.REPO)
-        vm.on_boot = record(k.image, k.built.kernel_release, accel.kind)
-        vm.start()
-        assert vm.guest is not None
-        print(f"I: kept guest up in {vm.boot_seconds:.1f}s: Linux {k.built.kernel_release}, ssh port "
-              f"{vm.guest.port}, console {vm.console_path}")
-        print("I: runs of this kernel now use it (FUSE_HARNESS_KEPT_VM=0: boot their own); "
-              "`fuse-harness vm down` stops it")
-        vm.guest.close()
-        return 0
-    finally:
-        claim.release()
 
 
 #: $FUSE_HARNESS_KEPT_VM: "1" (default) adopt a kept guest of this build, "0" never, "keep"
@@ -240,20 +195,18 @@ def session_claim(machine, image: Path, release: str, accel: str) -> Claim | Non
     claim = Claim(image)
     if not (claim.path.exists() or mode == "keep") or not claim.acquire():
         return None
-    state, same = claim.state()
-    if state is None and mode != "keep":
+    found = claim.state()
+    if found[0] is None and mode != "keep":
         claim.release()
         return None
     machine.on_boot = record(image, release, accel)
-    if state is not None and same and machine.adopt(state):
+    state, stale = claim.settle(machine.adopt, found)
+    if state is not None and stale is None:
         log.info("vm: reusing the kept guest (pid %s, ssh port %s, up since %s)", state["pid"], state["port"],
                  state["since"])
-        return claim
-    if state is not None:
-        log.info("vm: the kept guest %s; booting and keeping a new one",
-                 "runs an older build of this kernel" if not same else "does not answer")
-        stop(state, claim.path)
-    return claim  # the boot to come is kept by on_boot once it is up
+    elif stale is not None:
+        log.info("vm: the kept guest %s; booting and keeping a new one", stale)
+    return claim  # a boot to come is kept by on_boot once it is up
 
 
 def forget(path: Path) -> bool:

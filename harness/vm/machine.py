@@ -15,10 +15,18 @@ import uuid
 from pathlib import Path
 
 from harness.bench import hostload
-from harness.config import VmSettings, tcg_threads
+from harness.config import VmSettings
 from harness.errors import VmError
 from harness.vm import kept
-from harness.vm.boot import CMDLINE_MARGIN, COMMAND_LINE_SIZE, Accel, cmdline_length, vng_command, vng_env
+from harness.vm.boot import (
+    CMDLINE_MARGIN,
+    COMMAND_LINE_SIZE,
+    Accel,
+    cmdline_length,
+    tcg_threads,
+    vng_command,
+    vng_env,
+)
 from harness.vm.console import Outcome, classify
 from harness.vm.control import CommandResult, Guest, byte_compile, runner_command, runner_enabled
 from harness.vm.guestsh import (

@@ -103,3 +103,16 @@ def test_race_profile_is_slow_and_known():
     assert (config.REPO / "kconfigs" / "race.config").read_text().count("CONFIG_KCSAN=y") == 1
     s = config.vm_settings("race")
     assert s.time_scale == config.DEBUG_TIME_SCALE and "kmemleak=off" not in s.append
+
+
+def test_kmemleak_runs_where_built_in_and_not_switched_off(monkeypatch):
+    """The one kmemleak decision (VmSettings.kmemleak): the debug profile boots it off unless
+    FUSE_HARNESS_KMEMLEAK=1; other profiles leave a built-in kmemleak on."""
+    from harness import config
+
+    monkeypatch.delenv("FUSE_HARNESS_KMEMLEAK", raising=False)
+    assert not config.vm_settings("debug").kmemleak(built_in=True)
+    assert config.vm_settings("default").kmemleak(built_in=True)
+    assert not config.vm_settings("default").kmemleak(built_in=False)
+    monkeypatch.setenv("FUSE_HARNESS_KMEMLEAK", "1")
+    assert config.vm_settings("debug").kmemleak(built_in=True)

@@ -97,3 +97,25 @@ def test_judge_a_client_outcome():
     assert judge({"ok": False, "errno": errno.EFAULT}, "x", clean) == (True, "the client failed with EFAULT")
     assert not judge({"ok": False, "errno": errno.ENOENT}, "x", clean)[0]
     assert "killed: an oops?" in judge({"ok": False, "error": "killed"}, "x", clean)[1]
+
+
+def test_a_client_verdict_names_a_blocked_client_and_judges_a_finished_one():
+    """Client.verdict: judge() of the client now; a blocked one gets its wait and task state."""
+    import errno
+    from types import SimpleNamespace
+
+    from guest.edge.clients import Client
+
+    ctx = SimpleNamespace(pids=[], closers=[])
+    c = Client(ctx, "gated", lambda: "x", cpu=None, gate=True)  # blocked until go()
+    try:
+        ok, why = c.verdict("x", (errno.EIO,), waited=" after 1 s")
+        assert not ok and why.startswith("the client is still blocked after 1 s (state ")
+        c.go()
+        assert c.poll(30) is not None
+        assert c.verdict("x", (errno.EIO,)) == (True, "the client succeeded with the right value")
+        assert c.verdict("y", (errno.EIO,), lambda v: "THE DECOY") == (
+            False, "the client succeeded WITH A WRONG VALUE: THE DECOY")
+    finally:
+        for close in ctx.closers:
+            close()

@@ -138,23 +138,29 @@ def test_runner_answers_before_its_preload_and_finishes_it():
 
 
 def test_a_server_child_is_a_fork_running_the_guest_cli(tmp_path):
-    """ServerProc's Child runs `python3 -m guest ARGV` in a fork of this process: its output
-    goes to the log, its exit code comes back (argparse's too), this process's other file
-    descriptors are not its (a pipe's write end closed here reaches EOF while it runs)."""
+    """ServerProc's Child runs `python3 -m guest serve ARGV` (or the main it is given: the
+    whole CLI) in a fork of this process: its output goes to the log, its exit code comes
+    back (argparse's too), this process's other file descriptors are not its (a pipe's write
+    end closed here reaches EOF while it runs)."""
     import os
     import time
 
+    from guest.__main__ import main as guest_cli
     from guest.checks.server_proc import Child
 
     log = tmp_path / "server.log"
     child = Child(["--help"], str(log))
     assert child.wait(30) == 0 and child.poll() == 0
-    assert "usage: python3 -m guest" in log.read_text()
-    assert Child(["no-such-command"], str(log)).wait(30) == 2
+    assert "usage: python3 -m guest" in log.read_text() and "{serve}" in log.read_text()
+    assert Child(["serve", "--help"], str(log)).wait(30) == 0
+    assert "--ready-file" in log.read_text()
+    assert Child(["check", "--list"], str(log)).wait(30) == 2  # a server child serves, nothing else
+    assert "invalid choice" in log.read_text()
+    assert Child(["no-such-command"], str(log), guest_cli).wait(30) == 2
     assert "invalid choice" in log.read_text()
 
     r, w = os.pipe()
-    resident = Child(["runner", "--port", "0"], str(log))  # listens until killed
+    resident = Child(["runner", "--port", "0"], str(log), guest_cli)  # listens until killed
     os.close(w)
     t0 = time.monotonic()
     assert os.read(r, 1) == b""  # EOF: the child did not keep the write end

@@ -76,6 +76,18 @@ def test_rebuilt_image_replaces_the_kept_guest(image, sleeper, tmp_path):
     assert not kept.state_path(image).exists()
 
 
+def test_settle_says_what_became_of_the_kept_guest(image, sleeper, tmp_path):
+    """Claim.settle, shared by `vm up` and a session: reuse, or stop and say why."""
+    kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")
+    claim = kept.Claim(image)
+    state, why = claim.settle()
+    assert state["port"] == 2222 and why is None and sleeper.poll() is None  # `vm up`: already up
+    state, why = claim.settle(lambda state: False)
+    assert state["port"] == 2222 and why == "does not answer"
+    assert sleeper.wait(timeout=10) != 0 and not kept.state_path(image).exists()
+    assert claim.settle() == (None, None)
+
+
 def test_no_kept_guest_or_opted_out(image, sleeper, tmp_path, monkeypatch):
     assert kept.session_claim(FakeVm(True), image, "7.3.4", "tcg") is None
     kept.save(image, sleeper.pid, 2222, None, "tcg", "7.3.4")

@@ -2,10 +2,15 @@
 planted on the test item the way the per-test dmesg hook stores them)."""
 
 import json
+import os
+from pathlib import Path
+
+import pytest
 
 PLANT = '''
 import pytest
-from harness import plugin, plugin_results
+from harness.plugin import results as plugin_results
+from harness.plugin import state
 from harness.dmesg import Finding
 
 WARN = Finding("WARNING", "WARNING: fs/fuse/dev_uring.c:653 at fuse_uring_cmd+0x1/0x2",
@@ -15,7 +20,7 @@ KASAN = Finding("KASAN", "BUG: KASAN: slab-use-after-free in fuse_uring_commit+0
 
 
 def plant(request):
-    request.node.stash[plugin.FINDINGS] = [WARN]
+    request.node.stash[state.FINDINGS] = [WARN]
 
 
 def test_finding_fails(request, run_dir):
@@ -29,14 +34,14 @@ def test_expected_finding_passes(request, run_dir):
 
 @pytest.mark.xfail(strict=True, reason="known issue")
 def test_known_issue_is_xfail(request, run_dir):
-    request.node.stash[plugin.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)  # what the issue explains
+    request.node.stash[state.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)  # what the issue explains
     plant(request)
 
 
 @pytest.mark.xfail(strict=True, reason="known issue")
 def test_known_issue_with_another_finding_fails(request, run_dir):
-    request.node.stash[plugin.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)
-    request.node.stash[plugin.FINDINGS] = [WARN, KASAN]
+    request.node.stash[state.KNOWN_DMESG] = ("WARNING:fuse_uring_cmd",)
+    request.node.stash[state.FINDINGS] = [WARN, KASAN]
 
 
 @pytest.mark.xfail(strict=True, reason="known issue")
@@ -46,7 +51,7 @@ def test_known_issue_with_no_declared_findings_fails_on_one(request, run_dir):
 
 @pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
 def test_known_issue_explains_its_case(request, run_dir):
-    request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
+    request.node.stash[state.KNOWN_CASES] = ("*.unknown_flag",)
     plugin_results.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
                                      {"name": "kv.bad_qid", "verdict": "PASS", "reason": ""}])
     assert False, "kv.unknown_flag failed"
@@ -54,7 +59,7 @@ def test_known_issue_explains_its_case(request, run_dir):
 
 @pytest.mark.xfail(strict=True, reason="known issue naming one guest case")
 def test_known_issue_with_another_failing_case_fails(request, run_dir):
-    request.node.stash[plugin.KNOWN_CASES] = ("*.unknown_flag",)
+    request.node.stash[state.KNOWN_CASES] = ("*.unknown_flag",)
     plugin_results.record_subtests(request, [{"name": "kv.unknown_flag", "verdict": "FAIL", "reason": ""},
                                      {"name": "kv.bad_qid", "verdict": "FAIL", "reason": ""}])
     assert False, "two cases failed"
@@ -62,7 +67,7 @@ def test_known_issue_with_another_failing_case_fails(request, run_dir):
 
 @pytest.mark.xfail(strict=False, reason="intermittent known issue")
 def test_intermittent_issue_that_did_not_show_passes(request, run_dir):
-    request.node.stash[plugin.INTERMITTENT] = "flaky-bug"
+    request.node.stash[state.INTERMITTENT] = "flaky-bug"
 
 
 @pytest.mark.xfail(strict=True, reason="known issue, fixed kernel")
@@ -83,6 +88,14 @@ def broken_kernel():
 def test_known_issue_with_broken_setup_is_an_error(broken_kernel):
     pass
 '''
+
+
+@pytest.fixture(autouse=True)
+def _this_checkout(monkeypatch):
+    """The nested pytest runs import harness from this checkout, not from wherever the venv's
+    editable install points (another checkout of the project)."""
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
 
 
 def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
@@ -114,7 +127,7 @@ def test_verdicts_from_findings_and_known_issues(pytester, tmp_path):
 
 
 def test_terminal_summary_names_each_known_issue_once():
-    from harness import plugin_results
+    from harness.plugin import results as plugin_results
     from harness.results.model import CaseResult, Verdict
 
     reason = "known issue zc-tail: zero-copy short read leaves the page tail\nsecond line of detail"
@@ -163,7 +176,7 @@ def test_auto_workers_are_the_guests_this_host_runs_side_by_side(monkeypatch):
     from types import SimpleNamespace
 
     from harness import config as hcfg
-    from harness.plugin_xdist import pytest_xdist_auto_num_workers
+    from harness.plugin.xdist import pytest_xdist_auto_num_workers
     from harness.vm.boot import auto_guests
 
     def config(*args: str) -> SimpleNamespace:
@@ -215,7 +228,7 @@ def test_c(run_dir):
 def test_a_worker_without_a_guest_stops_cleanly(pytester, tmp_path):
     pytester.makepyfile(test_noguest='''
 import pytest
-from harness.plugin_xdist import stop_session
+from harness.plugin.xdist import stop_session
 
 
 @pytest.fixture(scope="session")
@@ -239,7 +252,7 @@ def test_b(run_dir, guest):
 
 
 def test_the_vm_line_names_the_guests_their_boots_and_the_tcg_threading():
-    from harness.plugin_results import vm_line
+    from harness.plugin.results import vm_line
 
     one = {"vm": {"accel": "tcg", "accel_reason": "no vmx", "boot_seconds": 10.4, "tcg_threads": "multi"}}
     assert vm_line(one) == "vm: tcg (no vmx), boot 10.4s, a TCG thread per vCPU"
@@ -288,7 +301,7 @@ def test_d(x):
     from types import SimpleNamespace
 
     from harness.config import REPO
-    from harness.plugin_xdist import pytest_collection_modifyitems, pytest_configure
+    from harness.plugin.xdist import pytest_collection_modifyitems, pytest_configure
 
     def item(name: str, seconds: int) -> SimpleNamespace:
         mark = SimpleNamespace(args=(seconds,)) if seconds else None

@@ -4,7 +4,7 @@ import pytest
 
 from harness.config import VmSettings
 from harness.source.debian import mirror_uri
-from harness.vm.boot import Accel, vng_command
+from harness.vm.boot import Accel, tcg_threads, vng_command
 from harness.vm.console import Outcome, classify
 
 BOOTED = "[ 1.0] Run /init as init process\n[ 2.0] virtme-ng-init: mounting\n"
@@ -57,13 +57,13 @@ def test_tcg_threads_single_when_the_guests_vcpus_outnumber_the_host_cpus(monkey
     from harness.errors import ConfigError
 
     auto = VmSettings()  # 2 vCPUs
-    assert hcfg.tcg_threads(auto, 1, host_cpus=2) == "multi"
-    assert hcfg.tcg_threads(auto, 2, host_cpus=2) == "single"
-    assert hcfg.tcg_threads(auto, 2, host_cpus=4) == "multi"
-    assert hcfg.tcg_threads(auto, 4, host_cpus=4) == "single"
-    assert hcfg.tcg_threads(VmSettings(tcg_threads="multi"), 8, host_cpus=2) == "multi"  # as set
+    assert tcg_threads(auto, 1, cpus=2) == "multi"
+    assert tcg_threads(auto, 2, cpus=2) == "single"
+    assert tcg_threads(auto, 2, cpus=4) == "multi"
+    assert tcg_threads(auto, 4, cpus=4) == "single"
+    assert tcg_threads(VmSettings(tcg_threads="multi"), 8, cpus=2) == "multi"  # as set
     monkeypatch.setenv("FUSE_HARNESS_TCG_THREADS", "single")
-    assert hcfg.tcg_threads(hcfg.vm_settings(), 1, host_cpus=64) == "single"
+    assert tcg_threads(hcfg.vm_settings(), 1, cpus=64) == "single"
     monkeypatch.setenv("FUSE_HARNESS_TCG_THREADS", "one")
     with pytest.raises(ConfigError, match="TCG threading"):
         hcfg.vm_settings()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import REPO
-from harness.plugin_results import ktap_subtests, record_subtests, reproducer_path
+from harness.plugin.results import ktap_subtests, record_subtests, reproducer_path
 from harness.results.meta import CHECKOUT_PROLOGUE
 
 PY = "/usr/bin/python3"

@@ -13,7 +13,7 @@ import pytest
 from edge_helpers import PY, run_edge
 
 from harness.config import REPO
-from harness.plugin_results import ktap_subtests, record_subtests
+from harness.plugin.results import ktap_subtests, record_subtests
 
 KMBUF = pytest.mark.transport("kmbuf")
 ZC = pytest.mark.transport("kmbuf-zero-copy")

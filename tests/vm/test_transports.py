@@ -13,7 +13,7 @@ import pytest
 
 from guest import ZERO_COPY
 from harness.config import REPO, TRANSPORTS
-from harness.plugin_results import ktap_subtests, record_subtests
+from harness.plugin.results import ktap_subtests, record_subtests
 
 PY = "/usr/bin/python3"
 BY_TRANSPORT = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in TRANSPORTS]

@@ -9,7 +9,7 @@ folder. The verdict of each test travels back in its report (a `fuse_harness_cas
 property) and the worker's kernel/VM metadata and phase times in `workeroutput`; the
 controller alone writes summary.json, results.ktap, junit.xml, metadata.json and the reports.
 Loaded by harness.plugin (`pytest_plugins`); every xdist hook is optional, so the plugin also
-loads where pytest-xdist is absent. harness.plugin imports it before pytest loads it as a
+loads where pytest-xdist is absent. harness.plugin.session imports it before pytest loads it as a
 plugin, so it opts out of assertion rewriting (it has no asserts to rewrite), which also keeps
 pytest's "already imported" warning out of every run: PYTEST_DONT_REWRITE.
 """
@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import pytest
 
 from harness import config as hcfg
+from harness.plugin.state import RUN_DIR
 
 #: The user property that carries a worker's CaseResult (JSON) to the controller.
 CASE_PROPERTY = "fuse_harness_case"
@@ -152,22 +153,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Controller of an `-n N` run: make the run folder before any worker starts, and with VM
-    tests first check the input and build the kernel (so N workers neither build twice nor
-    each make a folder). A folder no worker used is removed at the end."""
-    config = session.config
-    if not distributing(config):
-        return
-    from harness import plugin
-
-    config.stash[_WORKERS] = {}
-    plugin.prepare_controller(config, build=reaches_vm_tests(config))
+    """Controller of an `-n N` run: start the record of what its workers report (the run
+    folder and the build: harness.plugin.session's pytest_sessionstart)."""
+    if distributing(session.config):
+        session.config.stash[_WORKERS] = {}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # noqa: ANN001 (xdist's WorkerController)
-    from harness.plugin import RUN_DIR
-
     run_dir = node.config.stash.get(RUN_DIR, None)
     if run_dir is not None:
         node.workerinput[RUN_DIR_KEY] = str(run_dir)

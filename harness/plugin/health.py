@@ -1,12 +1,12 @@
 """pytest plugin, per-test half: each VM test's dmesg slice, its findings and the guest's
-health around it (harness.plugin holds the options, the session's kernel and guest).
+health around it (harness.plugin.session holds the options, the session's kernel and guest).
 
 Between two markers written into the guest's kernel log, a test's slice is scanned
 (harness.dmesg); a finding not declared with expect_dmesg fails the test. A guest that dies
 during a test is classified (panic, hang, died), the test fails, and the next test gets a
 fresh guest; so does the next test after an oops-like finding (TAINTING) or after a test
 that may leave the guest wedged (fresh_guest_after, a task left in D state).
-harness.plugin_results imports it before pytest loads it as a plugin, so it opts out of
+harness.plugin.results imports it before pytest loads it as a plugin, so it opts out of
 assertion rewriting (it has no asserts to rewrite): PYTEST_DONT_REWRITE.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from harness import dmesg
 from harness.cache import safe_name
 from harness.errors import HarnessError
-from harness.plugin import DMESG_FILE, FINDINGS, GUEST, HARNESS_SECONDS, RUN_DIR, VM_OUTCOME
+from harness.plugin.state import DMESG_FILE, FINDINGS, GUEST, HARNESS_SECONDS, RUN_DIR, VM_OUTCOME
 
 log = logging.getLogger("harness.plugin")
 #: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).

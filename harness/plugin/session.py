@@ -1,9 +1,9 @@
-"""pytest plugin: options, markers, input checks, the session's kernel and guest, and the
-requirements (transport, kconfig) of each test.
+"""pytest plugin, session half: options, markers, input checks, the session's kernel and
+guest, and the requirements (transport, kconfig) of each test.
 
 Thin: the heavy lifting (build, boot, scan) lives in harness.kernel, harness.vm and
 harness.dmesg. VM tests share one guest for the whole session (one per worker under `-n`);
-each test's dmesg slice and the guest's health around it are harness.plugin_health's.
+each test's dmesg slice and the guest's health around it are harness.plugin.health's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shlex
 import signal
 from pathlib import Path
@@ -19,37 +18,23 @@ from pathlib import Path
 import pytest
 
 from harness import config as hcfg
-from harness import dmesg
 from harness.cache import new_run_dir
 from harness.errors import HarnessError
 from harness.log import Phases
-from harness.plugin_xdist import guests, stop_session, worker_id
+from harness.plugin import state
+from harness.plugin.xdist import (
+    built_stamp,
+    distributing,
+    guests,
+    hand_over_build,
+    reaches_vm_tests,
+    shared_run_dir,
+    stop_session,
+    worker_id,
+)
 from harness.results.meta import Metadata, rerun_command, write_reproducer
-from harness.results.model import CaseResult
 
 log = logging.getLogger("harness.plugin")
-#: The parallel half (`-n N`: a guest per worker, one run folder), the results half (verdicts,
-#: reproducers, outputs, terminal summary) and the per-test half (dmesg slices, guest health).
-pytest_plugins = ["harness.plugin_xdist", "harness.plugin_results", "harness.plugin_health"]
-
-RUN_DIR = pytest.StashKey[Path]()
-KNOWN_DMESG = pytest.StashKey[tuple]()  # finding regexes a known issue explains
-KNOWN_CASES = pytest.StashKey[tuple]()  # guest case patterns a known issue explains
-INTERMITTENT = pytest.StashKey[str]()  # id of the intermittent known issue of a test
-META = pytest.StashKey[Metadata]()
-CASES = pytest.StashKey[list[CaseResult]]()
-PHASES = pytest.StashKey[Phases]()
-FINDINGS = pytest.StashKey[list[dmesg.Finding]]()
-DMESG_FILE = pytest.StashKey[str]()
-VM_OUTCOME = pytest.StashKey[str]()
-#: The session's guest (harness.vm.machine.Vm) once the vm fixture has it.
-GUEST = pytest.StashKey[object]()
-#: Seconds the plugin spent in the guest around one test: BEGIN, END marker with the kernel log.
-HARNESS_SECONDS = pytest.StashKey[float]()
-SUBTESTS = pytest.StashKey[list[dict[str, str]]]()
-ITEMS = pytest.StashKey[dict[str, pytest.Item]]()
-_CONFIG: dict[str, pytest.Config] = {}
-
 MARKERS = (
     "vm: needs a booted guest kernel (added automatically to tests under tests/vm)",
     "transport(name): needs the named FUSE transport; skipped when the target does not promise it",
@@ -76,22 +61,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("fuse_harness_profile", "default kconfig profile", default="default")
 
 
-def _opt(cfg: pytest.Config, name: str, ini: str | None = None, env: str | None = None) -> str | None:
-    value = cfg.getoption(name)
-    if value is None and env:
-        value = os.environ.get(env)
-    if value is None and ini:
-        value = cfg.getini(ini) or None
-    return value
-
-
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    config.stash[CASES] = []
-    config.stash[PHASES] = Phases()
-    config.stash[ITEMS] = {}
-    _CONFIG["config"] = config
+    config.stash[state.CASES] = []
+    config.stash[state.PHASES] = Phases()
+    config.stash[state.ITEMS] = {}
+    state.CONFIG["config"] = config
     if not logging.getLogger("harness").handlers:  # not started by the fuse-harness CLI
         from harness import log as hlog
 
@@ -107,29 +83,35 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _run_dir(cfg: pytest.Config, target: str, profile: str) -> Path:
     """The run folder (made on first use); an xdist worker uses the controller's."""
-    if RUN_DIR not in cfg.stash:
-        from harness.plugin_xdist import shared_run_dir
-
+    if state.RUN_DIR not in cfg.stash:
         argv = ["pytest", *cfg.invocation_params.args]
         run_dir = shared_run_dir(cfg)
         if run_dir is not None:
-            cfg.stash[META] = Metadata(run_dir, argv, persist=False)
+            cfg.stash[state.META] = Metadata(run_dir, argv, persist=False)
         else:
-            base = Path(_opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
+            base = Path(state.opt(cfg, "results_dir", env="FUSE_HARNESS_RESULTS") or Path.cwd() / "results")
             run_dir = new_run_dir(base, f"{target}-{profile}")
             (run_dir / "dmesg").mkdir()
-            cfg.stash[META] = Metadata(run_dir, argv)
-        cfg.stash[RUN_DIR] = run_dir
-    return cfg.stash[RUN_DIR]
+            cfg.stash[state.META] = Metadata(run_dir, argv)
+        cfg.stash[state.RUN_DIR] = run_dir
+    return cfg.stash[state.RUN_DIR]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's DSession starts the workers
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller of an `-n N` run (harness.plugin.xdist): make the run folder before any
+    worker starts, and with VM tests first check the input and build the kernel (so N workers
+    neither build twice nor each make a folder). A folder no worker used is removed at the end."""
+    if distributing(session.config):
+        prepare_controller(session.config, build=reaches_vm_tests(session.config))
 
 
 def prepare_controller(cfg: pytest.Config, build: bool) -> None:
-    """The controller of an `-n N` run (harness.plugin_xdist): make the run folder; with
-    `build`, first check the input (bad input stops before a run folder exists), then build
-    the kernel once."""
-    profile = _profile_name(cfg)
+    """The controller of an `-n N` run: make the run folder; with `build`, first check the
+    input (bad input stops before a run folder exists), then build the kernel once."""
+    profile = state.profile_name(cfg)
     if not build:
-        _run_dir(cfg, _target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
+        _run_dir(cfg, state.target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
         return
     target = _checked_target(cfg, preflight=True)
     _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))
@@ -141,9 +123,9 @@ def _checked_target(cfg: pytest.Config, preflight: bool) -> hcfg.Target:
     from harness.kernel import preflight as check
 
     try:
-        target = hcfg.load_target(_target_name(cfg))
+        target = hcfg.load_target(state.target_name(cfg))
         if preflight:
-            check(target, _profile_name(cfg), _opt(cfg, "source"), _opt(cfg, "series"))
+            check(target, state.profile_name(cfg), state.opt(cfg, "source"), state.opt(cfg, "series"))
     except HarnessError as exc:
         raise pytest.UsageError(f"fuse-harness: {exc}") from None
     return target
@@ -165,33 +147,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=not issue.intermittent,
                                               reason=f"known issue {issue.id}: {issue.reason}"))
             if issue.intermittent:
-                item.stash[INTERMITTENT] = issue.id
+                item.stash[state.INTERMITTENT] = issue.id
             item.user_properties.append(("known_issue", issue.id))
-            item.stash[KNOWN_DMESG] = issue.dmesg
-            item.stash[KNOWN_CASES] = issue.cases
+            item.stash[state.KNOWN_DMESG] = issue.dmesg
+            item.stash[state.KNOWN_CASES] = issue.cases
 
 
 # -- fixtures ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> hcfg.Target:
     try:
-        return hcfg.load_target(_target_name(pytestconfig))
+        return hcfg.load_target(state.target_name(pytestconfig))
     except HarnessError as exc:
         stop_session(request, f"fuse-harness: {exc}", 4)
 
 
 @pytest.fixture(scope="session")
 def profile(pytestconfig: pytest.Config) -> str:
-    return _profile_name(pytestconfig)
-
-
-def _target_name(cfg: pytest.Config) -> str | None:
-    """--target, the ini value or $FUSE_HARNESS_TARGET (None: the default target)."""
-    return _opt(cfg, "target", "fuse_harness_target", "FUSE_HARNESS_TARGET")
-
-
-def _profile_name(cfg: pytest.Config) -> str:
-    return _opt(cfg, "profile", "fuse_harness_profile", "FUSE_HARNESS_PROFILE") or "default"
+    return state.profile_name(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -208,20 +181,19 @@ def kernel(pytestconfig: pytest.Config, target: hcfg.Target, profile: str, run_d
 
 def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path, request=None):  # noqa: ANN001
     from harness.kernel import obtain
-    from harness.plugin_xdist import built_stamp, hand_over_build
 
     try:
         with _uncaptured(cfg):  # a cold build takes minutes: show its progress
-            k = obtain(target, profile, cfg.stash[PHASES],
-                       source_override=_opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
-                       series_override=_opt(cfg, "series", env="FUSE_HARNESS_SERIES"),
+            k = obtain(target, profile, cfg.stash[state.PHASES],
+                       source_override=state.opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
+                       series_override=state.opt(cfg, "series", env="FUSE_HARNESS_SERIES"),
                        built_stamp=built_stamp(cfg))
     except HarnessError as exc:
-        cfg.stash[META].update(status="ERROR", error=str(exc))
+        cfg.stash[state.META].update(status="ERROR", error=str(exc))
         stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code)
     hand_over_build(cfg, k.built.build_dir)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
-    cfg.stash[META].update(kernel=k.describe())
+    cfg.stash[state.META].update(kernel=k.describe())
     return k
 
 
@@ -240,31 +212,30 @@ def _uncaptured(config: pytest.Config):
 def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.FixtureRequest):
     """One guest for the whole session, restarted by the plugin after it dies."""
     from harness.vm import kept
-    from harness.vm.boot import choose_accel
+    from harness.vm.boot import choose_accel, tcg_threads
     from harness.vm.machine import Vm
 
-    settings = hcfg.vm_settings(kernel.profile, accel=_opt(pytestconfig, "accel"))
-    settings = dataclasses.replace(settings, tcg_threads=hcfg.tcg_threads(settings, guests(pytestconfig)))
+    settings = hcfg.vm_settings(kernel.profile, accel=state.opt(pytestconfig, "accel"))
+    settings = dataclasses.replace(settings, tcg_threads=tcg_threads(settings, guests(pytestconfig)))
     accel = choose_accel(settings.accel)
 
-    kmemleak = kernel.has_config("DEBUG_KMEMLEAK") and "kmemleak=off" not in settings.append
     machine = Vm(kernel.image, settings, accel, run_dir, rwdirs=(run_dir,), runner_repo=hcfg.REPO,
-                 label=worker_id(pytestconfig) or "", kmemleak=kmemleak)
-    phases = pytestconfig.stash[PHASES]
+                 label=worker_id(pytestconfig) or "", kmemleak=settings.kmemleak(kernel.has_config("DEBUG_KMEMLEAK")))
+    phases = pytestconfig.stash[state.PHASES]
     claim = kept.session_claim(machine, kernel.image, kernel.built.kernel_release, accel.kind)
     try:
         with phases.measure("boot"), _uncaptured(pytestconfig):
             if not machine.running():
                 machine.start()
     except HarnessError as exc:
-        pytestconfig.stash[META].update(error=str(exc))
+        pytestconfig.stash[state.META].update(error=str(exc))
         stop_session(request, f"fuse-harness: {exc}", exc.exit_code)
-    pytestconfig.stash[META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
+    pytestconfig.stash[state.META].update(vm={"accel": accel.kind, "accel_reason": accel.reason,
                                         "tcg_threads": machine.tcg_threads,
                                         "command": machine.command, "adopted": machine.adopted,
                                         "boot_seconds": None if machine.adopted else round(machine.boot_seconds, 1),
                                         "ssh_seconds": None if machine.adopted else round(machine.ssh_seconds, 1)})
-    values = _rerun_values(pytestconfig)
+    values = state.rerun_values(pytestconfig)
     build_opts = [x for key, v in values.items() if v and key != "accel" for x in (f"--{key}", str(v))]
     write_reproducer(run_dir, [
         f"# kernel {kernel.built.kernel_release} from {kernel.source_spec}, build {kernel.built.build_dir.name}",
@@ -273,7 +244,7 @@ def vm(pytestconfig: pytest.Config, kernel, run_dir: Path, request: pytest.Fixtu
         "# the guest alone, with a shell in it (the QEMU command is in metadata.json):",
         "# " + shlex.join([".venv/bin/fuse-harness", "shell", *build_opts]),
     ])
-    pytestconfig.stash[GUEST] = machine
+    pytestconfig.stash[state.GUEST] = machine
     yield machine
     machine.stop()
     if claim is not None:
@@ -302,11 +273,3 @@ def _fuse_harness_requirements(request: pytest.FixtureRequest) -> None:
         missing = [o for o in options if not k.has_config(o)]
         if missing:
             pytest.skip(f"kernel built without CONFIG_{', CONFIG_'.join(missing)} (try --profile debug)")
-
-
-def _rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
-    """target/profile/source/series/accel as this session resolved them (for reproducers)."""
-    return {"target": _target_name(cfg) or hcfg.DEFAULT_TARGET, "profile": _profile_name(cfg),
-            "source": _opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
-            "series": _opt(cfg, "series", env="FUSE_HARNESS_SERIES"), "accel": _opt(cfg, "accel")}
-

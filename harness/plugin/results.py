@@ -14,9 +14,10 @@ import pytest
 
 from harness.cache import write_json_atomic
 from harness.errors import HarnessError
-from harness.plugin import (
-    _CONFIG,
+from harness.plugin.health import expected_patterns, unexplained
+from harness.plugin.state import (
     CASES,
+    CONFIG,
     DMESG_FILE,
     FINDINGS,
     HARNESS_SECONDS,
@@ -29,10 +30,9 @@ from harness.plugin import (
     RUN_DIR,
     SUBTESTS,
     VM_OUTCOME,
-    _rerun_values,
+    rerun_values,
 )
-from harness.plugin_health import expected_patterns, unexplained
-from harness.plugin_xdist import (
+from harness.plugin.xdist import (
     case_of,
     case_property,
     distributing,
@@ -100,8 +100,8 @@ def _unxfail(report: pytest.TestReport, why: str | None = None) -> None:
 @pytest.hookimpl(tryfirst=True)  # in an xdist worker: before the report is sent to the controller
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Record the final verdict (after xfail handling) of setup errors/skips and calls; a
-    worker's verdicts reach the controller in their reports (harness.plugin_xdist)."""
-    config = _CONFIG.get("config")
+    worker's verdicts reach the controller in their reports (harness.plugin.xdist)."""
+    config = CONFIG.get("config")
     if config is None:
         return
     if distributing(config):
@@ -160,7 +160,7 @@ def _test_reproducer(item: pytest.Item) -> None:
     path = reproducer_path(item, run_dir)
     if path.exists():
         return
-    cmd = rerun_command(item.nodeid, _rerun_values(item.config))
+    cmd = rerun_command(item.nodeid, rerun_values(item.config))
     write_reproducer(run_dir, [
         f"# {item.nodeid}: rebuilds nothing when the kernel is cached; boots a guest and",
         "# runs just this test (its dmesg slice lands in the new run folder).",
