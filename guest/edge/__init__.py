@@ -108,7 +108,8 @@ SCENARIOS = {
         "file_cached", "retrieve_accepted", "nonzero_unique_delivered", "entry_back_in_service",
         "connection_survives", "no_userspace_reachable_warn"), 90, "W3 W2"),
     "oversize-xattr": Scenario("oversize", "oversize_xattr", (
-        "setxattr_error_or_intact", "claimed_reply_rejected", "connection_survives"), 45, "U7"),
+        "devfuse_reference", "setxattr_same_as_devfuse", "claimed_reply_rejected", "connection_survives"), 60,
+        "U7"),
     "starve-one-buffer": Scenario("starve", "starve_one_buffer", (
         "second_waits_for_buffer", "handed_to_committing_entry", "all_complete",
         "data_intact"), 120, "S1"),

@@ -13,16 +13,12 @@ from __future__ import annotations
 import errno
 
 from guest.counters import Counters
-from guest.devfuse import DevFuseReader
 from guest.edge.clients import Client, read_file, wait_all
 from guest.edge.conn import Conn
 from guest.edge.core import Ctx, _reap, kernel_stack
 from guest.edge.hung import Sysctls
 from guest.edge.kmbuf import umount_lazy
-from guest.edge.served import Served
-from guest.fuse import proto as P
-from guest.fuse.fs import MemoryFs
-from guest.server import Server
+from guest.edge.served import Served, devfuse_server
 from guest.uring.ring import Ring
 
 DATA = {b"f": b"never ready\n" * 300, b"g": b"never ready\n" * 300}
@@ -38,17 +34,6 @@ def _served_over_devfuse(ctx: Ctx, case: str, path: str, counters: Counters, why
     ctx.result(case, bool(out and out.get("ok") and out["value"] == WANT and dev > 0),
                f"{why}: client {'read the file' if out and out.get('ok') else out or 'blocked'}; "
                f"requests over /dev/fuse: {dev}")
-
-
-def _memory_server(conn: Conn) -> tuple[Counters, DevFuseReader]:
-    fs = MemoryFs()
-    for name, data in DATA.items():
-        _, ino = fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
-        fs.write(ino, ino, 0, data)
-    counters = Counters("legacy")
-    reader = DevFuseReader(conn.fd, Server(fs, counters), counters, 1 << 20)
-    reader.start()
-    return counters, reader
 
 
 def never_ready(ctx: Ctx, args) -> None:  # noqa: ANN001
@@ -86,7 +71,7 @@ def never_ready(ctx: Ctx, args) -> None:  # noqa: ANN001
                f"io_uring_setup with kernel.io_uring_disabled=2: {setup} (EPERM expected)")
     conn = Conn(ctx, "nr3")
     init = conn.setup(want_uring=False)
-    counters, _ = _memory_server(conn)
+    counters, _ = devfuse_server(conn, DATA)
     ctx.diag(f"INIT with io_uring disabled: the kernel offered FUSE_OVER_IO_URING: {init.offered_uring}")
     _served_over_devfuse(ctx, "devfuse_serves_without_io_uring", f"{conn.mnt}/f", counters,
                          "io_uring disabled, INIT without FUSE_OVER_IO_URING")

@@ -90,6 +90,19 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
     return Manual
 
 
+def devfuse_server(conn: Conn, files: dict[bytes, bytes], bufsize: int = 1 << 20) -> tuple[Counters, MemoryFs]:
+    """A MemoryFs holding files, served over /dev/fuse only by a reader thread with a read
+    buffer of bufsize bytes, on a mount whose INIT left FUSE_OVER_IO_URING out: the legacy
+    reference a transport is judged against. Returns (its counters, the filesystem)."""
+    fs = MemoryFs()
+    for name, data in files.items():
+        _, ino = fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
+        fs.write(ino, ino, 0, data)
+    counters = Counters("legacy")
+    DevFuseReader(conn.fd, Server(fs, counters), counters, bufsize).start()
+    return counters, fs
+
+
 class Served:
     """Mount + INIT + engine + /dev/fuse reader, stepped by the scenario."""
 
