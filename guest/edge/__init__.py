@@ -14,6 +14,8 @@ import importlib
 import os
 from typing import NamedTuple
 
+from guest.parity.gen import CASES as PARITY_CASES
+
 
 class Scenario(NamedTuple):
     module: str
@@ -186,6 +188,7 @@ SCENARIOS = {
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
     "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (
         "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
+    "transport-parity": Scenario("parity", "transport_parity", PARITY_CASES, 150, "parity: the legacy oracle"),
 }
 
 
