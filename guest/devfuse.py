@@ -78,7 +78,10 @@ class DevFuseReader(threading.Thread):
             return
         if self.delay:
             time.sleep(self.delay)
-        error, data = reply
+        self.send(h, *reply)
+
+    def send(self, h: P.InHeader, error: int, data: bytes) -> None:
+        """Write the reply to request h (a subclass may write another one)."""
         try:
             os.write(self.fd, P.pack_devfuse_reply(h.unique, error, data))
         except OSError as exc:

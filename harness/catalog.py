@@ -67,12 +67,34 @@ def _one_line(text: str | None) -> str:
 
 
 def _module_names(tree: ast.Module) -> dict[str, ast.expr]:
-    """Module-level `NAME = expr` assignments."""
+    """Module-level `NAME = expr` assignments, and names imported from harness.config (the
+    transport lists, read from the module itself as tuples of constants)."""
     names: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             names[node.targets[0].id] = node.value
+        elif isinstance(node, ast.ImportFrom) and node.module == "harness.config":
+            from harness import config
+
+            for alias in node.names:
+                value = getattr(config, alias.name, None)
+                if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                    names[alias.asname or alias.name] = ast.Tuple([ast.Constant(v) for v in value], ast.Load())
     return names
+
+
+def _holds(conds: list[ast.expr], var: str, value: str) -> bool:
+    """Whether a list comprehension's `if` clauses hold for var = value: comparisons of var
+    with string constants only (`t != "legacy"`, `t in ("a", "b")`), else CatalogError."""
+    for cond in conds:
+        if not isinstance(cond, ast.Compare) or not all(
+                isinstance(n, (ast.Compare, ast.Name, ast.Constant, ast.Tuple, ast.List, ast.Load, ast.cmpop))
+                for n in ast.walk(cond)) or any(isinstance(n, ast.Name) and n.id != var for n in ast.walk(cond)):
+            raise CatalogError(f"cannot read the condition at line {cond.lineno}",
+                               "filter a parameter list with a comparison of its variable and constants")
+        if not eval(compile(ast.Expression(cond), "<catalog>", "eval"), {"__builtins__": {}}, {var: value}):
+            return False
+    return True
 
 
 def _dotted(node: ast.expr) -> str:
@@ -125,7 +147,8 @@ class _Resolver:
             gen = node.generators[0]
             seq = gen.iter if not isinstance(gen.iter, ast.Name) else self.lookup(gen.iter.id)
             if isinstance(gen.target, ast.Name) and isinstance(seq, (ast.Tuple, ast.List)):
-                values = [e.value for e in seq.elts if isinstance(e, ast.Constant)]
+                values = [e.value for e in seq.elts
+                          if isinstance(e, ast.Constant) and _holds(gen.ifs, gen.target.id, e.value)]
                 return [t for v in values for t in self.params(node.elt, {gen.target.id: v})]
         if isinstance(node, ast.Call) and _dotted(node.func) == "pytest.param":
             for kw in node.keywords:

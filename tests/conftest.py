@@ -10,6 +10,13 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("fuse-harness").addoption(
+        "--parity-seeds", default=None, metavar="N",
+        help="transport parity (tests/vm/test_parity.py): run N seeds, or the comma list a,b "
+             "(default: the fixed seeds; env FUSE_HARNESS_PARITY_SEEDS)")
+
 #: `../shared/fixtures/kmbuf-v4` from the project root (see its README.md).
 KMBUF_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "kmbuf-v4"
 

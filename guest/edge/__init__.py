@@ -15,6 +15,7 @@ import importlib
 from typing import NamedTuple
 
 from guest import time_scale
+from guest.parity.gen import CASES as PARITY_CASES
 
 
 class Scenario(NamedTuple):
@@ -199,6 +200,7 @@ SCENARIOS = {
                                      "B: payload area at 0 (PORT-NOTES D3, 20)"),
     "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (
         "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
+    "transport-parity": Scenario("parity", "transport_parity", PARITY_CASES, 150, "parity: the legacy oracle"),
 }
 
 

@@ -49,8 +49,9 @@ RECOVER = (
 )
 
 
-def guest_command(scenario: str, extra: str = "", time_scale: float = 1.0) -> str:
-    env = f"FUSE_HARNESS_TIME_SCALE={time_scale:g} " if time_scale != 1.0 else ""
+def guest_command(scenario: str, extra: str = "", time_scale: float = 1.0, env: dict | None = None) -> str:
+    env = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted((env or {}).items())) + (
+        f"FUSE_HARNESS_TIME_SCALE={time_scale:g} " if time_scale != 1.0 else "")
     return f"cd {shlex.quote(str(REPO))} && {env}{PY} -m guest edge {scenario} {extra}".strip()
 
 
@@ -92,9 +93,10 @@ def write_reproducer(run_dir: Path, request: pytest.FixtureRequest, kernel, comm
 
 
 def run_edge(vm, request, run_dir: Path, kernel, scenario: str, catalog: str,
-             timeout: float, extra: str = "") -> list[dict[str, str]]:
-    """Run the scenario; record subtests; fail (with a reproducer) unless every case passed."""
-    cmd = guest_command(scenario, extra, getattr(vm.settings, "time_scale", 1.0))
+             timeout: float, extra: str = "", env: dict | None = None) -> list[dict[str, str]]:
+    """Run the scenario (env: variables for the guest command); record subtests; fail (with a
+    reproducer) unless every case passed."""
+    cmd = guest_command(scenario, extra, getattr(vm.settings, "time_scale", 1.0), env)
     result = vm.run(cmd, timeout=timeout)
     out = result.stdout
     ring = re.search(r"--transport (\S+)", extra)
