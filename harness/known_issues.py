@@ -98,3 +98,13 @@ def matching(issues: list[KnownIssue], nodeid: str, kernel_version: str | None,
              target: str | None = None) -> KnownIssue | None:
     """The first issue that covers this test on this kernel version and target."""
     return next((k for k in issues if k.applies(nodeid, kernel_version, target)), None)
+
+
+def covering(issues: list[KnownIssue], nodeid: str, kernel_version: str | None,
+             target: str | None = None) -> list[KnownIssue]:
+    """The issues that together explain this test's expected failure: the first one that covers
+    the whole test (no cases), else every case-scoped issue that applies (two findings of one
+    scenario, such as two divergences the parity oracle reports, are two issues). [] for none."""
+    found = [k for k in issues if k.applies(nodeid, kernel_version, target)]
+    whole = [k for k in found if not k.cases]
+    return whole[:1] or found

@@ -8,6 +8,7 @@ Kernels without IORING_REGISTER_KMBUF_RING skip every case with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -204,12 +205,18 @@ def ring_closed_held(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 
 def pwrite_file(path: str, data: bytes) -> int:
-    """Write data at offset 0 of path; bytes written."""
+    """Write data at offset 0 of path; bytes written. An error of the pwrite itself is the one
+    raised: the FLUSH that close() sends on a dead connection fails too (ENOTCONN), and must not
+    replace the WRITE's own error (ECONNABORTED after an abort)."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        return os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
+        n = os.pwrite(fd, data, 0)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    os.close(fd)
+    return n
 
 
 def umount_lazy(ctx: Ctx, srv: Served, case: str = "umount_after_abort", label: str = "") -> None:

@@ -26,6 +26,7 @@ from guest.transports import base
 
 RESERVE = 20.0  # seconds kept for cleanup and the leak check
 SHRINK_SECONDS = 40.0
+MAX_REMOVALS = 4  # diverging calls taken out of one seed before the rest goes uncompared
 
 
 def _env_int_list(name: str) -> tuple[int, ...]:
@@ -50,7 +51,7 @@ class Parity:
         self.zc_open = bool(cls.zero_copy and cls.needs_bufpool)  # 7.3: FOPEN_IO_URING_ZERO_COPY
         self.call_timeout = 10.0 * time_scale()
         self.tags = itertools.count()
-        self.compared = dict.fromkeys(CLASSES, 0)
+        self.compared: dict[str, set[tuple[int, int]]] = {c: set() for c in CLASSES}  # (seed, call)
         self.found: dict[str, list[str]] = {c: [] for c in CLASSES}
         self.reference: list[str] = []
         self.runs: list[Run] = []
@@ -65,9 +66,22 @@ class Parity:
         return runs[0], runs[1]
 
     def seed(self, seed: int, n: int, keep: tuple[int, ...]) -> None:
+        """Run one seed; after a divergence, run it again without the diverging call (up to
+        MAX_REMOVALS times), so the calls after it are compared too: one finding early in a
+        sequence must not leave the later classes `not exercised`."""
         calls = generate(seed, n)
         if keep:
             calls = [c for c in calls if c["i"] in keep]
+        for attempt in range(MAX_REMOVALS + 1):
+            k = self._attempt(seed, n, calls, first=attempt == 0)
+            if k is None:
+                return
+            calls = calls[:k] + calls[k + 1:]
+        self.ctx.diag(f"seed {seed}: {MAX_REMOVALS} diverging calls removed; the rest was not compared")
+
+    def _attempt(self, seed: int, n: int, calls: list[dict], first: bool) -> int | None:
+        """One legacy + transport run of calls: counts the calls compared equal and records a
+        divergence; the index of the diverging call when the seed should run again without it."""
         ref, got = self.pair(seed, calls)
         self.runs.append(got)
         self.calls_ran += len(got.raw)
@@ -76,25 +90,28 @@ class Parity:
         if ref.counters.get("paths", {}).get("io_uring"):
             self.reference.append(f"seed {seed}: the legacy reference was served over io_uring")
         if got.setup_error:
-            return
+            return None
         k = first_divergence(ref.results, got.results)
         stop = _stopped(ref)
         upto = len(got.results) if k is None else k
         for c, r in zip(calls[:upto], ref.results[:upto], strict=False):
-            self.compared[call_class(c, "corrupt" in r or r.get("fault") not in (None, "skipped"))] += 1
+            self.compared[call_class(c, "corrupt" in r or r.get("fault") not in (None, "skipped"))].add(
+                (seed, c["i"]))
         if stop is not None and (k is None or k >= len(ref.raw) - 1):
-            self.reference.append(f"seed {seed}: legacy stopped at {stop}; compared up to there")
-            return
+            if first:
+                self.reference.append(f"seed {seed}: legacy stopped at {stop}; compared up to there")
+            return None
         if k is None:
-            return
+            return None
         a = ref.results[k] if k < len(ref.results) else None
         b = got.results[k] if k < len(got.results) else None
         klass = divergence_class(calls[k], a, b)
         text = explain(seed, calls, k, ref.results, got.results, self.transport)
         if self.found[klass]:
             self.found[klass].append(text + " (not shrunk: this case has a reproducer already)")
-            return
-        self.found[klass].append(text + self.reproducer(seed, n, calls, k, klass))
+        else:
+            self.found[klass].append(text + self.reproducer(seed, n, calls, k, klass))
+        return k if _stopped(got) is None else None  # a hung call ends the seed
 
     def reproducer(self, seed: int, n: int, calls: list[dict], k: int, klass: str) -> str:
         def diverges(cand: list[dict]) -> bool:
@@ -170,4 +187,4 @@ def transport_parity(ctx: Ctx, args) -> None:  # noqa: ANN001
         elif not p.compared[c]:
             ctx.result(f"parity_{c}", False, f"not exercised: no {c} call was compared")
         else:
-            ctx.result(f"parity_{c}", True, f"{p.compared[c]} calls equal to legacy")
+            ctx.result(f"parity_{c}", True, f"{len(p.compared[c])} calls equal to legacy")

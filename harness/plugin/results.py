@@ -230,7 +230,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                   "results.ktap, dmesg/)")
 
 
-_KNOWN = re.compile(r"^known issue (\S+): (.*)", re.S)
+_KNOWN = re.compile(r"^known issue (\S+): (.*)$", re.M)
 
 
 def summary_lines(cases: list[CaseResult], width: int = 110) -> list[str]:
@@ -243,11 +243,12 @@ def summary_lines(cases: list[CaseResult], width: int = 110) -> list[str]:
         if c.verdict == Verdict.SKIP:
             skips.setdefault(c.reason.strip(), []).append(c.nodeid)
             continue
-        m = _KNOWN.match(c.reason) if c.verdict == Verdict.XFAIL else None
+        ids = _KNOWN.findall(c.reason) if c.verdict == Verdict.XFAIL and _KNOWN.match(c.reason) else []
         extra = f" [{', '.join(f['fingerprint'] for f in c.findings)}]" if c.findings else ""
-        if m:
-            known.setdefault(m.group(1), m.group(2).strip().splitlines()[0])
-            lines.append(f"{c.verdict.value:7} {c.nodeid}{extra} (known issue {m.group(1)})")
+        if ids:
+            for i, reason in ids:
+                known.setdefault(i, reason.strip())
+            lines.append(f"{c.verdict.value:7} {c.nodeid}{extra} (known issue {', '.join(i for i, _ in ids)})")
         else:
             text = c.reason.strip().splitlines() or [""]
             first = text[0] if not text[0].endswith(":") or len(text) < 2 else f"{text[0]} {text[1].strip()}"

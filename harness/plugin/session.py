@@ -142,15 +142,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/tests/vm/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.vm)
-        issue = known_issues.matching(issues, item.nodeid, target.kernel_version, target.name)
-        if issue is not None:
-            item.add_marker(pytest.mark.xfail(strict=not issue.intermittent,
-                                              reason=f"known issue {issue.id}: {issue.reason}"))
-            if issue.intermittent:
-                item.stash[state.INTERMITTENT] = issue.id
-            item.user_properties.append(("known_issue", issue.id))
-            item.stash[state.KNOWN_DMESG] = issue.dmesg
-            item.stash[state.KNOWN_CASES] = issue.cases
+        found = known_issues.covering(issues, item.nodeid, target.kernel_version, target.name)
+        if found:
+            intermittent = all(k.intermittent for k in found)
+            item.add_marker(pytest.mark.xfail(strict=not intermittent, reason="\n".join(
+                f"known issue {k.id}: {k.reason}" for k in found)))
+            if intermittent:
+                item.stash[state.INTERMITTENT] = ", ".join(k.id for k in found)
+            item.user_properties += [("known_issue", k.id) for k in found]
+            item.stash[state.KNOWN_DMESG] = tuple(p for k in found for p in k.dmesg)
+            item.stash[state.KNOWN_CASES] = tuple(p for k in found for p in k.cases)
 
 
 # -- fixtures ------------------------------------------------------------------------

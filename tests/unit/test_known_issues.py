@@ -80,3 +80,22 @@ def test_intermittent_must_be_a_boolean(tmp_path):
     p.write_text("- id: flaky\n  test: '*'\n  kernel: '7.2'\n  reason: r\n  intermittent: sometimes\n")
     with pytest.raises(ConfigError, match="'intermittent' must be true or false"):
         known_issues.load(p)
+
+
+def test_two_case_scoped_issues_cover_one_test_together(tmp_path):
+    """Two findings of one scenario (two divergences of the parity oracle) are two issues: both
+    apply, and their cases together explain the failures; a whole-test issue stands alone."""
+    p = tmp_path / "k.yaml"
+    p.write_text("- id: a\n  test: '*parity*'\n  kernel: '7.3'\n  reason: r\n  cases: ['*.parity_xattr']\n"
+                 "- id: b\n  test: '*parity*'\n  kernel: '7.3'\n  reason: r\n  cases: ['*.parity_reply_length']\n"
+                 "- id: whole\n  test: '*whole*'\n  kernel: '7.3'\n  reason: r\n"
+                 "- id: c\n  test: '*whole*'\n  kernel: '7.3'\n  reason: r\n  cases: ['*.x']\n")
+    issues = known_issues.load(p)
+    both = known_issues.covering(issues, "tests/vm/test_parity.py::test_transport_parity[iovec]", "7.3")
+    assert [k.id for k in both] == ["a", "b"]
+    cases = tuple(c for k in both for c in k.cases)
+    subtests = [{"name": "tp.parity_xattr", "verdict": "FAIL"}, {"name": "tp.parity_reply_length", "verdict": "FAIL"}]
+    assert known_issues.unexplained_cases(cases, subtests) == []
+    assert known_issues.unexplained_cases(both[0].cases, subtests) == ["tp.parity_reply_length: FAIL"]
+    assert [k.id for k in known_issues.covering(issues, "t.py::test_whole", "7.3")] == ["whole"]
+    assert known_issues.covering(issues, "t.py::test_parity", "7.2") == []

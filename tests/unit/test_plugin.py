@@ -145,6 +145,10 @@ def test_terminal_summary_names_each_known_issue_once():
     assert text.count("does not promise kmbuf") == 1 and "  2 test(s)" in text
     assert "FAIL    t::f AssertionError: boom" in lines
     assert "t::c" not in text
+    two = "known issue a-1: first finding\nknown issue b-2: second finding\nbut nothing else"
+    lines = plugin_results.summary_lines([CaseResult("t::g", Verdict.XFAIL, reason=two)])
+    assert lines == ["XFAIL   t::g (known issue a-1, b-2)", "known issues:", "  a-1: first finding",
+                     "  b-2: second finding"]
 
 
 def test_two_workers_give_one_run_folder_with_the_same_verdicts(pytester, tmp_path):
