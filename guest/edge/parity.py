@@ -19,7 +19,7 @@ import time
 
 from guest.edge import time_scale
 from guest.edge.core import Ctx
-from guest.parity.gen import CLASSES, call_class, config_of, describe, generate, parse_seeds
+from guest.parity.gen import CLASSES, config_of, describe, generate, parse_seeds
 from guest.parity.oracle import divergence_class, explain, first_divergence, shrink
 from guest.parity.serve import DEVFUSE_ALWAYS, Run, run_sequence
 from guest.transports import base
@@ -95,8 +95,7 @@ class Parity:
         stop = _stopped(ref)
         upto = len(got.results) if k is None else k
         for c, r in zip(calls[:upto], ref.results[:upto], strict=False):
-            self.compared[call_class(c, "corrupt" in r or r.get("fault") not in (None, "skipped"))].add(
-                (seed, c["i"]))
+            self.compared[divergence_class(c, r, None)].add((seed, c["i"]))
         if stop is not None and (k is None or k >= len(ref.raw) - 1):
             if first:
                 self.reference.append(f"seed {seed}: legacy stopped at {stop}; compared up to there")

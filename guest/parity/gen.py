@@ -188,7 +188,9 @@ def generate(seed: int, n: int = 24) -> list[dict]:
     """n calls for seed (n >= 1): every op at least once when n allows (in a seeded order),
     one probe per corruption kind (statfs, or a root readdir for header corruptions: calls
     that succeed in any state, so the corruption fires), errnos injected into about one call
-    in five; the rest drawn at random."""
+    in five and always into one plain statfs (whose STATFS is sent in any state, so the
+    errno fires); the rest drawn at random. Below 2 x 6 probes: plain calls and random
+    errnos only."""
     if n < 1:
         raise ValueError(f"a sequence needs at least one call, not {n}")
     r = random.Random(seed)
@@ -203,16 +205,33 @@ def generate(seed: int, n: int = 24) -> list[dict]:
         probes = []
     ops = list(OPS)
     r.shuffle(ops)
-    ops += [r.choice(OPS) for _ in range(max(0, n - len(probes) - len(ops)))]
-    calls = [_args(r, op, cfg) for op in ops[:n - len(probes)]]
+    m = n - len(probes)
+    if probes and "statfs" not in ops[:m]:  # the errno probe's call (_errno_probe)
+        j = ops.index("statfs")
+        ops[m - 1], ops[j] = ops[j], ops[m - 1]
+    ops += [r.choice(OPS) for _ in range(max(0, m - len(ops)))]
+    calls = [_args(r, op, cfg) for op in ops[:m]]
     for c in calls:
         req = TARGET.get(c["op"])
         c["fault"] = _fault(r, "errno", req) if req and r.random() < 0.2 else None
     for probe in probes:  # spread over the sequence
         calls.insert(r.randrange(len(calls) + 1), probe)
+    if probes:
+        _errno_probe(r, calls)
     for i, c in enumerate(calls):
         c["i"] = i
     return calls
+
+
+def _errno_probe(r: random.Random, calls: list[dict]) -> None:
+    """Make sure one injected errno fires: the random ones often sit on a call whose request
+    is never sent (an unlink whose LOOKUP fails, a setxattr too big for the buffer), so the
+    sequence's plain statfs gets one (STATFS is sent whatever the state). Drawn last: the
+    rest of the sequence stays what it was."""
+    if any(c["op"] == "statfs" and c["fault"] and c["fault"]["kind"] == "errno" for c in calls):
+        return
+    plain = next(c for c in calls if c["op"] == "statfs" and c["fault"] is None)
+    plain["fault"] = _fault(r, "errno", TARGET["statfs"])
 
 
 def default_seeds(count: int | None = None) -> tuple[int, ...]:

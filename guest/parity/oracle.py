@@ -7,9 +7,11 @@ record from the server:
   * an injected errno: the client's result, as for any call;
   * an out_header corruption (error out of range, wrong unique): the kernel's verdict,
     `refused` or `accepted`. /dev/fuse refuses such a reply by failing the server's write()
-    (the request stays pending and the server answers it correctly), io-uring by failing
-    the request itself (COMMIT succeeds, the client sees the error): what the client sees
-    afterwards follows from that difference in design, so only the verdict is compared;
+    (the request stays pending and the server answers it correctly), io-uring by ending
+    the request with the refusal's errno (fuse_uring_commit() is void: the COMMIT_AND_FETCH
+    CQE is the next fetch and says nothing about it), so there the client's call ending with
+    that errno is the refusal: what the client sees afterwards follows from that difference
+    in design, so only the verdict is compared;
   * a length that lies (reply_long/short): both transports end the request when they refuse
     it, so the verdict *and* the client's result are compared.
 """
@@ -21,15 +23,30 @@ from collections.abc import Callable
 
 from guest.parity.gen import HEADER_KINDS, PAYLOAD_KINDS, call_class, describe
 
+#: The errno the kernel refuses an out_header corruption with, on both transports alike
+#: (7.3 fs/fuse/dev.c fuse_dev_do_write(), dev_uring.c fuse_uring_out_header_has_err()):
+#: error <= -ERESTARTSYS or > 0 -> EINVAL, unique of no pending request -> ENOENT.
+REFUSAL = {"error_positive": "EINVAL", "error_erestartsys": "EINVAL", "error_int_min": "EINVAL",
+           "unique_wrong": "ENOENT"}
+
 
 def verdict(client: dict, rec: dict, legacy: bool) -> str:
-    """refused / accepted / hung for a corrupted reply: over /dev/fuse from the server's
-    write() (rec["refused"] names its errno), over io-uring from the client's result."""
-    if "hung" in client:
-        return "hung"
-    if legacy:
-        return "refused" if rec.get("refused") else "accepted"
-    return "refused" if "err" in client else "accepted"
+    """What the kernel did with a corrupted reply: refused / accepted / hung / died, or
+    `write <ERRNO>` / `ended <ERRNO>` for a refusal with another errno than REFUSAL's.
+    Over /dev/fuse from the server's write() (rec["refused"] names its errno); over io-uring
+    from the client's result: the kernel ends a refused request with the refusal's errno,
+    an accepted reply reaches the client (the faults fire on success replies only, so an
+    accepted header lie with the right payload is a success). A length lie is refused with
+    any error (the client's errno is compared on its own)."""
+    if "hung" in client or "died" in client:
+        return "hung" if "hung" in client else "died"
+    want = REFUSAL.get(rec["kind"])
+    got = rec.get("refused") if legacy else client.get("err")
+    if got is None:
+        return "accepted"
+    if want is None or got == want:
+        return "refused"
+    return f"{'write' if legacy else 'ended'} {got}"
 
 
 def normalize(client: dict, fired: list[dict], legacy: bool) -> dict:
@@ -57,8 +74,9 @@ def first_divergence(ref: list[dict], got: list[dict]) -> int | None:
 
 
 def divergence_class(call: dict, a: dict | None, b: dict | None) -> str:
-    """The case (gen.CLASSES) of a divergence at call: its fault's group when the fault
-    fired (was not skipped) on either side."""
+    """The case (gen.CLASSES) call counts against, from its normalized results a and b
+    (None: not run): its fault's group when the fault fired (was not skipped) on either
+    side. A call compared equal counts with b None."""
     fired = any(x is not None and x.get("fault") != "skipped" and ("corrupt" in x or "fault" in x)
                 for x in (a, b))
     return call_class(call, fired)

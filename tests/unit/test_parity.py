@@ -12,7 +12,7 @@ from guest.edge import SCENARIOS
 from guest.parity import gen
 from guest.parity.faults import FaultPlan, corrupt
 from guest.parity.gen import CONFIGS, Config, config_of, generate, parse_seeds
-from guest.parity.oracle import first_divergence, normalize, shrink
+from guest.parity.oracle import divergence_class, first_divergence, normalize, shrink, verdict
 
 
 def test_same_seed_same_calls_other_seed_other_calls():
@@ -28,6 +28,41 @@ def test_every_op_and_every_corruption_once_per_sequence():
         assert set(gen.OPS) <= {c["op"] for c in calls}, seed
         kinds = {c["fault"]["kind"] for c in calls if c["fault"]}
         assert set(gen.HEADER_KINDS + gen.PAYLOAD_KINDS) <= kinds, seed
+
+
+def _sure_errno_calls(calls):
+    return [c for c in calls if c["op"] == "statfs" and c["fault"] and c["fault"]["kind"] == "errno"]
+
+
+def test_every_sequence_with_probes_injects_an_errno_where_it_fires():
+    """The random errnos often sit on a request that is never sent (an unlink whose LOOKUP
+    fails, an oversize setxattr): a plain statfs always carries one (STATFS is always sent)."""
+    for seed in (*gen.default_seeds(), *range(60)):
+        for n in (12, 13, 17, 18, 24, 30):
+            calls = generate(seed, n)
+            assert len(calls) == n
+            assert _sure_errno_calls(calls), (seed, n)
+            f = _sure_errno_calls(calls)[0]["fault"]
+            assert f["req"] == "STATFS" and f["errno"] in gen.ERRNOS
+    assert not [c for c in generate(1, 11) if c["fault"] and c["fault"]["kind"] != "errno"]
+
+
+def test_the_errno_probe_changes_no_call_of_the_sequence():
+    """Replays name call indices: the probe only adds a fault to a call already there."""
+    calls = generate(3, 24)
+    assert calls[5]["op"] == "setxattr" and calls[5]["size"] == 65536  # the 7.3 oversize finding
+    assert [c["op"] for c in calls].count("statfs") == 5 and calls[16]["fault"]["kind"] == "unique_wrong"
+
+
+def test_an_injected_errno_that_fired_is_compared_as_injected_and_can_fail():
+    call = {"i": 0, "op": "statfs", "fault": {"req": "STATFS", "kind": "errno", "errno": 5}}
+    rec = [{"kind": "errno", "req": "STATFS"}]
+    ref = normalize({"err": "EIO"}, rec, legacy=True)
+    assert divergence_class(call, ref, None) == "injected"  # counted when equal
+    got = normalize({"err": "EPERM"}, rec, legacy=False)
+    assert first_divergence([ref], [got]) == 0 and divergence_class(call, ref, got) == "injected"
+    # never sent (the kernel failed the call first): the call's own class
+    assert divergence_class(call, normalize({"err": "E2BIG"}, [], True), None) == "files"
 
 
 def test_short_sequences_and_bad_lengths():
@@ -141,6 +176,38 @@ def test_normalize_compares_the_verdict_of_header_lies():
     accepted = normalize({"ok": [4096]}, [{"kind": "error_positive", "req": "STATFS"}], legacy=False)
     assert accepted["verdict"] == "accepted" and accepted != legacy
     assert normalize({"hung": 10}, rec, legacy=True)["verdict"] == "hung"
+
+
+def test_a_refused_reply_over_io_uring_is_the_call_ended_with_the_refusal_errno():
+    """7.3 dev_uring.c: fuse_uring_commit() ends the request with -ENOENT (wrong unique) or
+    -EINVAL (error out of range); /dev/fuse fails the server's write() with the same errno."""
+    unique = [{"kind": "unique_wrong", "req": "READDIRPLUS"}]
+    legacy = normalize({"ok": ["d0", "f0"]}, [{**unique[0], "refused": "ENOENT"}], legacy=True)
+    ring = normalize({"err": "ENOENT"}, unique, legacy=False)
+    assert legacy == ring == {"corrupt": "unique_wrong", "verdict": "refused"}
+    assert verdict({"ok": ["d0", "f0"]}, unique[0], legacy=False) == "accepted"
+    assert verdict({"ok": []}, unique[0], legacy=False) == "accepted"  # what glibc made of ENOENT
+    assert verdict({"err": "EIO"}, unique[0], legacy=False) == "ended EIO"  # not the refusal
+    assert verdict({}, {**unique[0], "refused": "EINVAL"}, legacy=True) == "write EINVAL"
+    for kind in ("error_positive", "error_erestartsys", "error_int_min"):
+        rec = {"kind": kind, "req": "STATFS"}
+        assert verdict({"err": "EINVAL"}, rec, legacy=False) == "refused"
+        assert verdict({"err": "ENOENT"}, rec, legacy=False) == "ended ENOENT"
+        assert verdict({"ok": [1]}, {**rec, "refused": "EINVAL"}, legacy=True) == "refused"
+
+
+def test_readdir_reads_the_directory_itself(tmp_path):
+    """getdents64 directly (glibc's readdir() hides ENOENT): the same names as os.listdir,
+    the errors of opening the directory."""
+    from guest.parity.client import listdir, outcome
+
+    for i in range(300):  # more than one getdents64 buffer
+        (tmp_path / f"name-{i:04}-{'x' * 100}").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    assert listdir(str(tmp_path)) == sorted(os.listdir(tmp_path))
+    assert listdir(str(tmp_path / "sub")) == []
+    assert outcome(str(tmp_path), {"op": "readdir", "path": "nope"}) == {"err": "ENOENT"}
+    assert outcome(str(tmp_path), {"op": "readdir", "path": "name-0000-" + "x" * 100}) == {"err": "ENOTDIR"}
 
 
 def test_normalize_keeps_the_client_result_of_length_lies_and_errnos():
