@@ -73,6 +73,18 @@ def _source(k: dict[str, Any]) -> str:
     return f"{src} ({ident})" if src and ident and ident != src else src or ident or ""
 
 
+def _about(k: dict[str, Any]) -> str:
+    """The target's own description (what the tested tree is: a forward port, a reconstructed
+    patch, ...), from targets/NAME.yaml; '' when the target is gone or unnamed."""
+    from harness import config
+    from harness.errors import HarnessError
+
+    try:
+        return config.load_target(k["target"]).description if k.get("target") else ""
+    except (HarnessError, OSError):
+        return ""
+
+
 def _series(k: dict[str, Any]) -> str:
     if not k.get("series"):
         return "none (base kernel)"
@@ -192,6 +204,7 @@ def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     k = run.kernel
     lines = [_fit(f"fuse-harness {run.meta.get('harness_version', '')} run {run.path.name}: {run.status}"), ""]
     lines += _field("kernel", f"{k.get('kernel_release', '?')} ({k.get('target', '?')}/{k.get('profile', '?')})")
+    lines += _field("tested", _about(k))
     lines += _field("source", _source(k))
     lines += _field("series", _series(k))
     lines += _field("config", _config(run))
