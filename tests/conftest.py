@@ -14,7 +14,7 @@ pytest_plugins = ["pytester"]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("fuse-harness").addoption(
         "--parity-seeds", default=None, metavar="N",
-        help="transport parity (tests/vm/test_parity.py): run N seeds, or the comma list a,b "
+        help="transport parity (tests/vm/test_transport_parity.py): run N seeds, or the comma list a,b "
              "(default: the fixed seeds; env FUSE_HARNESS_PARITY_SEEDS)")
 
 #: `../shared/fixtures/kmbuf-v4` from the project root (see its README.md).

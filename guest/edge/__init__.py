@@ -194,7 +194,7 @@ SCENARIOS = {
     "bufring-starve": Scenario("bufring", "starve", (
         "one_buffer_two_entries", "two_buffers_eight_entries", "mixed_payload_and_none"), 180,
         "B: ENOBUFS starvation (PORT-NOTES 7, 16)"),
-    "bufring-idle-entry": Scenario("bufring", "stall", ("staged", "idle_entry_woken", "all_complete"), 90,
+    "bufring-idle-entry": Scenario("bufring", "stall", ("staged", "idle_entry_woken", "all_complete"), 150,
                                    "B: idle entry not woken (PORT-NOTES D4, 17)"),
     "bufring-null-payload": Scenario("bufring", "null_payload", ("refused_or_failed_cleanly", "no_crash"), 60,
                                      "B: payload area at 0 (PORT-NOTES D3, 20)"),

@@ -25,6 +25,9 @@ from guest.transports.bufring import register_req
 from guest.uring import abi
 from guest.uring.ring import addr_of
 
+#: MAP_NORESERVE (Linux, asm-generic/mman-common.h): Python's mmap module names it only from 3.13.
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
 EINVAL = -22
 DELAY = 0.1  # seconds each starvation reply waits: in-flight payload requests outnumber buffers
 
@@ -86,7 +89,7 @@ def validation(ctx: Ctx, args) -> None:  # noqa: ANN001
         srv = Served(ctx, f"n{nbufs}", transport="bufring", queue_depth=2, pool_bufs=1, start=False,
                      max_write=4096, max_pages=1)
         srv.engine.alloc()
-        big = mmap.mmap(-1, nbufs * 8192, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_NORESERVE)
+        big = mmap.mmap(-1, nbufs * 8192, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         base = addr_of(big)  # never touched: no page is populated
         got = _register(srv, 0, P.URING_BUFRING, 8192, 2, 2 * P.URING_HDR_SIZE, (base, nbufs * 8192), 0)
         ctx.result(name, got == want, f"max_payload_sz {srv.engine.payload_size}, {nbufs} buffers: "

@@ -47,6 +47,8 @@ def mprotect(addr: int, length: int, prot: int) -> None:
 
 def payload_areas(eng) -> list[tuple[int, int]]:  # noqa: ANN001
     """(address, length) of every payload mapping of a ring engine, whatever its transport."""
+    if isinstance(getattr(eng, "payload", None), list):  # bufring: one payload area per queue
+        return [(addr_of(m), len(m)) for m in eng.payload]
     if hasattr(eng, "payload"):  # iovec: one buffer per entry
         return [(eng.payload_addr, len(eng.payload))]
     if hasattr(eng, "pools"):  # bufpool, registered, zero-copy

@@ -91,7 +91,7 @@ def test_two_case_scoped_issues_cover_one_test_together(tmp_path):
                  "- id: whole\n  test: '*whole*'\n  kernel: '7.3'\n  reason: r\n"
                  "- id: c\n  test: '*whole*'\n  kernel: '7.3'\n  reason: r\n  cases: ['*.x']\n")
     issues = known_issues.load(p)
-    both = known_issues.covering(issues, "tests/vm/test_parity.py::test_transport_parity[iovec]", "7.3")
+    both = known_issues.covering(issues, "tests/vm/test_transport_parity.py::test_transport_parity[iovec]", "7.3")
     assert [k.id for k in both] == ["a", "b"]
     cases = tuple(c for k in both for c in k.cases)
     subtests = [{"name": "tp.parity_xattr", "verdict": "FAIL"}, {"name": "tp.parity_reply_length", "verdict": "FAIL"}]
