@@ -42,12 +42,14 @@ _PARAM = re.compile(r"\[([^\]]+)\]$")
 
 def pair_ids(base: dict[str, Any], head: dict[str, Any], pairs: dict[str, str]) -> dict[str, str]:
     """{head nodeid: base nodeid} for head tests whose transport parameter maps to a base
-    transport (only when the base did not run the head's own id: absent, or skipped because
-    its target does not promise that transport)."""
+    transport (only when the head ran it and the base did not run the head's own id: absent,
+    or skipped because its target does not promise that transport; two runs of one target
+    skip the same transports and pair nothing)."""
     out = {}
     for n in head:
         m = _PARAM.search(n)
-        if m and m.group(1) in pairs and (base.get(n) or {}).get("verdict", "SKIP") == "SKIP":
+        ran = (head.get(n) or {}).get("verdict", "SKIP") != "SKIP"
+        if m and ran and m.group(1) in pairs and (base.get(n) or {}).get("verdict", "SKIP") == "SKIP":
             other = n[:m.start()] + f"[{pairs[m.group(1)]}]"
             if other in base:
                 out[n] = other

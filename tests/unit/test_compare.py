@@ -162,3 +162,13 @@ def test_posted_series_pairs_with_the_landed_transport(tmp_path):
     assert "paired across transports (head ~ base): kmbuf ~ bufpool, kmbuf-zero-copy ~ zero-copy (3 tests)" \
         in C.render(r)
     assert C.compare(base, head, pairs={})["paired"] == []
+
+
+def test_two_runs_of_one_target_pair_nothing(tmp_path):
+    """Before/after runs of v7.3: both skip X[kmbuf]; it is not paired with X[bufpool] (which
+    would show the same kernel's PASS -> SKIP as a change)."""
+    cases = [case(f"{T}[bufpool]", "PASS"), case(f"{T}[kmbuf]", "SKIP", reason="target v7.3 does not promise kmbuf")]
+    base = run_folder(tmp_path / "001-v7.3-default", "v7.3", "7.3.4", cases)
+    head = run_folder(tmp_path / "002-v7.3-default", "v7.3", "7.3.4", cases)
+    r = C.compare(base, head)
+    assert r["paired"] == [] and not r["regressions"] and not r["changed"]
