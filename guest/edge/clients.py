@@ -53,6 +53,7 @@ class Client:
                  gate: bool = False) -> None:
         self.name = name
         self.result: dict | None = None
+        self._buf = b""  # the result's bytes read so far
         self.t_start = time.monotonic()
         r, w = os.pipe()
         gr, gw = os.pipe() if gate else (-1, -1)
@@ -95,15 +96,22 @@ class Client:
         ready, _, _ = select.select([self.rfd], [], [], max(0.0, timeout))
         if not ready:
             return None
-        data = b""
+        # The result is whole once it parses: the child may still be exiting (its close() of a
+        # file on the mount sends FLUSH, which only this scenario's own pump can answer), so
+        # waiting for EOF here could wait for the scenario itself.
         while True:
             chunk = os.read(self.rfd, 65536)
             if not chunk:
-                break
-            data += chunk
-        self.result = json.loads(data) if data else {"ok": False, "errno": None,
-                                                      "error": "client died"}
-        return self.result
+                self.result = {"ok": False, "errno": None, "error": "client died"} if not self._buf else \
+                    {"ok": False, "errno": None, "error": f"client died mid-result: {self._buf[:80]!r}"}
+                return self.result
+            self._buf += chunk
+            try:
+                self.result = json.loads(self._buf)
+                return self.result
+            except ValueError:
+                if not select.select([self.rfd], [], [], max(0.0, timeout))[0]:
+                    return None
 
     def done(self) -> bool:
         return self.poll() is not None

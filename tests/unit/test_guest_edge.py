@@ -119,3 +119,32 @@ def test_a_client_verdict_names_a_blocked_client_and_judges_a_finished_one():
     finally:
         for close in ctx.closers:
             close()
+
+
+def test_a_client_result_is_read_without_waiting_for_the_child_to_exit():
+    """A client whose exit blocks (its close() of a file on the mount sends a FLUSH only the
+    scenario can answer) has its result read as soon as it is written: poll() never waits for
+    EOF, which would wait for the scenario itself. Here a grandchild that sleeps keeps the
+    result pipe's write end open for 5 s after the client wrote its result."""
+    import os
+    import time
+
+    from guest.edge.clients import Client
+    from guest.edge.core import Ctx
+
+    def fn() -> str:
+        if os.fork() == 0:  # the grandchild: holds every inherited fd, then goes
+            time.sleep(5)
+            os._exit(0)
+        return "ok"
+
+    c = Client(Ctx("t", ["c"], 30.0), "slow-exit", fn, cpu=None)
+    try:
+        t0 = time.monotonic()
+        out = None
+        while out is None and time.monotonic() - t0 < 10:
+            out = c.poll(0.1)
+        assert out == {**out, "ok": True, "value": "ok"}
+        assert time.monotonic() - t0 < 3
+    finally:
+        c.kill()
