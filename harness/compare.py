@@ -35,8 +35,8 @@ TIMING_FLOOR = 1.0
 #: ...and differ by at least this factor either way.
 TIMING_RATIO = 1.5
 #: Head transport -> the base transport its test ids are compared with when the base run
-#: has no test of that transport: the posted kmbuf series (generation D) against 7.3 (C).
-PAIRS = {"kmbuf": "bufpool", "kmbuf-zero-copy": "zero-copy"}
+#: has no test of that transport: the posted kmbuf (D) and bufring (B) series against 7.3 (C).
+PAIRS = {"kmbuf": "bufpool", "kmbuf-zero-copy": "zero-copy", "bufring": "bufpool"}
 _PARAM = re.compile(r"\[([^\]]+)\]$")
 
 
