@@ -64,7 +64,7 @@ def _time(run: Run) -> str:
         return ""
     phases = [f"{k} {v:.0f}s" for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))]
     overhead = harness_overhead(run.cases)
-    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s",
+    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s (summed over the guests)",
                       *([overhead] if overhead else [])])
 
 
@@ -85,8 +85,25 @@ def _about(k: dict[str, Any]) -> str:
         return ""
 
 
-def _series(k: dict[str, Any]) -> str:
+def _argv_options(meta: dict[str, Any] | None) -> dict[str, str]:
+    """`--name value` and `--name=value` pairs of metadata.json's argv (the run's own command)."""
+    argv, out = [str(a) for a in (meta or {}).get("argv") or []], {}
+    for i, a in enumerate(argv):
+        if a.startswith("--") and "=" in a:
+            name, _, value = a.partition("=")
+            out[name] = value
+        elif a.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            out[a] = argv[i + 1]
+    return out
+
+
+def _series(k: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
+    """The applied series (with its identity); for a run that stopped before its kernel was
+    known, the series its command asked for (from metadata.json's argv), else 'none'."""
     if not k.get("series"):
+        asked = _argv_options(meta).get("--series")
+        if asked:
+            return f"{asked} (not applied: the run stopped before its kernel was built)"
         return "none (base kernel)"
     return f"{k['series']} ({k['series_identity']})" if k.get("series_identity") else str(k["series"])
 
@@ -102,18 +119,29 @@ def _vm(run: Run) -> str:
 
 
 def _failures(run: Run) -> list[str]:
-    out = []
+    """The tests that did not pass, one block each: verdict, id, time; the failure's reason
+    wrapped (at most four lines); findings; the known issues it names (their reasons come once,
+    in the known-issues section). Skipped tests come last, one line per reason with a count."""
+    out, skips = [], {}
     for c in run.not_passing:
+        if c["verdict"] == "SKIP" and not c.get("findings"):
+            skips.setdefault(" ".join((c.get("reason") or "no reason").split()), []).append(c["nodeid"])
+            continue
         secs = f" ({c['seconds']:.1f}s)" if isinstance(c.get("seconds"), (int, float)) else ""
         out.append(f"  {c['verdict']:<8}{_nodeid(c['nodeid'], WIDTH - 10 - len(secs))}{secs}")
-        if c.get("reason"):
-            out.append(_fit("          " + " ".join(c["reason"].split())))
+        known = run.known_for(c["nodeid"])
+        if c.get("reason") and not (known and c["verdict"] in ("XFAIL", "XPASS")):
+            out += textwrap.wrap(" ".join(c["reason"].split()), WIDTH, initial_indent=" " * 10,
+                                 subsequent_indent=" " * 10, max_lines=4, placeholder=" [...]")
         if c.get("vm_outcome"):
             out.append(_fit(f"          guest: {c['vm_outcome']}"))
         for f in c.get("findings") or []:
             out.append(_fit(f"          finding: {f.get('fingerprint')}"))
-        for k in run.known_for(c["nodeid"]):
+        for k in known:
             out.append(_fit(f"          known issue: {k.id}"))
+    for reason, ids in sorted(skips.items(), key=lambda kv: -len(kv[1])):
+        out += textwrap.wrap(f"SKIP    {len(ids)} test(s): {reason}", WIDTH, initial_indent="  ",
+                             subsequent_indent=" " * 10)
     return out
 
 
@@ -203,15 +231,21 @@ def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     run = load(Path(run_dir), known_issues)
     k = run.kernel
     lines = [_fit(f"fuse-harness {run.meta.get('harness_version', '')} run {run.path.name}: {run.status}"), ""]
-    lines += _field("kernel", f"{k.get('kernel_release', '?')} ({k.get('target', '?')}/{k.get('profile', '?')})")
+    asked = _argv_options(run.meta)
+    lines += _field("kernel", f"{k.get('kernel_release', '?')} ({k.get('target') or asked.get('--target', '?')}/"
+                              f"{k.get('profile') or asked.get('--profile', '?')})")
     lines += _field("tested", _about(k))
     lines += _field("source", _source(k))
-    lines += _field("series", _series(k))
+    lines += _field("series", _series(k, run.meta))
     lines += _field("config", _config(run))
     lines += _field("compiler", k.get("compiler"))
     lines += _field("vm", _vm(run))
     lines += _field("results", _counts(run))
     lines += _field("time", _time(run))
+    if run.meta.get("error") and not run.cases:
+        lines += ["", "Stopped before any test:"]
+        lines += textwrap.wrap(" ".join(str(run.meta["error"]).split()), WIDTH, initial_indent="  ",
+                               subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
     bad = _failures(run)
     if bad:
         lines += ["", "Not passing (or with kernel log findings):", *bad]
@@ -245,7 +279,7 @@ def render_0day(run_dir: Path, known_issues: Path | None = None) -> str:
     lines.append("")
     lines += _field("tree", _source(k) or "?")
     lines += _field("base", k.get("kernel_release"))
-    lines += _field("series", _series(k))
+    lines += _field("series", _series(k, run.meta))
     fb = (run.bisect or {}).get("first_bad") or {}
     if fb.get("commit"):
         lines += _field("commit", f"{fb['commit'][:12]} (\"{fb.get('subject', '')}\")")

@@ -304,3 +304,19 @@ def test_a_run_on_a_kept_guest_says_it_did_not_boot(tmp_path: Path, known: Path)
     text = render_text(folder, known)
     assert "a kept guest (no boot)" in text and "boot 0" not in text
     assert "none: a kept guest" in render_html(folder, known).read_text()
+
+
+def test_a_run_stopped_by_its_series_names_the_series_and_the_error(tmp_path: Path) -> None:
+    """A series that did not apply: no kernel, no tests; the text names the series the command
+    asked for and why the run stopped (it said 'series: none (base kernel)' before)."""
+    run = tmp_path / "002-v7.2-default"
+    run.mkdir()
+    (run / "metadata.json").write_text(json.dumps({
+        "argv": ["pytest", "tests/vm", "--target", "v7.2", "--profile", "default", "--series", "mbox:x/posted-v4.mbx"],
+        "error": 'series posted-v4/local: patch 01/25 "io_uring/kbuf: refactor" does not apply: io_uring/kbuf.c hunk #1',
+        "status": "FAIL"}))
+    (run / "summary.json").write_text(json.dumps({"cases": [], "exitstatus": 4}))
+    text = render_text(run, tmp_path / "none.yaml")
+    assert "kernel:   ? (v7.2/default)" in text
+    assert "series:   mbox:x/posted-v4.mbx (not applied" in text and "none (base kernel)" not in text
+    assert "Stopped before any test:" in text and "patch 01/25" in text and "io_uring/kbuf.c hunk #1" in text
