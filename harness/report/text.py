@@ -64,8 +64,8 @@ def _time(run: Run) -> str:
         return ""
     phases = [f"{k} {v:.0f}s" for k, v in (run.meta.get("durations") or {}).items() if isinstance(v, (int, float))]
     overhead = harness_overhead(run.cases)
-    return ", ".join([*phases, f"tests {sum(float(c.get('seconds') or 0) for c in run.cases):.0f}s (summed over the guests)",
-                      *([overhead] if overhead else [])])
+    tests = sum(float(c.get("seconds") or 0) for c in run.cases)
+    return ", ".join([*phases, f"tests {tests:.0f}s (summed over the guests)", *([overhead] if overhead else [])])
 
 
 def _source(k: dict[str, Any]) -> str:

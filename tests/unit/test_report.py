@@ -313,7 +313,7 @@ def test_a_run_stopped_by_its_series_names_the_series_and_the_error(tmp_path: Pa
     run.mkdir()
     (run / "metadata.json").write_text(json.dumps({
         "argv": ["pytest", "tests/vm", "--target", "v7.2", "--profile", "default", "--series", "mbox:x/posted-v4.mbx"],
-        "error": 'series posted-v4/local: patch 01/25 "io_uring/kbuf: refactor" does not apply: io_uring/kbuf.c hunk #1',
+        "error": 'series posted-v4/local: patch 01/25 "io_uring/kbuf: x" does not apply: io_uring/kbuf.c hunk #1',
         "status": "FAIL"}))
     (run / "summary.json").write_text(json.dumps({"cases": [], "exitstatus": 4}))
     text = render_text(run, tmp_path / "none.yaml")
