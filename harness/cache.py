@@ -82,7 +82,7 @@ def exclusive(name: str, what: str) -> Iterator[None]:
 
 def lock_path(kind: str, identity: str) -> Path:
     """<cache>/locks/<kind>-<name>.lock for one thing in the cache that more than one process can
-    create (a source tree, a scratch repository, a bisect workspace): the readable part of
+    create (a source tree): the readable part of
     identity and a hash of all of it, so two identities never share a lock."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return cache_root() / "locks" / f"{kind}-{safe_name(identity)[:60]}-{digest}.lock"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.cache import locked
+from harness.cache import locked, write_json_atomic
 from harness.errors import SeriesError
 
 from . import gitops
@@ -153,7 +152,7 @@ def _apply_in(run: Path, chain: list[SeriesSpec], spec: SeriesSpec, onto: _Onto,
     timings["am"] = round(time.monotonic() - t0, 2)
     head = gitops.git("-C", str(tree), "rev-parse", "HEAD").stdout.strip()
     done = AppliedSeries(spec, tree, onto.commit, head, tuple(results), am_log, key, onto.source_id, False, timings)
-    _write_json(result, {"ok": True, **done.to_dict()})
+    write_json_atomic(result, {"ok": True, **done.to_dict()})
     n_ok = sum(r.status == APPLIED for r in results)
     log.info("series %s: %d/%d patches applied, head %s (%s)", spec.ref, n_ok, len(results), head[:12], tree)
     return done
@@ -233,7 +232,7 @@ def _am_all(
         results += [
             PatchResult(m, p.subject, p.origin, NOT_APPLIED, None, ss.ref) for m, (ss, p) in enumerate(files[n:], n + 1)
         ]
-        _write_json(
+        write_json_atomic(
             run / "result.json",
             {
                 "ok": False,
@@ -326,12 +325,6 @@ def _reuse(spec: SeriesSpec, run: Path, key: str, sid: str) -> AppliedSeries | N
     return AppliedSeries(
         spec, tree, data["base_commit"], head, patches, run / "am.log", key, sid, True, data.get("seconds", {})
     )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _safe(ref: str) -> str:
