@@ -191,7 +191,7 @@ def _obtain(cfg: pytest.Config, target: hcfg.Target, profile: str, run_dir: Path
                        built_stamp=built_stamp(cfg))
     except HarnessError as exc:
         cfg.stash[state.META].update(status="ERROR", error=str(exc))
-        stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code)
+        stop_session(request, f"fuse-harness: cannot build the kernel: {exc}", exc.exit_code, cfg)
     hand_over_build(cfg, k.built.build_dir)
     (run_dir / "kernel.config").write_text(k.built.config.read_text())
     cfg.stash[state.META].update(kernel=k.describe())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -80,16 +81,34 @@ def distributing(config: pytest.Config) -> bool:
     return worker_id(config) is None and config.pluginmanager.getplugin("dsession") is not None
 
 
-def stop_session(request: pytest.FixtureRequest | None, message: str, returncode: int) -> NoReturn:
+def stop_session(request: pytest.FixtureRequest | None, message: str, returncode: int,
+                 config: pytest.Config | None = None) -> NoReturn:
     """End the session for an infrastructure error (no kernel, no guest): pytest.exit, except
     in an xdist worker, where an exit would be an INTERNALERROR in the controller. There the
     worker stops after this test, which fails with the message (the controller prints it,
     and metadata.json gets it as "error"). request is None outside a fixture (the controller's
-    own build): always pytest.exit."""
+    own build): always pytest.exit.
+
+    Before pytest.exit the message is printed as plain `E: ` lines on stderr (what the CLI
+    prints for bad input), so it is not only inside pytest's `!!! Exit !!!` banner."""
     if request is None or worker_id(request.config) is None:
-        pytest.exit(message, returncode=returncode)
+        _print_error(config or (request.config if request is not None else None), message)
+        pytest.exit(message.splitlines()[0], returncode=returncode)
     request.session.shouldstop = message
     pytest.fail(message, pytrace=False)
+
+
+def _print_error(config: pytest.Config | None, message: str) -> None:
+    """message as `E: ` lines on the real stderr (outside pytest's capture)."""
+    capman = config.pluginmanager.getplugin("capturemanager") if config is not None else None
+    if capman is not None:
+        capman.suspend_global_capture(in_=False)
+    try:
+        for line in message.splitlines():
+            print(f"E: {line}", file=sys.stderr, flush=True)
+    finally:
+        if capman is not None:
+            capman.resume_global_capture()
 
 
 def reaches_vm_tests(config: pytest.Config) -> bool:
