@@ -47,7 +47,9 @@ def test_command_line_repeats_the_options() -> None:
     args = p.parse_args(["--target", "v7.3", "--file", "fs/fuse/dev_uring.c", "--function", "f", "-k", "bufpool"])
     assert command_line(args) == ["fuse-harness", "mutate", "--target", "v7.3", "--profile", "default", "--file",
                                   "fs/fuse/dev_uring.c", "--function", "f", "--max", "30", "--seed", "1",
-                                  "--mutant-timeout", "900", "-k", "bufpool"]
+                                  "-k", "bufpool"]
+    args = p.parse_args(["--target", "v7.3", "--file", "f.c", "--mutant-timeout", "600", "--no-baseline"])
+    assert command_line(args)[-3:] == ["--mutant-timeout", "600", "--no-baseline"]
 
 
 def test_report_has_a_mutants_table(tmp_path: Path) -> None:
