@@ -14,11 +14,12 @@ It answers three questions a mutant's verdict depends on:
 3. How long does each test take on a clean pass? Those seconds order the mutants' tests
    (harness.mutate.order: quick ones first).
 
-Cached in <workspace>/baselines/<key>.json, the key made of the target, profile, tree head,
--k, -n, accelerator and the suite's fingerprint (the text of tests/vm/, tests/conftest.py,
-guest/, harness/plugin/ and known-issues.yaml): another function or seed of the same tree
-reuses it; an edit of the suite measures again. A file: {"key": {...}, "seconds": T, "tests": {node id: seconds},
-"run": the session's run folder, "measured_at": ISO time}.
+Cached in <workspace>/baselines/<key>.json, the key made of the target (the workspace's
+target.yaml: source, kconfig, promises), profile, tree head, -k, -n, accelerator and the
+suite's fingerprint (the text of tests/vm/, tests/conftest.py, guest/, harness/plugin/ and
+known-issues.yaml): another function or seed of the same tree reuses it; an edit of the suite
+measures again. A file: {"key": {...}, "seconds": T, "tests": {node id: seconds}, "run": the
+session's run folder, "measured_at": ISO time}.
 """
 
 from __future__ import annotations

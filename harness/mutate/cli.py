@@ -203,7 +203,7 @@ def _bound(args: argparse.Namespace, opts: dict, evaluator, ws, run_dir: Path) -
     base = None
     if not args.no_baseline:
         store = bl.Store(ws.root / "baselines", {
-            "target": str(evaluator.target_file), "profile": args.profile, "head": ws.head, "k": args.k,
+            "target": evaluator.target_file.read_text(), "profile": args.profile, "head": ws.head, "k": args.k,
             "jobs": opts["jobs"], "accel": args.accel, "suite": bl.fingerprint(config.REPO)})
         base = store.load()
         if base is not None:

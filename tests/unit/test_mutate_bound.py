@@ -156,6 +156,7 @@ def test_the_campaign_runs_the_baseline_once_and_derives_the_bound(tmp_path: Pat
             runs.append(folder)
             return bl.Baseline(SUITE_SECONDS, {"t::a": 20.0}, str(folder), "now")
 
+    (tmp_path / "target.yaml").write_text("name: v7.3\nsource: path:/tree\nkconfig: []\n")
     ev = Measured(tmp_path / "target.yaml", "default", tmp_path / "build", tmp_path / "mutants",
                   lg.Ledger(tmp_path / "ledgers", {}))
     ws = SimpleNamespace(root=tmp_path / "ws", head="abc")
@@ -168,6 +169,9 @@ def test_the_campaign_runs_the_baseline_once_and_derives_the_bound(tmp_path: Pat
     again = cli._bound(args, opts, ev, ws, tmp_path / "run2")  # same tree and suite: the cached one
     assert runs == [tmp_path / "run1" / "baseline"] and again["baseline"]["cached"]
     assert cli._bound(args, {**opts, "timeout": 300.0}, ev, ws, tmp_path / "run3")["timeouts_count"] is False
+    (tmp_path / "target.yaml").write_text("name: v7.3\nsource: path:/tree\nkconfig: [KASAN]\n")
+    cli._bound(args, opts, ev, ws, tmp_path / "run5")  # another kernel config: measured again
+    assert runs[-1] == tmp_path / "run5" / "baseline" and len(runs) == 2
     args.no_baseline = True
     plain = cli._bound(args, opts, ev, ws, tmp_path / "run4")
     assert (plain["bound"], plain["timeouts_count"], plain["baseline"]) == (bl.DEFAULT_BOUND, False, None)
