@@ -27,6 +27,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None, help="seed for the fsx case")
     c.add_argument("--fsx-ops", type=int, default=300)
     c.add_argument("--case-timeout", type=float, default=120.0)
+    c.add_argument("--stop-at-first-failure", action="store_true",
+                   help="after the first failing case every later line is SKIP 'stopped at first failure' "
+                        "(the host's pytest -x: the verdict is given, the rest would only cost time)")
+    c.add_argument("--known-failing", nargs="+", default=[], metavar="PATTERN",
+                   help="fnmatch patterns of case names a known issue makes fail: their failure does not "
+                        "stop the run (e.g. '*.fsx')")
     c.add_argument("--keep", action="store_true", help="keep the work dir under /tmp")
     c.add_argument("--list", action="store_true", help="list case names and exit")
     sub.add_parser("probe", help="print what the running kernel offers (JSON)")

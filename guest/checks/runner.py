@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import random
 import shutil
@@ -10,6 +11,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 
 from guest import ZERO_COPY
 from guest import mount as M
@@ -25,6 +27,8 @@ CASES = [io_cases.smoke, io_cases.io_sizes, io_cases.io_unaligned, io_cases.io_t
          stress_cases.per_cpu_clients, stress_cases.fsx, stress_cases.fio,
          pool_cases.pool_starvation]
 ZC_CASES = [zc_cases.zero_copy_unprivileged_eperm]
+#: The reason of every line after the first failure under --stop-at-first-failure.
+STOPPED = "stopped at first failure"
 
 
 def select(transport: str, only: list[str] | None) -> list:
@@ -63,6 +67,37 @@ def run_case(fn: object, ctx: Ctx, timeout: float) -> tuple[str, str, float]:
         abandoned.set()
         return "timeout", f"no result after {timeout:.0f}s", time.monotonic() - t0
     return (*result[0], time.monotonic() - t0)
+
+
+def run_cases(cases: list, ctx: Ctx, k: Ktap, timeout: float, log_tail: Callable[[int], str],
+              stop_unless: list[str] | None = None) -> bool:
+    """Run the client cases in order, one KTAP line each; True when they stopped early.
+
+    A case that times out aborts the mount: every later case is SKIP "mount aborted after a
+    timeout". With `stop_unless` (a list, maybe empty: `--stop-at-first-failure`), the first
+    case that fails, errs or times out also stops the run, unless its name matches one of
+    those fnmatch patterns (`--known-failing`: the cases a known issue makes fail, which must
+    not hide the cases after them); every later case is SKIP "stopped at first failure"."""
+    skip_why = ""
+    for c in cases:
+        name = f"{ctx.transport}.{c.__name__}"
+        if skip_why:
+            k.result(name, SKIP, skip_why)
+            continue
+        status, reason, secs = run_case(c, ctx, timeout)
+        if status == "timeout":
+            k.diag(f"{name}: timed out; aborting the connection; server log: {log_tail(5)}")
+            M.teardown(ctx.mnt)
+            skip_why = "mount aborted after a timeout"
+        elif status == FAIL:
+            k.diag(f"{name}: {reason}")
+        k.diag(f"{name}: {secs:.2f}s")
+        k.result(name, status, reason if status != FAIL else "")
+        if (stop_unless is not None and status in (FAIL, "error", "timeout")
+                and not any(fnmatch.fnmatchcase(name, p) for p in stop_unless)):
+            k.diag(f"{name}: first failure: the remaining cases are not run (--stop-at-first-failure)")
+            skip_why = STOPPED
+    return skip_why == STOPPED
 
 
 def server_args(args: argparse.Namespace, backend: str, backing: str | None) -> list[str]:
@@ -136,24 +171,17 @@ def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks
         return k.exit_code()
     k.diag(f"server ready: uring={ready['uring']} init.minor="
            f"{ready['init'].get('negotiated_minor')} generation={ready['generation']}")
-    aborted = False
     t_cases = time.monotonic()
-    for c in cases:
-        name = f"{t}.{c.__name__}"
-        if aborted:
-            k.result(name, SKIP, "mount aborted after a timeout")
-            continue
-        status, reason, secs = run_case(c, ctx, args.case_timeout)
-        if status == "timeout":
-            k.diag(f"{name}: timed out; aborting the connection; server log: "
-                   f"{srv.log_tail(5)}")
-            M.teardown(ctx.mnt)
-            aborted = True
-        elif status == FAIL:
-            k.diag(f"{name}: {reason}")
-        k.diag(f"{name}: {secs:.2f}s")
-        k.result(name, status, reason if status != FAIL else "")
+    stopped = run_cases(cases, ctx, k, args.case_timeout, srv.log_tail,
+                        args.known_failing if args.stop_at_first_failure else None)
     elapsed = time.monotonic() - t_cases
+    if stopped:  # the verdict is given: abort the mount (the server exits at once), no more lines
+        M.teardown(ctx.mnt)
+        srv.stop()
+        for name in [f"{t}.counters.{c.__name__}" for c in checks] + [f"{t}.server_exit", f"{t}.no_leaks"]:
+            k.result(name, SKIP, STOPPED)
+        k.totals()
+        return k.exit_code()
     rc = srv.stop()
     counters = srv.counters()
     if counters:

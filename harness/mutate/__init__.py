@@ -6,9 +6,10 @@
     scope      series-added lines or a file/function; the seeded sample
     guard      apply a mutant and always restore (finally, signals, a recovery journal)
     workspace  the private tree, its pinned build folder, the derived target
-    ledger     records, resume, test order, outcome classification
+    ledger     records, resume, the catchers of earlier mutants, outcome classification
+    baseline   the suite on the unmutated tree: must pass; bounds each mutant; times its tests
     drive      the loop and the kernel evaluator (build + one pytest session per mutant)
-    order      the pytest plugin that puts likely catchers first
+    order      the pytest plugin: likely catchers first, then quick tests first
     cli        the subcommand
 """
 

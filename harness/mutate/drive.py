@@ -3,11 +3,13 @@
 `loop()` is the tree-and-ledger part (used as is by the unit tests with a stand-in
 evaluator); `KernelEvaluator` is the kernel part: an incremental build in the workspace's
 pinned build folder (a compile error: "discarded: does not compile") and one pytest session
-of the VM tests (or -k) with `-x`, the tests most likely to catch it first
-(harness.mutate.order), bounded per mutant. Cost per mutant here: the build (13-33 s for one
-file, plus the previous mutant's file rebuilt), a guest boot (30-60 s under TCG), then the
-tests up to the first failure (a caught mutant 1-4 min) or all of them (a survivor: the whole
-suite, 5-6 min).
+of the VM tests (or -k) with `-x` (the guest checks then stop at their first failing case
+too: harness.plugin.state.guest_stop_args), the tests most likely to catch it first, quick
+ones first (harness.mutate.order), bounded per mutant (harness.mutate.baseline.bound_of the
+clean suite's time). Cost per mutant here: the build (13-33 s for one file, plus the previous
+mutant's file rebuilt), a guest boot (30-60 s under TCG), then the tests up to the first
+failure (a caught mutant) or all of them (a survivor: the whole suite, as long as the clean
+baseline).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from pathlib import Path
 from harness import config
 from harness.errors import BuildError, InfraError
 from harness.log import fmt_duration
+from harness.mutate import baseline as bl
 from harness.mutate import ledger as lg
 from harness.mutate.guard import Journal, applied, interruptible
 from harness.mutate.operators import Mutant
-from harness.mutate.order import FIRST_ENV  # the JSON file of node ids to run first
+from harness.mutate.order import PLAN_ENV  # the JSON plan of the test order
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,13 @@ class KernelEvaluator:
     k: str | None = None
     jobs: int | str = 0
     accel: str | None = None
-    timeout: float = 900.0
+    #: seconds a mutant's session may take (the cli sets it from the baseline: bl.bound_of)
+    timeout: float = bl.DEFAULT_BOUND
+    #: clean seconds per test node id (the baseline's, then tests first seen passing in a
+    #: mutant's session): the order's measure of a test's cost
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the note of a "timeout" record (what the bound was, whether it counts as caught)
+    timeout_note: str = ""
 
     def build(self) -> float:
         """Build the tree as it is (the baseline before any mutant): seconds taken."""
@@ -126,14 +135,23 @@ class KernelEvaluator:
                     "build_seconds": round(time.monotonic() - start, 1)}
         built = round(time.monotonic() - start, 1)
         folder = self.results / m.id
-        folder.mkdir(parents=True, exist_ok=True)
-        first = folder / "first-tests.json"
-        first.write_text(json.dumps(lg.first_tests(self.ledger.history(), m)))
-        rc, timed_out = self._pytest(folder, first)
+        rc, timed_out, _ = self.session(folder, {"catchers": lg.catchers(self.ledger.history(), m),
+                                                 "seconds": self.seconds}, self.timeout)
         summary, run = _session_result(folder)
+        for node, secs in lg.clean_seconds(summary).items():  # the baseline's measure stays
+            self.seconds.setdefault(node, secs)
         outcome, caught_by, note = lg.outcome_of(summary, rc, timed_out)
+        if outcome == lg.TIMEOUT and self.timeout_note:
+            note = self.timeout_note
         return {"outcome": outcome, "caught_by": caught_by, "note": note, "build_seconds": built,
                 "run": str(run or folder)}
+
+    def baseline(self, folder: Path) -> bl.Baseline:
+        """Run the suite on the tree as it is (unmutated, built): bl.judge's Baseline, or
+        InfraError naming the test that fails without a mutant."""
+        rc, timed_out, seconds = self.session(folder, {"catchers": {}, "seconds": {}}, bl.BASELINE_BOUND)
+        summary, run = _session_result(folder)
+        return bl.judge(summary, rc, timed_out, seconds, run or folder)
 
     def argv(self, folder: Path) -> list[str]:
         argv = [sys.executable, "-m", "pytest", "tests/vm", "-x", "-p", "no:cacheprovider",
@@ -143,22 +161,28 @@ class KernelEvaluator:
         argv += ["-n", str(self.jobs)] if self.jobs else []
         return argv + (["--accel", self.accel] if self.accel else [])
 
-    def _pytest(self, folder: Path, first: Path) -> tuple[int | None, bool]:
-        """Run the session (its own process group); SIGTERM, then SIGKILL, at the bound or on
-        an interrupt of ours. (returncode, timed out)."""
+    def session(self, folder: Path, plan: dict, bound: float) -> tuple[int | None, bool, float]:
+        """One pytest session into `folder`, its tests ordered by `plan` (folder/order.json;
+        the order used lands in order.json.order.txt), its own process group; SIGTERM, then
+        SIGKILL, at `bound` seconds or on an interrupt of ours. (returncode, timed out, wall
+        seconds)."""
         from harness.kernel import BUILD_DIR_ENV
         from harness.vm.kept import KEPT_VM_ENV
 
-        env = dict(os.environ, **{BUILD_DIR_ENV: str(self.build_dir), FIRST_ENV: str(first), KEPT_VM_ENV: "0"})
+        folder.mkdir(parents=True, exist_ok=True)
+        plan_file = folder / "order.json"
+        plan_file.write_text(json.dumps(plan, indent=1, sort_keys=True))
+        env = dict(os.environ, **{BUILD_DIR_ENV: str(self.build_dir), PLAN_ENV: str(plan_file), KEPT_VM_ENV: "0"})
+        start = time.monotonic()
         with (folder / "pytest.log").open("w") as out:
             proc = subprocess.Popen(self.argv(folder), cwd=config.REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
-                return proc.wait(timeout=self.timeout), False
+                return proc.wait(timeout=bound), False, time.monotonic() - start
             except subprocess.TimeoutExpired:
-                out.write(f"\nfuse-harness mutate: stopped after {self.timeout:.0f}s\n")
+                out.write(f"\nfuse-harness mutate: stopped after {bound:.0f}s\n")
                 _stop(proc)
-                return proc.returncode, True
+                return proc.returncode, True, time.monotonic() - start
             except BaseException:
                 _stop(proc)
                 raise
@@ -188,7 +212,7 @@ def _session_result(folder: Path) -> tuple[dict | None, Path | None]:
     return None, None
 
 
-def check_baseline(evaluator: KernelEvaluator) -> float:
+def check_builds(evaluator: KernelEvaluator) -> float:
     """The unmutated tree must build; InfraError (exit 3) otherwise: every mutant would be
     "discarded" for a reason of its own."""
     try:

@@ -2,7 +2,7 @@
 
 A ledger (JSON, one per scope/seed/-k/tree head in the workspace's ledgers/) maps a mutant id
 to its record; a rerun with the same key skips the mutants it holds. Records of every ledger
-in the folder also order the next mutant's tests (`first_tests`).
+in the folder also order the next mutant's tests (`catchers`).
 
 A record: {"id", "operator", "file", "line", "location" ("file:line"), "function", "diff",
 "outcome" (caught | survived | discarded | timeout | error), "caught_by" (pytest node id or
@@ -57,19 +57,28 @@ class Ledger:
         return out
 
 
-def first_tests(history: list[dict], mutant: Mutant) -> list[str]:
-    """Test node ids to run first for `mutant`, most likely to catch it first: those that
-    caught earlier mutants of the same function (weight 100 each), of the same file (10), of
-    any code (1). Nothing else is used (no kernel coverage): cheap, and it learns as a run goes."""
-    score: Counter[str] = Counter()
+def catchers(history: list[dict], mutant: Mutant) -> dict[str, list[int]]:
+    """{test node id: [tier, catches]} for `mutant` (harness.mutate.order runs them first):
+    tier 0 for a test that caught earlier mutants of the same function (catches: how many),
+    1 for one that caught mutants of the same file only. Catches elsewhere do not count. Only
+    the ledgers' records are used (no kernel coverage): cheap, and it learns as a run goes."""
+    tiers: dict[str, dict[int, int]] = {}
     for r in history:
         test = r.get("caught_by")
-        if r.get("outcome") != CAUGHT or not test:
+        if r.get("outcome") != CAUGHT or not test or r.get("file") != mutant.file:
             continue
-        same_file = r.get("file") == mutant.file
-        score[test] += 100 if same_file and mutant.function and r.get("function") == mutant.function \
-            else 10 if same_file else 1
-    return [t for t, _ in sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))]
+        tier = 0 if mutant.function and r.get("function") == mutant.function else 1
+        counts = tiers.setdefault(test, {})
+        counts[tier] = counts.get(tier, 0) + 1
+    return {t: [min(c), c[min(c)]] for t, c in sorted(tiers.items())}
+
+
+def clean_seconds(summary: dict | None) -> dict[str, float]:
+    """{node id: seconds} of the tests of a session's summary.json that passed, skipped or
+    failed as a known issue expects (PASS, SKIP, XFAIL): durations of a clean run, for the
+    order. A test that failed took its failure's time, which says nothing of its clean one."""
+    return {c["nodeid"]: float(c.get("seconds") or 0.0) for c in (summary or {}).get("cases", [])
+            if c.get("verdict") in ("PASS", "SKIP", "XFAIL") and c.get("nodeid")}
 
 
 def outcome_of(summary: dict | None, returncode: int | None, timed_out: bool) -> tuple[str, str | None, str]:
@@ -97,8 +106,11 @@ def diff_of(text: str, mutant: Mutant) -> str:
     return "".join(difflib.unified_diff(before, after, f"a/{mutant.file}", f"b/{mutant.file}", n=1))
 
 
-def counts(records: list[dict]) -> dict:
-    """Outcome counts and the score: caught / (caught + survived + timeout), None without any."""
+def counts(records: list[dict], timeouts_caught: bool | None = False) -> dict:
+    """Outcome counts and the score: caught / (caught + survived + timeout), None without any;
+    with `timeouts_caught` (a clean baseline passed well within the bound:
+    harness.mutate.baseline.timeouts_count) a timeout counts as caught too."""
     c = Counter(r["outcome"] for r in records)
     judged = c[CAUGHT] + c[SURVIVED] + c[TIMEOUT]
-    return {**{o: c[o] for o in OUTCOMES}, "score": round(c[CAUGHT] / judged, 3) if judged else None}
+    found = c[CAUGHT] + (c[TIMEOUT] if timeouts_caught else 0)
+    return {**{o: c[o] for o in OUTCOMES}, "score": round(found / judged, 3) if judged else None}

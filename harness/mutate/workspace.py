@@ -11,6 +11,8 @@
                                 series' promises added (the test sessions read it)
         journal.json            the mutant in flight (harness.mutate.guard)
         ledgers/                finished mutants per scope, seed and -k (resume, test order)
+        baselines/              clean runs of the suite per tree head, -k and suite text
+                                (harness.mutate.baseline: pass, time bound, test times)
         lock                    one run per workspace
 """
 

@@ -59,3 +59,16 @@ def rerun_values(cfg: pytest.Config) -> dict[str, str | None]:
     return {"target": target_name(cfg) or hcfg.DEFAULT_TARGET, "profile": profile_name(cfg),
             "source": opt(cfg, "source", env="FUSE_HARNESS_SOURCE"),
             "series": opt(cfg, "series", env="FUSE_HARNESS_SERIES"), "accel": opt(cfg, "accel")}
+
+
+def guest_stop_args(item: pytest.Item) -> list[str]:
+    """`python3 -m guest check` options for a guest suite that `item` runs: under pytest's -x
+    (--maxfail 1: `fuse-harness mutate` runs so) the session stops at its first failing test,
+    so the guest suite stops at its first failing case too (--stop-at-first-failure: the later
+    ones would only cost time, each waiting out its timeouts, for a verdict already given),
+    except after a case a known issue of this test makes fail (--known-failing PATTERN...:
+    those fail as expected, and the cases after them must still run). [] without -x."""
+    if item.config.getoption("maxfail", 0) != 1:
+        return []
+    known = list(item.stash.get(KNOWN_CASES, ()))
+    return ["--stop-at-first-failure", *(["--known-failing", *known] if known else [])]

@@ -47,7 +47,9 @@ def test_command_line_repeats_the_options() -> None:
     args = p.parse_args(["--target", "v7.3", "--file", "fs/fuse/dev_uring.c", "--function", "f", "-k", "bufpool"])
     assert command_line(args) == ["fuse-harness", "mutate", "--target", "v7.3", "--profile", "default", "--file",
                                   "fs/fuse/dev_uring.c", "--function", "f", "--max", "30", "--seed", "1",
-                                  "--mutant-timeout", "900", "-k", "bufpool"]
+                                  "-k", "bufpool"]
+    args = p.parse_args(["--target", "v7.3", "--file", "f.c", "--mutant-timeout", "600", "--no-baseline"])
+    assert command_line(args)[-3:] == ["--mutant-timeout", "600", "--no-baseline"]
 
 
 def test_report_has_a_mutants_table(tmp_path: Path) -> None:
@@ -68,3 +70,21 @@ def test_report_has_a_mutants_table(tmp_path: Path) -> None:
     html = render_html(tmp_path).read_text()
     assert '<h2 id="mutants">Mutants</h2>' in html and "SURVIVED" in html and "score 50%" in html
     assert "tests/vm/test_transports.py::test_io[bufpool]" in html and "fuse_uring_req_end(ent, req, err" in html
+    assert "score = caught / (caught + survived + timeout)" in html  # a mutants.json without its own legend
+
+
+def test_report_says_a_timeout_counts_after_a_clean_baseline(tmp_path: Path) -> None:
+    from harness.mutate import baseline as bl
+    from harness.report import render_html
+
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "DONE", "argv": ["fuse-harness", "mutate"]}))
+    (tmp_path / "mutants.json").write_text(json.dumps({
+        "target": "v7.3", "scope": {"kind": "file", "text": "fs/fuse/dev_uring.c"}, "seed": 1, "candidates": 1,
+        "stopped": "done", "bound": 495.0, "timeouts_count": True, "score_rule": bl.score_rule(330.0, 495.0),
+        "counts": {"caught": 0, "survived": 0, "timeout": 1, "discarded": 0, "error": 0, "score": 1.0},
+        "mutants": [{"id": "0a1b2c3d4e", "operator": "call-drop", "location": "fs/fuse/dev_uring.c:900",
+                     "function": "fuse_uring_commit", "diff": "-\tspin_unlock(&queue->lock);\n", "outcome": "timeout",
+                     "caught_by": None, "note": "no verdict within 495 s", "seconds": 560.0}]}))
+    html = render_html(tmp_path).read_text()
+    assert "timeout (caught)" in html and "score 100%" in html
+    assert "suite passed in 330 s, so the mutant hung or slowed the kernel: a detection" in html

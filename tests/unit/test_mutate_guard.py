@@ -165,24 +165,6 @@ def test_loop_stops_on_budget_and_on_repeated_errors(tree: Path, tmp_path: Path)
     assert lg.Ledger(tmp_path / "b", {}).records == {}  # errors are tried again next time
 
 
-def test_first_tests_prefer_the_same_function_then_file() -> None:
-    from harness.mutate.operators import Mutant
-
-    m = Mutant("fs/fuse/dev_uring.c", 10, "relop", 0, 1, "<", "<=", "fuse_uring_commit")
-    hist = [{"outcome": "caught", "caught_by": "t::any", "file": "fs/fuse/dev.c", "function": "x"},
-            {"outcome": "caught", "caught_by": "t::any", "file": "fs/fuse/inode.c", "function": "y"},
-            {"outcome": "caught", "caught_by": "t::file", "file": m.file, "function": "other"},
-            {"outcome": "caught", "caught_by": "t::func", "file": m.file, "function": m.function},
-            {"outcome": "survived", "caught_by": None, "file": m.file, "function": m.function}]
-    assert lg.first_tests(hist, m) == ["t::func", "t::file", "t::any"]
-
-
-def test_order_plugin_moves_the_first_tests_to_the_front() -> None:
-    from harness.mutate.order import front
-
-    assert front(["a", "b", "c", "d"], ["d", "zz", "b"]) == [3, 1, 0, 2]
-
-
 @pytest.mark.parametrize(("summary", "rc", "timed_out", "expected"), [
     ({"cases": [{"nodeid": "t::a", "verdict": "PASS"}, {"nodeid": "t::b", "verdict": "FAIL"}]}, 1, False,
      (lg.CAUGHT, "t::b")),

@@ -5,8 +5,12 @@ The mutant drops the `flags` operand of fuse_uring_add_bufpool's argument check
 bug of the canary patch (patches/canary/add-bufpool-flags), which
 test_add_bufpool_rejects_flags catches. The run must build it incrementally in the mutate
 workspace's pinned build folder, name that test as the catcher, restore the private tree
-(no journal left, `git status` clean, HEAD back) and write mutants.json and report.html.
-Slow: one incremental build (a full warm-ccache build the first time) and one guest boot.
+(no journal left, `git status` clean, HEAD back) and write mutants.json and report.html. Before
+the mutant, the same -k passes on the unmutated tree (the clean baseline, cached per tree head
+and suite), which bounds the mutant's session; the mutant's tests ran in the order the plan
+explains (order.json.order.txt).
+Slow: one incremental build (a full warm-ccache build the first time) and two guest boots (one
+when the baseline is cached).
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ def test_mutate_catches_the_dropped_flags_check(pytestconfig: pytest.Config, tmp
     assert (rec["id"], rec["outcome"], rec["caught_by"]) == (mutant, "caught", NODE), rec
     assert "-\tif (!ring || qid >= ring->nr_queues || flags)" in rec["diff"]
     assert data["counts"]["caught"] == 1 and data["counts"]["score"] == 1.0
+    base = data["baseline"]
+    assert base["seconds"] > 0 and NODE in base["tests"], base
+    assert data["bound"] >= base["seconds"] + 120 and data["timeouts_count"] is True
+    assert NODE in (run / "mutants" / mutant / "order.json.order.txt").read_text()
     assert '<h2 id="mutants">' in (run / "report.html").read_text()
     tree = Path(data["tree"])
     assert not (tree.parent / "journal.json").exists()

@@ -14,6 +14,7 @@ import pytest
 from guest import ZERO_COPY
 from harness.config import REPO, TRANSPORTS
 from harness.plugin.results import ktap_subtests, record_subtests
+from harness.plugin.state import guest_stop_args
 
 PY = "/usr/bin/python3"
 BY_TRANSPORT = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in TRANSPORTS]
@@ -27,8 +28,10 @@ def guest_cmd(args: str) -> str:
 @pytest.mark.parametrize("transport", BY_TRANSPORT)
 def test_guest_checks(vm, transport, request, run_dir):
     """The guest's client checks (files 0..8 MiB, trees, xattrs, truncate, per-CPU
-    concurrency, fsx) pass on this transport, and its counters show the path used."""
-    result = vm.run(guest_cmd(f"check --transport {transport}"), timeout=1500)
+    concurrency, fsx) pass on this transport, and its counters show the path used. Under
+    pytest -x the guest stops at its first failing case (harness.plugin.state.guest_stop_args)."""
+    stop = shlex.join(guest_stop_args(request.node))
+    result = vm.run(guest_cmd(f"check --transport {transport} {stop}".rstrip()), timeout=1500)
     (run_dir / f"guest-check-{transport}.ktap").write_text(result.stdout + "\n# stderr:\n" + result.stderr)
     subtests = ktap_subtests(result.stdout)
     record_subtests(request, subtests)
