@@ -1,6 +1,7 @@
 """known-issues.yaml: kernel behaviour the tests assert is wrong, reported as expected failures.
 
-Each entry names the test(s) it covers (an fnmatch pattern on the pytest node id), the
+Each entry names the test(s) it covers (an fnmatch pattern on the pytest node id, or a list of
+them when one kernel defect shows in several tests), the
 kernel versions it applies to (an fnmatch pattern on the target's kernel_version or the
 built release), why the behaviour is wrong, and a reproducer. Matching tests are marked
 `xfail(strict=True)`: a fix upstream turns them into an XPASS that fails the run, so
@@ -25,7 +26,9 @@ _KEYS = {"id", "test", "kernel", "target", "reason", "reproducer", "reference", 
 @dataclass(frozen=True)
 class KnownIssue:
     id: str
-    test: str
+    #: fnmatch patterns on the pytest node id: the tests the issue covers (one defect, one or
+    #: more tests: a YAML string or list of strings).
+    test: tuple[str, ...]
     kernel: str
     reason: str
     reproducer: str = ""
@@ -44,7 +47,7 @@ class KnownIssue:
     intermittent: bool = False
 
     def applies(self, nodeid: str, kernel_version: str | None, target: str | None = None) -> bool:
-        if not fnmatch.fnmatchcase(nodeid, self.test):
+        if not any(fnmatch.fnmatchcase(nodeid, p) for p in self.test):
             return False
         if not fnmatch.fnmatchcase(target or "", self.target):
             return False
@@ -75,7 +78,13 @@ def load(path: Path = PATH) -> list[KnownIssue]:
         intermittent = entry.pop("intermittent", False)
         if not isinstance(intermittent, bool):
             raise ConfigError(f"{path}: entry {entry.get('id', i)}: 'intermittent' must be true or false")
-        lists = {}
+        test = entry.pop("test")
+        if isinstance(test, str):
+            test = [test]
+        if not isinstance(test, list) or not test or not all(isinstance(t, str) and t for t in test):
+            raise ConfigError(f"{path}: entry {entry.get('id', i)}: 'test' must be a pattern or a "
+                              "non-empty list of patterns")
+        lists = {"test": tuple(test)}
         for key in ("dmesg", "cases"):
             value = entry.pop(key, None) or []
             lists[key] = tuple(map(str, value if isinstance(value, list) else [value]))

@@ -185,6 +185,10 @@ SCENARIOS = {
                                     "D: zero-copy page_zeroing"),
     "kmbuf-commit-async": Scenario("kmbuf", "commit_async", (
         "clients_complete", "buffers_recycled"), 90, "D: IOSQE_ASYNC commit"),
+    "kmbuf-commit-no-headers": Scenario("kmbuf_fetch", "commit_without_headers", (
+        "second_queued_at_commit", "first_client_answered", "second_client_answered",
+        "no_headers_into_unregistered_buffer", "abort_releases_clients", "umount_after_abort"), 60,
+        "D: commit_fetch header lookup failure (v4 19/25)"),
     "bufring-validation": Scenario("bufring", "validation", (
         "unknown_flag_einval", "depth_0_einval", "buf_size_0_einval", "headers_short_einval",
         "headers_exact_ok", "buf_size_below_payload_einval", "payload_below_one_buffer_einval",

@@ -49,8 +49,8 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
                 add_bufpool(self, qid, self.pools[qid], None)
 
         def serve(self, e) -> None:  # noqa: ANN001
-            h = P.parse_in_header(self.hdr, e.hdr_off)
-            flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr, e.hdr_off + 256)[:4]
+            h = P.parse_in_header(self.hdr_of(e), e.hdr_off)
+            flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr_of(e), e.hdr_off + 256)[:4]
             bid = e.cflags >> abi.CQE_BUFFER_SHIFT if e.cflags & abi.CQE_F_BUFFER else None
             info = {"op": P.op_name(h.opcode), "unique": h.unique, "commit_id": cid,
                     "entry": e.gid, "qid": e.qid, "offset": off, "payload_sz": psz,
@@ -75,7 +75,7 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
             super().commit(e, error, data, payload_sz)
             if self.int_bit_once:
                 self.int_bit_once = False
-                P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data),
+                P.OUT_HEADER.pack_into(self.hdr_of(e), e.hdr_off, P.OUT_HEADER.size + len(data),
                                        error, S.unique_with_int_bit(e.commit_id))
 
         def on_cqe(self, user_data: int, res: int, cflags: int = 0) -> None:

@@ -4,11 +4,24 @@ Registered-buffer transports hand the kernel an io_uring fixed buffer it reads a
 7.3's registered pool and zero-copy (slot q: queue q's payload pool, IORING_REGISTER_BUFFERS
 then ADD_BUFPOOL), the posted kmbuf series (slot 0, or queue_depth with zero-copy: the
 queue's headers). With a GETXATTR held in an entry the server (1, on one mount) replaces that
-slot with a decoy buffer through IORING_REGISTER_BUFFERS_UPDATE, then commits, and (2, on
-another) unregisters every fixed buffer (IORING_UNREGISTER_BUFFERS), then commits. Correct: the client gets the right
-value (the kernel holds its own reference to what was registered) or EIO/EFAULT, never the
-decoy's bytes; later requests are served or fail the same way, none blocks; abort releases
-every client and the mount unmounts; no page stays pinned (the scenario's no_leaks case).
+slot with a same-sized buffer through IORING_REGISTER_BUFFERS_UPDATE, then commits, and (2, on
+another) unregisters every fixed buffer of the ring queue 0 rides on (IORING_UNREGISTER_BUFFERS:
+7.3's one ring, so every queue's pool; D's queue 0 ring, so queue 0's headers), then commits.
+
+What the server does in (1) is what a real server swapping its own table does, per transport:
+- 7.3 (payload pools): the new buffer is a decoy full of 0xEE; the server keeps its pool, as
+  ADD_BUFPOOL took the kernel's own reference to what was registered;
+- generation D (headers): v4 looks the headers slot up by index for every request and every
+  commit, on purpose (19/25 fuse_uring_headers_prep; 08/25: "the buffer at the index may be
+  unregistered/replaced in the meantime"), so the server moves its headers along
+  (KmbufTransport.replace_headers: copy them over, update the slot, read requests from and
+  write replies to the new buffer). A server that kept parsing its old mapping would commit
+  stale ids: its own bug, not the kernel's.
+Correct: the client gets the right value or EIO/EFAULT, never the decoy's bytes; later
+requests are served or fail the same way, none blocks; abort releases every client and the
+mount unmounts; no page stays pinned (the scenario's no_leaks case). A later client still
+blocked is described (state, wait channel; after abort and umount -l; whether SIGKILL ends
+it), so a report names that client, not whichever task carries the same command line.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import mmap
 import os
 
 from guest.edge.clients import Client
-from guest.edge.core import Ctx, ename
+from guest.edge.core import Ctx, ename, kernel_stack
 from guest.edge.kmbuf import umount_lazy
 from guest.edge.served import Served
 from guest.fuse import proto as P
@@ -36,8 +49,8 @@ def fixed_target(eng, qid: int) -> tuple[Ring, int, int, int, str]:  # noqa: ANN
     reply from at COMMIT on queue qid, per transport (see the module docstring)."""
     if hasattr(eng, "qrings"):  # generation D: the queue's headers
         first = min(e.hdr_off for e in eng.entries if e.qid == qid)
-        idx = eng.depth if eng.zero_copy else 0
-        return eng.ring_of(qid), idx, eng.hdr_addr + first, eng.depth * P.URING_HDR_SIZE, "headers"
+        return (eng.ring_of(qid), eng.headers_slot(), eng.hdr_addr + first, eng.depth * P.URING_HDR_SIZE,
+                "headers")
     pool = eng.pools[qid]
     return eng.ring, qid, pool.base, pool.length, "payload pool"
 
@@ -56,17 +69,36 @@ def _wrong(value: object) -> str:
     return "THE DECOY'S BYTES" if set(got) == {DECOY} else f"bytes {got[:16]!r}"
 
 
-def _replace(ring: Ring, idx: int, length: int, ctx: Ctx) -> str:
-    decoy = mmap.mmap(-1, length)
-    decoy.write(bytes([DECOY]) * length)
-    ctx.closers.append(decoy.close)
-    ring.update_buffers(idx, [(addr_of(decoy), length)])
+def _replace(eng, qid: int, ctx: Ctx) -> str:  # noqa: ANN001
+    """BUFFERS_UPDATE of queue qid's slot to a same-sized buffer (see the module docstring)."""
+    ring, idx, _, length, _ = fixed_target(eng, qid)
+    new = mmap.mmap(-1, length)
+    new.write(bytes([DECOY]) * length)
+    ctx.closers.append(new.close)
+    if hasattr(eng, "replace_headers"):  # generation D: the server's headers follow its table
+        eng.replace_headers(qid, new)
+        return (f"BUFFERS_UPDATE of slot {idx} to a new buffer (the server's headers copied over, "
+                "read and written there from then on)")
+    ring.update_buffers(idx, [(addr_of(new), length)])
     return f"BUFFERS_UPDATE of slot {idx} to a decoy"
 
 
-def _unregister(ring: Ring, idx: int, length: int, ctx: Ctx) -> str:
-    syscall.io_uring_register(ring.fd, abi.Register.UNREGISTER_BUFFERS, 0, 0)
+def _unregister(eng, qid: int, ctx: Ctx) -> str:  # noqa: ANN001
+    syscall.io_uring_register(fixed_target(eng, qid)[0].fd, abi.Register.UNREGISTER_BUFFERS, 0, 0)
     return "UNREGISTER_BUFFERS"
+
+
+def _blocked(ctx: Ctx, tag: str, clients: list[Client]) -> None:
+    """After abort and umount -l: each client still blocked, its state and wait channel, then
+    whether SIGKILL ends it within 3 s (diagnostics only: the cases have judged already)."""
+    for c in clients:
+        if c.done():
+            continue
+        before = f"state {c.state()}, {kernel_stack(c.pid) or 'no stack'}"
+        after = (f"still there after SIGKILL: state {c.state()}, {kernel_stack(c.pid) or 'no stack'}"
+                 if c.alive_after_kill(3.0) else "SIGKILL ended it")
+        ctx.diag(f"{tag}: client {c.name} (pid {c.pid}) still blocked after abort and umount -l: "
+                 f"{before}; {after}")
 
 
 def _step(ctx: Ctx, args, tag: str, tamper) -> None:  # noqa: ANN001
@@ -77,12 +109,12 @@ def _step(ctx: Ctx, args, tag: str, tamper) -> None:  # noqa: ANN001
         srv.fs.setxattr(srv.fs.lookup(P.ROOT_ID, name).ino, b"user.v", VALUE, 0)
     eng.auto = True
     eng.hold = lambda i: i["op"] == "GETXATTR"
-    ring, idx, addr, length, what = fixed_target(eng, 0)
+    _, idx, addr, length, what = fixed_target(eng, 0)
     c = Client(ctx, "g0", lambda: os.getxattr(srv.path("g0"), "user.v").hex(), cpu=0)
     srv.pump(min(20.0, ctx.left()), lambda: bool(eng.held) or c.done())
     held = list(eng.held)
     try:
-        did = f"{tamper(ring, idx, length, ctx)}: 0"
+        did = f"{tamper(eng, 0, ctx)}: 0"
     except OSError as exc:
         did = f"{tamper.__name__.strip('_')}: {ename(-(exc.errno or errno.EIO))}"
     eng.hold = None
@@ -99,6 +131,7 @@ def _step(ctx: Ctx, args, tag: str, tamper) -> None:  # noqa: ANN001
                "a fresh GETXATTR per queue after that: " + "; ".join(why for _, why in seen))
     srv.conn.abort()
     umount_lazy(ctx, srv, f"{tag}_umount_after_abort", f"{args.transport}: ")
+    _blocked(ctx, tag, later)
 
 
 def buffer_table(ctx: Ctx, args) -> None:  # noqa: ANN001

@@ -199,7 +199,7 @@ def parity_engine(cls: type) -> type:
             if not header_only(fault):
                 return super().commit(e, e2, d2, None if fault["kind"] != "errno" else payload_sz)
             super().commit(e, error, data, payload_sz)  # then the header lies (SQE not sent yet)
-            P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data), e2, u2)
+            P.OUT_HEADER.pack_into(self.hdr_of(e), e.hdr_off, P.OUT_HEADER.size + len(data), e2, u2)
             return None
 
     Parity.__name__ = f"Parity{cls.__name__}"

@@ -51,11 +51,12 @@ def pow2(n: int) -> int:
 class Entry:
     """One ring entry: its header slot, payload location and current request."""
 
-    __slots__ = ("gid", "qid", "idx", "hdr_off", "iov", "slot", "commit_id", "loc", "held",
+    __slots__ = ("gid", "qid", "idx", "hdr", "hdr_off", "iov", "slot", "commit_id", "loc", "held",
                  "zc", "live", "cflags", "op", "buf")
 
     def __init__(self, gid: int, qid: int, idx: int = 0) -> None:
         self.gid, self.qid, self.idx = gid, qid, idx
+        self.hdr: mmap.mmap | None = None  # where the header lives: None = the engine's hdr
         self.hdr_off = gid * HDR_STRIDE
         self.iov: object = None
         self.slot = 0
@@ -140,6 +141,11 @@ class RingEngine:
         self.counters.cqe_error(res)
         self.reply(e, res, b"")
         return True
+
+    def hdr_of(self, e: Entry) -> mmap.mmap:
+        """The memory entry e's 288-byte header lives in, at e.hdr_off: the engine's header area,
+        or the buffer a generation D queue's headers moved to (KmbufTransport.replace_headers)."""
+        return self.hdr if e.hdr is None else e.hdr
 
     def ring_of(self, qid: int) -> Ring:
         """The io_uring that carries queue qid's REGISTER and COMMIT_AND_FETCH SQEs."""
@@ -294,14 +300,14 @@ class RingEngine:
 
     def serve(self, e: Entry) -> None:
         """A request landed in entry e: dispatch it and reply."""
-        base = e.hdr_off
-        h = P.parse_in_header(self.hdr, base)
-        flags, commit_id, payload_sz, offset = ENT_IN_OUT.unpack(self.hdr, base + 256)[:4]
+        base, hdr = e.hdr_off, self.hdr_of(e)
+        h = P.parse_in_header(hdr, base)
+        flags, commit_id, payload_sz, offset = ENT_IN_OUT.unpack(hdr, base + 256)[:4]
         e.commit_id = commit_id
         op = e.op = h.opcode
         self.counters.request("io_uring", P.op_name(op), e.qid)
         n0 = P.ARG0_SIZE.get(op, 0)
-        arg0 = self.hdr[base + 128:base + 128 + n0]
+        arg0 = hdr[base + 128:base + 128 + n0]
         zc = self.is_zero_copy(e, flags)
         try:
             e.loc = self.payload_loc(e, offset)
@@ -360,10 +366,10 @@ class RingEngine:
             mm[off:off + len(data)] = data
         if error:
             data, payload_sz = b"", 0
-        P.OUT_HEADER.pack_into(self.hdr, e.hdr_off, P.OUT_HEADER.size + len(data), error,
-                               e.commit_id)
+        hdr = self.hdr_of(e)
+        P.OUT_HEADER.pack_into(hdr, e.hdr_off, P.OUT_HEADER.size + len(data), error, e.commit_id)
         psz = len(data) if payload_sz is None else payload_sz
-        PAYLOAD_SZ.pack_into(self.hdr, e.hdr_off + 256 + 16, psz)
+        PAYLOAD_SZ.pack_into(hdr, e.hdr_off + 256 + 16, psz)
         if e.held is not None:
             self.counters.pool_release(e.qid, e.held)
             e.held = None

@@ -106,6 +106,30 @@ class KmbufTransport(RingEngine):
     def ring_of(self, qid: int) -> Ring:
         return self.qrings[qid]
 
+    def headers_slot(self) -> int:
+        """Fixed-buffer index of every queue's headers: 0, or queue_depth with zero-copy."""
+        return self.depth if self.zero_copy else 0
+
+    def replace_headers(self, qid: int, new: mmap.mmap) -> int:
+        """Move queue qid's headers into `new` (>= queue_depth * 288 bytes) the way a server that
+        swaps its own fixed-buffer table does: copy the queue's headers over, point the headers
+        slot at `new` (IORING_REGISTER_BUFFERS_UPDATE on the queue's ring), then read requests
+        from and write replies to `new` (entry i at i * 288). v4 looks the slot up by index for
+        every request and every commit (19/25 fuse_uring_headers_prep; 08/25: "the buffer at the
+        index may be unregistered/replaced in the meantime"), so after the update the kernel
+        writes and reads `new`. Returns the slot; an OSError of the update leaves everything as
+        it was."""
+        mine = [e for e in self.entries if e.qid == qid]
+        length = self.depth * P.URING_HDR_SIZE
+        for e in mine:
+            new[e.idx * P.URING_HDR_SIZE:(e.idx + 1) * P.URING_HDR_SIZE] = \
+                self.hdr_of(e)[e.hdr_off:e.hdr_off + P.URING_HDR_SIZE]
+        slot = self.headers_slot()
+        self.ring_of(qid).update_buffers(slot, [(addr_of(new), length)])
+        for e in mine:
+            e.hdr, e.hdr_off = new, e.idx * P.URING_HDR_SIZE
+        return slot
+
     def register_cmd(self, e: Entry) -> tuple[bytes, int, int]:
         return D_CMD.pack(0, 0, e.qid, self.init_flags, self.depth, b""), 0, 0
 
@@ -176,7 +200,7 @@ class KmbufZeroCopyTransport(KmbufTransport):
                 return
         if op in ZC_IN_OPS:  # no file to write to: pull the pages into staging, then dispatch
             if op == P.Op.NOTIFY_REPLY:  # the retrieved data's size is the payload size (24/25)
-                size = ENT_IN_OUT.unpack(self.hdr, e.hdr_off + P.URING_ENT_OFFSET)[2]
+                size = ENT_IN_OUT.unpack(self.hdr_of(e), e.hdr_off + P.URING_ENT_OFFSET)[2]
             e.zc = ("write-staged", (h, arg0))
             ring.prep_rw(abi.Op.WRITE_FIXED, self.stage, 0, size, stage_off,
                          ud(FIXED, e.gid), buf_index=e.slot)

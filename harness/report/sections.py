@@ -26,7 +26,7 @@ def known_issues(run: Run) -> str:
         hits = [c["nodeid"] for c in run.cases if k in run.known_for(c["nodeid"])]
         seen = "<br>".join(f"{badge(c['verdict'])} <span class='mono'>{e(c['nodeid'])}</span>"
                            for c in run.cases if c["nodeid"] in hits) or '<span class="muted">not in this run</span>'
-        rows.append(f"<tr><td class='mono'>{e(k.id)}</td><td class='mono'>{e(k.test)}</td>"
+        rows.append(f"<tr><td class='mono'>{e(k.id)}</td><td class='mono'>{'<br>'.join(e(t) for t in k.test)}</td>"
                     f"<td class='mono'>{e(k.kernel)}</td><td>{e(k.reason)}"
                     f"{'<pre>' + e(k.reproducer) + '</pre>' if k.reproducer else ''}</td><td>{seen}</td></tr>")
     return ('<h2 id="known">Known issues</h2><table><tr><th>id</th><th>test pattern</th><th>kernel</th>'

@@ -148,3 +148,67 @@ def test_a_client_result_is_read_without_waiting_for_the_child_to_exit():
         assert time.monotonic() - t0 < 3
     finally:
         c.kill()
+
+
+def test_kmbuf_commit_no_headers_is_registered_with_its_module_cases():
+    from guest.edge import SCENARIOS, kmbuf_fetch
+
+    s = SCENARIOS["kmbuf-commit-no-headers"]
+    assert (s.module, s.func) == ("kmbuf_fetch", "commit_without_headers")
+    assert s.cases == ("second_queued_at_commit", *kmbuf_fetch.AFTER_PROOF)
+    assert s.catalog == "D: commit_fetch header lookup failure (v4 19/25)"
+
+
+class _FakeClient:
+    def __init__(self, pid: int, done: bool = False) -> None:
+        self.pid, self._done, self.went = pid, done, False
+
+    def go(self) -> None:
+        self.went = True
+
+    def done(self) -> bool:
+        return self._done
+
+    def poll(self, timeout: float = 0.0):  # noqa: ANN201
+        return {"ok": True, "value": 1} if self._done else None
+
+    def state(self) -> str:
+        return "S"
+
+
+def _proof_with(monkeypatch, held_qid: int | None, waiting: int, second_seen: bool = False,
+                second_done: bool = False) -> tuple[str, list]:
+    """kmbuf_fetch._proof on a stand-in server: (what it returns, the io_uring_register calls)."""
+    from types import SimpleNamespace
+
+    from guest.edge import kmbuf_fetch as KF
+    from guest.edge.core import Ctx
+
+    calls: list = []
+    monkeypatch.setattr(KF.M, "minor_of", lambda mnt: 42)
+    monkeypatch.setattr(KF.M, "waiting", lambda minor: waiting)
+    monkeypatch.setattr(KF.syscall, "io_uring_register", lambda *a: calls.append(a))
+    monkeypatch.setattr(KF, "kernel_stack", lambda pid: "wchan request_wait_answer")
+    held = [SimpleNamespace(qid=held_qid, gid=0)] if held_qid is not None else []
+    eng = SimpleNamespace(held=held, depth=1, infos={0: {"op": "LOOKUP", "unique": 2}},
+                          log=[{"pid": 200, "op": "LOOKUP", "qid": 1}] if second_seen else [],
+                          ring_of=lambda q: SimpleNamespace(fd=9))
+    srv = SimpleNamespace(engine=eng, mnt="/mnt", pump=lambda *a, **k: True)
+    c2 = _FakeClient(200, second_done)
+    got = KF._proof(Ctx("kmbuf-commit-no-headers", [], 30.0), srv, _FakeClient(100), c2)
+    assert c2.went == (held_qid == 0)  # the second client starts only once the first is held
+    return got, calls
+
+
+def test_kmbuf_commit_no_headers_proves_the_second_request_was_queued(monkeypatch):
+    """Its path proof: the one entry of queue 0 held the first request, fusectl counted the
+    second in flight and the server never saw it; only then are queue 0's buffers unregistered.
+    Anything else is `not exercised`, and nothing is unregistered."""
+    from guest.uring import abi
+
+    assert _proof_with(monkeypatch, 0, 2) == ("", [(9, abi.Register.UNREGISTER_BUFFERS, 0, 0)])
+    for args, what in (((None, 2), "never stayed in queue 0"), ((1, 2), "never stayed in queue 0"),
+                       ((0, 1), "counts 1 request"), ((0, 2, True), "not queued"),
+                       ((0, 2, False, True), "not queued")):
+        got, calls = _proof_with(monkeypatch, *args)
+        assert got.startswith("not exercised:") and what in got and calls == [], (args, got)

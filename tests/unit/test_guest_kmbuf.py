@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import mmap
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from guest.transports.base import Options, SetupError
 from guest.transports.engine import Entry
 from guest.transports.kmbuf import D_CMD, KmbufTransport, KmbufZeroCopyTransport, round_up
 from guest.uring import abi
-from guest.uring.ring import Ring
+from guest.uring.ring import Ring, addr_of
 from harness.abi_check import CONST, Mismatch, check_abi, guest_constants
 
 DATA = Path(__file__).parent.parent / "data" / "uapi"
@@ -127,3 +128,52 @@ def test_a_poll_on_another_rings_fd_wakes_the_main_ring() -> None:
     finally:
         main.close()
         other.close()
+
+
+def _fixed_read(ring: Ring, fd: int, addr: int, length: int) -> int:
+    """READ_FIXED of `length` bytes of fd into addr through fixed buffer 0: the CQE res."""
+    ring.prep_rw(abi.Op.READ_FIXED, fd, addr, length, 0, user_data=7, buf_index=0)
+    ring.submit(wait_nr=1)
+    return next(res for ud, res, _ in ring.reap() if ud == 7)
+
+
+def test_replace_headers_moves_the_queue_and_the_kernel_table_follows() -> None:
+    """issue 28: after BUFFERS_UPDATE a server reads its headers where its table points. The
+    queue's headers are copied into the new buffer, its entries read and write there (the other
+    queue's stay put), and the kernel's slot 0 now reaches the new buffer, not the old area."""
+    try:
+        rings = [Ring(8), Ring(8)]
+    except OSError as exc:
+        pytest.skip(f"io_uring unavailable on this host: {exc}")
+    t = KmbufTransport.__new__(KmbufTransport)
+    t.depth, t.qrings = 2, rings
+    t.entries = [Entry(i, i // 2, i % 2) for i in range(4)]
+    stride, size = mmap.PAGESIZE, 2 * P.URING_HDR_SIZE
+    t.hdr = mmap.mmap(-1, 2 * stride)
+    for e in t.entries:
+        e.hdr_off = e.qid * stride + e.idx * P.URING_HDR_SIZE
+        t.hdr[e.hdr_off:e.hdr_off + P.URING_HDR_SIZE] = bytes([0x10 + e.gid]) * P.URING_HDR_SIZE
+    new, fd = mmap.mmap(-1, size), os.memfd_create("fh-test")
+    try:
+        for q, ring in enumerate(rings):
+            ring.register_buffers([(addr_of(t.hdr) + q * stride, size)])
+        assert t.replace_headers(1, new) == 0 == t.headers_slot()
+        assert new[:size] == bytes([0x12]) * P.URING_HDR_SIZE + bytes([0x13]) * P.URING_HDR_SIZE
+        assert [(t.hdr_of(e) is new, e.hdr_off) for e in t.entries] == [
+            (False, 0), (False, P.URING_HDR_SIZE), (True, 0), (True, P.URING_HDR_SIZE)]
+        os.write(fd, b"K" * 64)
+        assert _fixed_read(rings[1], fd, addr_of(new) + P.URING_HDR_SIZE, 64) == 64
+        assert new[P.URING_HDR_SIZE:P.URING_HDR_SIZE + 64] == b"K" * 64
+        assert _fixed_read(rings[1], fd, addr_of(t.hdr) + stride, 64) == -errno.EFAULT  # old area: gone
+        assert t.hdr[stride:stride + 64] == bytes([0x12]) * 64
+        assert _fixed_read(rings[0], fd, addr_of(t.hdr), 64) == 64  # queue 0 kept its buffer
+        t.counters, t.devfd, t.payload_size = Counters("kmbuf"), fd, 4096
+        e = t.entries[3]
+        e.commit_id, e.loc = 0x1234, None
+        t.commit(e, -errno.ENOENT, b"")  # the reply's header goes where the kernel reads it now
+        assert P.OUT_HEADER.unpack(new, P.URING_HDR_SIZE) == (P.OUT_HEADER.size, -errno.ENOENT, 0x1234)
+        assert t.hdr[stride + P.URING_HDR_SIZE:stride + 2 * P.URING_HDR_SIZE] == bytes([0x13]) * P.URING_HDR_SIZE
+    finally:
+        os.close(fd)
+        for r in rings:
+            r.close()

@@ -270,6 +270,38 @@ def test_text_names_each_known_issue_with_its_reproducer(tmp_path: Path) -> None
     assert "other-target" not in "\n".join(lines)
 
 
+def test_kmbuf_v4_review_text_names_the_header_prep_finding_once(tmp_path: Path) -> None:
+    """issue 28, with the shipped known-issues.yaml: a kmbuf-v4 run whose bad-header-index test and
+    buffer-table tests (unregister case) are expected failures names one finding, in all three
+    tests, with its reason once; nothing claims the replace case or an unkillable client."""
+    from harness.known_issues import PATH
+    from harness.report.sections import known_issues
+
+    run = make_run(tmp_path, bench=False, extras=False, failing=False)
+    summary = json.loads((run / "summary.json").read_text())
+    ids = ["tests/vm/test_edge_kmbuf.py::test_bad_header_index_does_not_strand",
+           "tests/vm/test_edge_hostile.py::test_buffer_table_tampered_in_flight[kmbuf]",
+           "tests/vm/test_edge_hostile.py::test_buffer_table_tampered_in_flight[kmbuf-zero-copy]"]
+    summary["cases"] += [{"nodeid": n, "verdict": "XFAIL", "seconds": 30.0, "reason": "", "findings": [],
+                          "subtests": []} for n in ids]
+    summary["cases"].append({"nodeid": "tests/vm/test_edge_hostile.py::test_buffer_table_tampered_in_flight"
+                             "[zero-copy]", "verdict": "PASS", "seconds": 30.0, "reason": "", "findings": [],
+                             "subtests": []})
+    (run / "summary.json").write_text(json.dumps(summary))
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["kernel"].update(target="kmbuf-v4", kernel_release="7.2.13-gb1182041ee81")
+    (run / "metadata.json").write_text(json.dumps(meta))
+    text = render_text(run, PATH)
+    section = text[text.index("Known issues (expected failures"):]
+    assert section.count("[kmbuf-v4-") == 1 and "[kmbuf-v4-header-prep-failure-strands-request]" in section
+    shown = [ln.strip() for ln in section.splitlines() if ln.startswith("  in ")]
+    assert len(shown) == 3 and all(a.endswith(n.rsplit("/", 1)[1]) for a, n in zip(shown, ids, strict=True))
+    flat = " ".join(section.split())
+    assert "unkillable" not in flat and "is not part of this finding" in flat
+    html = known_issues(load(run, PATH))
+    assert "test_bad_header_index_does_not_strand<br>tests/vm/test_edge_hostile.py" in html
+
+
 def test_html_says_where_the_time_went(tmp_path: Path, known: Path) -> None:
     from harness.report.data import load
     from harness.report.sections import timings

@@ -37,7 +37,9 @@ def test_reply_payload_sz_lies(vm, request, run_dir, kernel, ring):
 @pytest.mark.parametrize("ring", RINGS_FIXED)
 def test_buffer_table_tampered_in_flight(vm, request, run_dir, kernel, ring):
     """H7: with a GETXATTR held, the server replaces the fixed buffer the kernel reads its reply
-    from (BUFFERS_UPDATE to a decoy) on one mount and unregisters the whole table on another,
-    committing after each: the client gets the right value or EIO/EFAULT, never the decoy's
-    bytes; later requests never block; abort and umount work; no page stays pinned."""
+    from (BUFFERS_UPDATE: a decoy for 7.3's pools; on generation D, which looks the headers slot
+    up per request, the server moves its headers into the new buffer) on one mount and
+    unregisters the whole table on another, committing after each: the client gets the right
+    value or EIO/EFAULT, never the decoy's bytes; later requests never block; abort and umount
+    work; no page stays pinned."""
     run_edge(vm, request, run_dir, kernel, "buffer-table", "H7", timeout=180, extra=f"--transport {ring}")

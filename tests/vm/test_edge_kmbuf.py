@@ -71,6 +71,17 @@ def test_async_commit(vm, request, run_dir, kernel):
 
 
 @KMBUF
+@pytest.mark.fresh_guest_after("a fetch after a failed headers lookup may write through freed memory (v4 19/25)")
+def test_commit_with_headers_unregistered_and_a_request_queued(vm, request, run_dir, kernel):
+    """v4 19/25 fuse_uring_commit_fetch: with one entry per queue holding a request and a second
+    request queued behind it, the server unregisters its fixed buffers and COMMITs: both clients
+    get an answer or an error, no request reaches the server without a headers buffer, abort and
+    umount work. On the debug profile the host's scan of the kernel log is the judge of the
+    stale-iterator write (KASAN)."""
+    run_edge(vm, request, run_dir, kernel, "kmbuf-commit-no-headers", "D commit_fetch headers", timeout=150)
+
+
+@KMBUF
 def test_memlock_uncharged(vm, request, run_dir, kernel):
     """Register/unregister and register/close cycles of kmbuf rings as an unprivileged user
     under RLIMIT_MEMLOCK: every cycle is uncharged (a last ring at the limit still fits)."""
