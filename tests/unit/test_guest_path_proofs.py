@@ -99,3 +99,27 @@ def test_dirty_and_msync_writes_every_page(tmp_path):
     assert path.read_bytes() == bgbatch.NEW
     assert len({bgbatch.NEW[i:i + mmap.PAGESIZE] for i in range(0, len(bgbatch.NEW), mmap.PAGESIZE)}) == bgbatch.PAGES
     assert os.path.getsize(path) == bgbatch.PAGES * mmap.PAGESIZE
+
+
+def test_a_claim_is_spent_only_on_a_reply_that_is_not_an_error():
+    """payload-lies and U7: os.getxattr's first GETXATTR (128 bytes) is answered ERANGE; the lie
+    must wait for the next one, and the engine records the reply that carried it."""
+    from types import SimpleNamespace
+
+    from guest.edge.served import manual_class
+
+    class Base:
+        payload_size = 8
+        commits: list = []
+
+        def commit(self, e, error, data, payload_sz=None):  # noqa: ANN001
+            self.commits.append((error, data, payload_sz))
+
+    eng = manual_class(Base)()
+    eng.claim_payload, eng.lied, eng.int_bit_sent = {"GETXATTR": 1 << 16}, [], []
+    eng.infos = {0: {"op": "GETXATTR", "unique": 6}, 1: {"op": "GETXATTR", "unique": 8}}
+    eng.commit(SimpleNamespace(gid=0), -errno.ERANGE, b"")
+    assert eng.lied == [] and "GETXATTR" in eng.claim_payload
+    eng.commit(SimpleNamespace(gid=1), 0, b"v" * 20)
+    assert eng.lied == [{"op": "GETXATTR", "unique": 8, "claim": 1 << 16, "sent": 8}]
+    assert eng.commits[-1] == (0, b"v" * 8, 1 << 16) and not eng.claim_payload
