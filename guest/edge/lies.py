@@ -158,7 +158,13 @@ def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
     stored = small.fs.read(big, big, 0, len(BIG) + 1)
     sizes = sorted({i["payload_sz"] for i in small.engine.log if i["op"] in ("WRITE", "READ")})
     ok = bool(out and out.get("ok") and out["value"] == _sha(BIG) and stored == BIG)
+    # path proof: the write really went as requests of at most 4 KiB (64 or more WRITEs)
+    writes = [i["payload_sz"] for i in small.engine.log if i["op"] == "WRITE"]
+    split = len(writes) >= len(BIG) // 4096 and max(writes, default=0) <= 4096
+    ok = ok and split
     ctx.result("small_max_write_split_intact", ok,
                f"max_write {small.init.max_write}, max_pages {small.init.max_pages}, max_payload_sz "
                f"{small.init.max_payload_sz}: client {str(out)[:120]}; server holds {len(stored)} bytes "
-               f"({'intact' if stored == BIG else 'DIFFERENT'}); READ/WRITE payload sizes seen {sizes[:8]}")
+               f"({'intact' if stored == BIG else 'DIFFERENT'}); READ/WRITE payload sizes seen {sizes[:8]}; "
+               f"{len(writes)} WRITEs"
+               + ("" if split else " (not exercised: the write was not split into requests of 4 KiB)"))
