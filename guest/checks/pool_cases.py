@@ -23,7 +23,9 @@ def pool_starvation(ctx: Ctx) -> None:
     The kernel must queue requests that find no free buffer (no error, no
     ENOBUFS) and hand them out as the buffer returns: all stats succeed, the
     server never sees two buffers in use on that queue, and the stats take at
-    least CLIENTS replies' worth of delay because they were serialized.
+    least CLIENTS replies' worth of delay because they were serialized. Path
+    proof: fusectl's `waiting` reached 2 meanwhile (a request was in the kernel
+    while another held the buffer), else `not exercised`.
     """
     if ctx.transport in ("legacy", "iovec"):
         raise Skip("no buffer pool")
@@ -57,12 +59,22 @@ def pool_starvation(ctx: Ctx) -> None:
 
         threads = [threading.Thread(target=run_pinned, args=(i,), daemon=True)
                    for i in range(CLIENTS)]
+        minor, most = M.minor_of(mnt), [0]
+
+        def sample() -> None:  # path proof: fusectl `waiting`, the kernel's requests in flight
+            while any(th.is_alive() for th in threads):
+                most[0] = max(most[0], M.waiting(minor) or 0)
+                time.sleep(0.005)
+
         t0 = time.monotonic()
         for th in threads:
             th.start()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         for th in threads:
             th.join(60)
         took = time.monotonic() - t0
+        sampler.join(5)
         expect(not any(th.is_alive() for th in threads), "a starved client never returned")
         expect(not errors, f"client errors: {errors}")
         rc = srv.stop()
@@ -71,6 +83,8 @@ def pool_starvation(ctx: Ctx) -> None:
         hw = c["pool"]["per_queue_high_water"].get(str(cpu), 0)
         ctx.diag(f"{CLIENTS} concurrent stats on cpu {cpu} took {took:.2f}s; "
                  f"pool high water {hw}; per_queue {c['per_queue']}")
+        expect(most[0] >= 2, f"not exercised: fusectl waiting never above {most[0]}: no request waited "
+               "for the buffer while another held it")
         expect(hw == 1, f"queue {cpu} high water {hw}, want 1 (pool has one buffer)")
         expect(took >= CLIENTS * DELAY_MS / 1000 * 0.9,
                f"{CLIENTS} stats took {took:.2f}s: not serialized by the 1-buffer pool")

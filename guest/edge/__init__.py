@@ -119,7 +119,8 @@ SCENARIOS = {
     "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
         "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),
     "background": Scenario("background", "background", (
-        "readahead_parallel", "dio_aio_depth32_parallel"), 240, "BG: background requests"),
+        "writeback_batch_over_max_background", "aio_batch_over_max_background", "readahead_parallel",
+        "dio_aio_depth32_parallel"), 270, "BG: background requests"),
     "hung-writer": Scenario("hung", "hung_writer", (
         "second_writer_in_d_state", "hung_task_reported", "writers_complete", "data_intact"), 75,
         "harness: HUNG_TASK"),

@@ -112,9 +112,15 @@ def reply_int_bit(ctx: Ctx, args) -> None:  # noqa: ANN001
     c = Client(ctx, "reader", lambda: read_file(srv.path("f")), cpu=0)
     srv.pump(20.0, c.done)
     out = c.poll(0.0)
-    ctx.result("client_completes", bool(out and out.get("ok") and out["value"] == data.decode()),
-               f"first reply carried unique=commit_id|1; client {str(out)[:200]}")
+    sent = srv.engine.int_bit_sent  # path proof: the reply that carried bit 0
+    where = (f"the {sent[0]['op']} reply (unique {sent[0]['unique']}) carried unique|1" if sent else
+             "not exercised: no reply went out with the bit set")
+    ctx.result("client_completes", bool(sent and out and out.get("ok") and out["value"] == data.decode()),
+               f"{where}; client {str(out)[:200]}")
     srv.pump(0.5)
+    if not sent:
+        ctx.result("no_userspace_reachable_warn", False, where)
+        return
     expect_no_warn_since(ctx, mark, "the reply")
 
 

@@ -24,15 +24,17 @@ def zc_teardown(ctx: Ctx, args) -> None:  # noqa: ANN001
     w = Client(ctx, "writer", lambda: pwrite_file(srv.path("f"), secret), cpu=0)
     held = srv.pump(15.0, lambda: bool(eng.held))
     e = eng.held[0] if held else None
-    ctx.result("write_held_in_slot", e is not None,
-               f"WRITE held on entry {e.gid if e else '-'} (slot {e.slot if e else '-'})")
     if e is None:
+        ctx.result("write_held_in_slot", False, "not exercised: no WRITE was held")
         return
     probe = os.memfd_create("fh-kzt", os.MFD_CLOEXEC)
     ctx.closers.append(lambda: os.close(probe))
     before = srv.write_from_slot(e, probe, len(secret), 0x7F01)
-    ctx.diag(f"slot read while the WRITE is held: {ename(before)} "
-             f"(same bytes as the client's: {os.pread(probe, len(secret), 0) == secret})")
+    same = before is not None and before > 0 and os.pread(probe, len(secret), 0) == secret
+    # path proof of slot_empty_after_abort: the slot held the writer's pages before the abort
+    ctx.result("write_held_in_slot", same,
+               f"WRITE held on entry {e.gid} (slot {e.slot}); WRITE_FIXED from the slot while held: "
+               f"{ename(before)}" + ("" if same else " (not exercised: no page of the writer in the slot)"))
     ctx.result("abort_written", srv.conn.abort(), "fusectl abort with the WRITE held")
     ok = wait_all([w], 10.0)
     ctx.result("clients_return", ok, f"writer: {w.poll(0.0) or 'state ' + w.state()}")
@@ -99,7 +101,10 @@ def short_read_tail(ctx: Ctx, args) -> None:  # noqa: ANN001
         out = c.poll(0.0)
         z = srv.counters.snapshot()["zero_copy"]
         ok = bool(out and out.get("ok") and out["value"] == [])
-        ctx.result(case, ok, f"{transport}: 8 files truncated to a non-page-aligned size, read short, "
+        unproven = transport.endswith("zero-copy") and not z["read"]  # path proof: READs went zero-copy
+        ok = ok and not unproven
+        ctx.result(case, ok, ("not exercised: no READ went through a zero-copy slot; " if unproven else "")
+                   + f"{transport}: 8 files truncated to a non-page-aligned size, read short, "
                    "then grown by a write beyond: "
                    + (f"non-zero bytes past the old EOF in rounds {out['value']}" if out and out.get("ok")
                       else f"client {out or 'state ' + c.state()}") + f"; zero-copy {z}")

@@ -8,12 +8,19 @@ the right value when the kernel bounds the copy itself; never wrong bytes, never
 entry keeps serving. Then the other direction: a connection whose INIT reply allows only
 4 KiB per request (max_write 4096, max_pages 1) still carries a 256 KiB write and read intact,
 split by the kernel into requests that fit.
+
+Path proof: the lie is applied to the first reply of that opcode that is not an error (so
+os.getxattr's first, 128-byte GETXATTR, answered ERANGE, does not use it up), and the case
+fails as `not exercised` unless such a reply carried it; the client's outcome must be the lying
+reply's own: the READ is one O_DIRECT pread (a buffered read would retry a failed readahead
+with a fresh READ), and a success after a later GETXATTR/LISTXATTR retry does not count.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 
 from guest.edge import LIE_OPS, LIES
@@ -24,6 +31,7 @@ from guest.fuse import proto as P
 
 BODY = bytes(range(256)) * 64  # 16 KiB
 BIG = bytes((i * 7) & 0xFF for i in range(256)) * 1024  # 256 KiB, byte i = (i * 7) & 0xFF
+XATTR_OPS = ("GETXATTR", "LISTXATTR")
 #: Errors a client may get for a reply the kernel refuses.
 CLEAN = (errno.EIO, errno.EINVAL, errno.EFAULT, errno.ERANGE, errno.E2BIG, errno.EPROTO)
 
@@ -35,6 +43,18 @@ def _sha(data: bytes) -> str:
 def _read(path: str) -> str:
     with open(path, "rb") as f:
         return _sha(f.read())
+
+
+def _read_direct(path: str) -> str:
+    """One O_DIRECT pread of the whole file (16 KiB): one READ request, so the client's outcome
+    is that READ's (a buffered read retries a failed readahead with a READ of its own)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, len(BODY))
+        n = os.preadv(fd, [buf], 0)
+        return _sha(buf[:n])
+    finally:
+        os.close(fd)
 
 
 def _new_file(srv: Served, name: str, data: bytes) -> int:
@@ -50,7 +70,7 @@ def _client_fn(srv: Served, op: str, tag: str):  # noqa: ANN202
     if op == "READ":
         name = f"r-{tag}"
         _new_file(srv, name, BODY)
-        return (lambda: _read(srv.path(name))), _sha(BODY)
+        return (lambda: _read_direct(srv.path(name))), _sha(BODY)
     if op == "READDIR":
         d = fs.mkdir(root, f"d-{tag}".encode(), 0o755, 0, 0).ino
         names = sorted(f"entry-{i:03}" for i in range(40))
@@ -81,17 +101,29 @@ def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
             case = f"{op.lower()}_{lie}_clean"
             fn, want = _client_fn(srv, op, f"{op}-{lie}")
             claim = eng.payload_size + 4096 if lie == "page_past_buffer" else 0xFFFFFFFF
-            n_err, n_log = len(eng.ent_errors), len(eng.log)
-            eng.claim_payload[op] = claim
+            n_err, n_log, n_lied = len(eng.ent_errors), len(eng.log), len(eng.lied)
+            # listdir's first request is READDIRPLUS when FUSE_DO_READDIRPLUS was negotiated
+            family = ("READDIR", "READDIRPLUS") if op == "READDIR" else (op,)
+            eng.claim_payload.update(dict.fromkeys(family, claim))
             c = Client(ctx, case, fn, cpu=0)
             srv.pump(min(15.0, ctx.left()), c.done)
-            lied = eng.claim_payload.pop(op, None) is None
+            for name in family:
+                eng.claim_payload.pop(name, None)
+            lied = [x for x in eng.lied[n_lied:] if x["op"] in family][:1]
             ok, why = c.verdict(want, CLEAN)
             errs = sorted({r for _, r, _ in eng.ent_errors[n_err:]})
             ops = [i["op"] for i in eng.log[n_log:]]
+            # a later GETXATTR/LISTXATTR of the client is os.*xattr's retry after ERANGE: its answer
+            # is not the lying reply's (a later READDIR is the listing going on, a READ is O_DIRECT)
+            later = [i["op"] for i in eng.log[n_log:] if lied and op in XATTR_OPS and i["op"] == op
+                     and i["unique"] > lied[0]["unique"]]
             if not lied:
-                ok, why = False, f"no {op} reached the ring (requests seen: {ops}); {why}"
-            ctx.result(case, ok, f"{op} reply claiming payload_sz {claim:#x}: {why}; "
+                ok, why = False, f"not exercised: no {op} reply carried the claim (requests seen: {ops}); {why}"
+            elif later and (c.poll(0.0) or {}).get("ok"):
+                ok, why = False, (f"not exercised: the client's value came from a later {op} (unique > "
+                                  f"{lied[0]['unique']}), not from the lying reply; {why}")
+            ctx.result(case, ok, f"{op} reply (unique {lied[0]['unique'] if lied else '-'}) claiming payload_sz "
+                                 f"{claim:#x}: {why}; "
                                  f"entry CQE errors {errs or 'none'}")
     for q in range(srv.conn.nr_queues):
         _new_file(srv, f"s-{q}", BODY)
@@ -126,7 +158,13 @@ def payload_lies(ctx: Ctx, args) -> None:  # noqa: ANN001
     stored = small.fs.read(big, big, 0, len(BIG) + 1)
     sizes = sorted({i["payload_sz"] for i in small.engine.log if i["op"] in ("WRITE", "READ")})
     ok = bool(out and out.get("ok") and out["value"] == _sha(BIG) and stored == BIG)
+    # path proof: the write really went as requests of at most 4 KiB (64 or more WRITEs)
+    writes = [i["payload_sz"] for i in small.engine.log if i["op"] == "WRITE"]
+    split = len(writes) >= len(BIG) // 4096 and max(writes, default=0) <= 4096
+    ok = ok and split
     ctx.result("small_max_write_split_intact", ok,
                f"max_write {small.init.max_write}, max_pages {small.init.max_pages}, max_payload_sz "
                f"{small.init.max_payload_sz}: client {str(out)[:120]}; server holds {len(stored)} bytes "
-               f"({'intact' if stored == BIG else 'DIFFERENT'}); READ/WRITE payload sizes seen {sizes[:8]}")
+               f"({'intact' if stored == BIG else 'DIFFERENT'}); READ/WRITE payload sizes seen {sizes[:8]}; "
+               f"{len(writes)} WRITEs"
+               + ("" if split else " (not exercised: the write was not split into requests of 4 KiB)"))

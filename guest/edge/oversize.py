@@ -87,8 +87,13 @@ def oversize_xattr(ctx: Ctx, args) -> None:  # noqa: ANN001
     ok, why = c2.verdict(len(BIG), TOO_BIG, waited=" after 30 s")
     out = c2.poll(0.0)
     errs = [f"{res}" for _, res, _ in srv.engine.ent_errors]
-    ctx.result("claimed_reply_rejected", ok and not out.get("ok"),
-               f"reply of {srv.engine.payload_size} bytes claiming payload_sz {len(BIG)}: {why}; "
+    # path proof: a non-error GETXATTR reply carried the claim (os.getxattr's first, 128-byte
+    # call is answered ERANGE; the lie goes to its second, XATTR_SIZE_MAX one, the client's last)
+    lied = [x for x in srv.engine.lied if x["op"] == "GETXATTR"]
+    if not lied:
+        ok, why = False, f"not exercised: no GETXATTR reply carried the claim; {why}"
+    ctx.result("claimed_reply_rejected", ok and out is not None and not out.get("ok"),
+               f"reply of {lied[0]['sent'] if lied else '-'} bytes claiming payload_sz {len(BIG)}: {why}; "
                f"entry CQE errors {errs or 'none'}")
 
     c3 = Client(ctx, "stat-h", lambda: stat_size(srv.path("h")), cpu=0)

@@ -33,6 +33,8 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
         zero_pool_qid: int | None = None  # ADD_BUFPOOL with uaddr=0 on this queue
         int_bit_once = False  # next reply's unique gets bit 0 (catalog E4)
         claim_payload: dict[str, int]  # op name -> payload_sz its next reply claims (catalog U7; set per instance)
+        lied: list[dict]  # path proof of claim_payload: the replies that carried a claim (an error reply never does)
+        int_bit_sent: list[dict]  # path proof of int_bit_once: the reply whose unique got bit 0
 
         def queue_setup(self, qid: int) -> None:
             if qid != self.zero_pool_qid:
@@ -69,12 +71,16 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
             cls.serve(self, e)
 
         def commit(self, e, error, data, payload_sz=None) -> None:  # noqa: ANN001
-            claim = self.claim_payload.pop(self.infos.get(e.gid, {}).get("op", ""), None)
-            if claim is not None and not error:  # what fits into the buffer, but claim more
+            info = self.infos.get(e.gid, {})
+            op = info.get("op", "")
+            if op in self.claim_payload and not error:  # what fits into the buffer, but claim more
+                claim = self.claim_payload.pop(op)
                 data, payload_sz = data[:self.payload_size], claim
+                self.lied.append({"op": op, "unique": info.get("unique"), "claim": claim, "sent": len(data)})
             super().commit(e, error, data, payload_sz)
             if self.int_bit_once:
                 self.int_bit_once = False
+                self.int_bit_sent.append({"op": op, "unique": info.get("unique")})
                 P.OUT_HEADER.pack_into(self.hdr_of(e), e.hdr_off, P.OUT_HEADER.size + len(data),
                                        error, S.unique_with_int_bit(e.commit_id))
 
@@ -134,7 +140,7 @@ class Served:
         e = self.engine
         e.log, e.held, e.answered, e.aux, e.ent_errors, e.infos = [], [], [], {}, [], {}
         e.zero_pool_qid = zero_pool_qid
-        e.claim_payload = {}
+        e.claim_payload, e.lied, e.int_bit_sent = {}, [], []
         ctx.closers.append(self.close_rings)
         bufsize = max(self.init.max_payload_sz, self.init.max_write) + 8192
         self.reader = DevFuseReader(self.conn.fd, self.server, self.counters, bufsize)

@@ -11,6 +11,7 @@ import errno
 import os
 import time
 
+from guest import mount as M
 from guest.edge.clients import Client, read_file, wait_all
 from guest.edge.core import Ctx
 from guest.edge.served import Served
@@ -61,11 +62,16 @@ def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
         return
     first = srv.engine.held[0]
     b = Client(ctx, "B", lambda: read_file(srv.path("f1")), cpu=0)
-    srv.pump(1.5)
+    # path proof: B's request is in the kernel (fusectl waiting counts A's held one and B's)
+    minor = M.minor_of(srv.mnt)
+    srv.pump(5.0, lambda: (M.waiting(minor) or 0) >= 2)
+    srv.pump(1.0)
     idle = srv.engine.depth - len(srv.engine.held)
-    ctx.result("second_waits_for_buffer", len(srv.engine.log) == 1,
+    waiting = M.waiting(minor)
+    ctx.result("second_waits_for_buffer", len(srv.engine.log) == 1 and (waiting or 0) >= 2,
                f"deliveries while the only buffer is held: {len(srv.engine.log)}, "
-               f"{idle} entries idle on queue 0")
+               f"{idle} entries idle on queue 0, fusectl waiting {waiting}"
+               + ("" if (waiting or 0) >= 2 else " (not exercised: B's request never reached the kernel)"))
     n_before = len(srv.engine.log)
     srv.engine.auto = True
     srv.engine.answer(first)
@@ -75,8 +81,9 @@ def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
     # 0 (bufpool), or buffer 0 kept (no IORING_CQE_F_BUFFER) or named again (kmbuf).
     same_buffer = nxt and (nxt["buf"] in (None, 0) if kmbuf else nxt["offset"] == 0)
     ctx.result("handed_to_committing_entry",
-               bool(same_buffer and nxt["entry"] == srv.engine.infos.get(first.gid, {}).get("entry")),
-               f"first on entry {first.gid}, next {nxt}")
+               bool(same_buffer and nxt["entry"] == srv.engine.infos.get(first.gid, {}).get("entry")
+                    and nxt["pid"] == b.pid),
+               f"first on entry {first.gid}, next {nxt} (B is pid {b.pid}: the waiting request)")
     more = [Client(ctx, n, (lambda p: lambda: read_file(p))(srv.path(f)), cpu=0)
             for n, f in (("C", "f2"), ("D", "f3"))]
     clients = [a, b, *more]

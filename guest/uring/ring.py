@@ -129,6 +129,11 @@ class Ring:
         self._cq_head.value = head
         return out
 
+    def ready(self) -> int:
+        """CQEs the kernel has posted and nobody has reaped yet (reads the CQ ring's head and
+        tail only, never a CQE)."""
+        return (self._cq_tail.value - self._cq_head.value) & 0xFFFFFFFF
+
     def overflow(self) -> int:
         """Kernel count of CQEs dropped on overflow."""
         return self._cq_overflow.value

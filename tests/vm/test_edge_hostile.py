@@ -9,9 +9,11 @@ from edge_helpers import RINGS_FIXED, RINGS_SERVED, run_edge
 
 @pytest.mark.parametrize("ring", RINGS_SERVED)
 def test_server_protects_its_own_buffers(vm, request, run_dir, kernel, ring):
-    """H1: the header area PROT_NONE between a READ reply and its COMMIT, then the payload
-    buffers PROT_NONE when a WRITE arrives: the client gets the right bytes or EIO/EFAULT,
-    never wrong bytes or a hang; a fresh read works once the memory is readable again."""
+    """H1: the header area PROT_NONE between a held READ's reply and its COMMIT, then the payload
+    buffers PROT_NONE when a WRITE arrives, each the client's only request in the window (an
+    O_DIRECT pread, a pwrite): that request fails with EIO/EFAULT inside the window (or, through
+    pages the kernel pinned, is served intact), never a success for a reply never read, wrong
+    bytes or a hang; a fresh read works once the memory is readable again."""
     run_edge(vm, request, run_dir, kernel, "protected-buffers", "H1", timeout=180, extra=f"--transport {ring}")
 
 
