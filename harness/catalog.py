@@ -296,6 +296,18 @@ def _needs(e: Entry) -> str:
     return ", ".join(e.needs) + (f"; not {', '.join(e.lacks)}" if e.lacks else "")
 
 
+def _feature_table() -> list[str]:
+    """The transport features (guest/transports/features.py) as a Markdown table."""
+    from guest.transports import features as F
+
+    lines = ["## Transport features", "",
+             "| feature | meaning | transports |", "|---|---|---|"]
+    for name, meaning in F.FEATURES.items():
+        lines.append(f"| `{name}` | {meaning} | {', '.join(F.having((name,)))} |")
+    variants = "; ".join(f"`{v}` extends `{base}` with `{added}`" for v, (base, added) in F.VARIANTS.items())
+    return [*lines, "", f"Variants: {variants}.", "", "## Scenarios", ""]
+
+
 def render(tests_dir: Path = TESTS) -> str:
     """The whole page, Markdown."""
     all_entries = entries(tests_dir)
@@ -317,6 +329,7 @@ def render(tests_dir: Path = TESTS) -> str:
         "the ABI it needs, `(every target)` none. Every scenario also ends with the `no_leaks`",
         "case (connections, locked memory, pinned pages back where they were).",
         "",
+        *_feature_table(),
         f"{len(all_entries)} scenarios, {sum(len(e.tests) for e in all_entries)} tests.",
         "",
         "| scenario | catalog | needs | transports | test |",

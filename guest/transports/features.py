@@ -12,7 +12,7 @@ scenario needs or names as its focus; the other variants run in the slow tier (`
 
 from __future__ import annotations
 
-#: Feature -> what it means (shapes and sources in docs/transports.md).
+#: Feature -> what it means (docs/edge-cases.md shows this table with the transports of each).
 FEATURES = {
     "ring": "requests travel through io_uring ring entries (FUSE_IO_URING_CMD_REGISTER, "
             "COMMIT_AND_FETCH), not read(2)/write(2) on /dev/fuse",
