@@ -100,6 +100,7 @@ def test_notify_retrieve_over_ring(vm, request, run_dir, kernel, ring):
 
 @pytest.mark.parametrize("ring", transports_for("oversize-xattr"))
 def test_oversize_xattr_payload(vm, request, run_dir, kernel, ring):
-    """U7: a 64 KiB xattr value or reply through an 8 KiB ring payload (max_pages=1) gets an
-    error, never an oops, and the connection keeps serving (7.2: BUG in fuse_copy_fill)."""
+    """U7: a 64 KiB xattr value or reply through an 8 KiB ring payload (max_pages=1) gets the
+    error /dev/fuse gives, never an oops or a hang, and the connection keeps serving (7.2: BUG
+    in fuse_copy_fill; kmbuf v4: the kernel-address copy loop spins, a fresh guest follows)."""
     run_edge(vm, request, run_dir, kernel, "oversize-xattr", "U7", timeout=90, extra=f"--transport {ring}")

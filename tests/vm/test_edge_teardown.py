@@ -12,7 +12,8 @@ from edge_helpers import run_edge, transports_for
 
 @pytest.mark.parametrize("ring", transports_for("umount-inflight"))
 def test_umount_with_request_in_flight(vm, request, run_dir, kernel, ring):
-    """T1: umount -f while the server holds a READ: idle entries -ENOTCONN, the client fails
+    """T1: umount -f while the server holds a READ (over zero-copy: its pages in the entry's
+    buffer slot, else 'not exercised'): idle entries -ENOTCONN, the client fails
     ENOTCONN/ECONNABORTED, the late COMMIT gets -ENOTCONN."""
     run_edge(vm, request, run_dir, kernel, "umount-inflight", "T1", timeout=240, extra=f"--transport {ring}")
 
