@@ -2,8 +2,9 @@
 
 `python3 -m guest edge SCENARIO [--transport T] [--budget S] [--iterations N]`
 prints KTAP (one case per assertion, `# ` lines with the observed CQE res or
-errno) and exits 0/1/4. Each scenario is bounded by --budget; when it runs out
-every connection is aborted through fusectl and lazily unmounted.
+errno) and exits 0/1/4 (4: a --transport without the features the scenario needs, or one
+given to a scenario that sets its own rings up). Each scenario is bounded by --budget; when
+it runs out every connection is aborted through fusectl and lazily unmounted.
 Catalog ids refer to fuse-uring-abi.md (the project's shared reference) sections 7 and 10;
 the kmbuf-* scenarios (generation D, the posted kmbuf series) to its section 5, the bufring-*
 ones (generation B, bufring v2 10/14) to the shared fixture's PORT-NOTES.md.
