@@ -89,9 +89,11 @@ def abort_fusectl(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 
 def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """T3: SIGKILL the server process while it holds a request."""
+    """T3: SIGKILL the server process while it holds a READ (the LOOKUP and OPEN before it answered)."""
     def serve(w: int) -> None:
         srv = Served(ctx, "t3", transport=args.transport, files=DATA)
+        srv.engine.auto = True  # LOOKUP and OPEN answered; the READ held (over zero-copy: its
+        srv.engine.hold = lambda i: i["op"] == "READ"  # pages in the entry's slot)
         os.write(w, b"R")
         srv.wait_held(1, 60.0)
         proved = bool(srv.engine.held) and held_path(srv.engine, srv.engine.infos[srv.engine.held[0].gid])[0]
