@@ -8,10 +8,10 @@ and prints KTAP. Never imports harness/.
 
 import os
 
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
-              "kmbuf-zero-copy")
-#: Transports whose READ/WRITE data moves with READ_FIXED/WRITE_FIXED (C and D).
-ZERO_COPY = ("zero-copy", "kmbuf-zero-copy")
+# The transport names and the zero-copy ones, from the one table of transport features.
+from guest.transports.features import TRANSPORTS, ZERO_COPY
+
+__all__ = ["TRANSPORTS", "ZERO_COPY", "time_scale"]
 
 
 def time_scale() -> float:

@@ -8,9 +8,11 @@ Two sources, both read without a VM and without importing test code:
   and the docstring of each scenario function in guest/edge/<module>.py;
 - tests/vm/test_*.py, parsed with `ast`: each test function that calls
   `run_edge(vm, request, run_dir, kernel, SCENARIO, CATALOG, ...)`, its docstring, and its
-  transports, from `@pytest.mark.transport(NAME)` or from a `parametrize` list of
-  `pytest.param(NAME, marks=pytest.mark.transport(NAME), id=NAME)` (inline, a module-level
-  name, or a name imported from tests/vm/edge_helpers.py).
+  transports: a `parametrize` over `transports_for("SCENARIO")` (tests/vm/edge_helpers.py: every
+  transport with the features the scenario `needs`, guest/transports/features.py, some of them
+  in the slow tier), `@pytest.mark.transport(NAME)` (a scenario that sets its own rings up, on
+  the ABI of NAME), or a list of `pytest.param(NAME, marks=pytest.mark.transport(NAME), id=NAME)`
+  (inline, a module-level name, or a name imported from tests/vm/edge_helpers.py).
 
 tests/unit/test_catalog.py fails when the page differs from what `render()` returns.
 Catalog ids (G1, S3, T7, ...) are the sections of fuse-uring-abi.md, the project's shared
@@ -47,6 +49,8 @@ class EdgeTest:
     catalog: str
     doc: str
     transports: tuple[str, ...]  # () when the test carries no transport: it runs on every target
+    slow: tuple[str, ...] = ()  # the transports of `transports` that run in the slow tier only
+    by_needs: bool = False  # the transports come from transports_for(scenario)
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Entry:
     budget: float
     guest_doc: str
     source: str  # guest/edge/<module>.py::<function>
+    needs: tuple[str, ...] | None = None  # None: the scenario sets its own rings up
+    lacks: tuple[str, ...] = ()
     tests: list[EdgeTest] = field(default_factory=list)
 
 
@@ -117,6 +123,8 @@ class _Resolver:
 
     def __init__(self, names: dict[str, ast.expr], helpers: dict[str, ast.expr], where: str) -> None:
         self.names, self.helpers, self.where = names, helpers, where
+        self.slow: list[str] = []  # transports a transports_for() list runs in the slow tier
+        self.by_needs: set[str] = set()  # the scenarios transports_for() was called with
 
     def lookup(self, name: str) -> ast.expr:
         if name in self.names:
@@ -160,8 +168,27 @@ class _Resolver:
             return [self._value(node.args[0], bound)]
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return [node.value]
+        if isinstance(node, ast.Call) and _dotted(node.func) == "transports_for":
+            return self.scenario_params(node)
         raise CatalogError(f"{self.where}: cannot read the parameter list at line {node.lineno}",
                            "use pytest.param(NAME, marks=pytest.mark.transport(NAME), id=NAME) items")
+
+    def scenario_params(self, node: ast.Call) -> list[str]:
+        """The transports of `transports_for("SCENARIO")`, read from guest.edge (its needs and
+        the feature table), its slow-tier ones added to self.slow."""
+        from guest import edge
+
+        arg = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            raise CatalogError(f"{self.where}: transports_for at line {node.lineno} must name one scenario "
+                               "as a string literal")
+        if arg.value not in edge.SCENARIOS or edge.SCENARIOS[arg.value].needs is None:
+            raise CatalogError(f"{self.where}: transports_for({arg.value!r}): not a scenario with `needs`",
+                               "declare needs= in its SCENARIOS entry (guest/edge/__init__.py)")
+        found = list(edge.transports_for(arg.value))
+        self.by_needs.add(arg.value)
+        self.slow += [t for t in found if not edge.default_tier(arg.value, t)]
+        return found
 
     def _value(self, node: ast.expr, bound: dict[str, str]) -> str:
         if isinstance(node, ast.Name) and node.id in bound:
@@ -216,8 +243,13 @@ def edge_tests(tests_dir: Path = TESTS) -> list[EdgeTest]:
                     transports += res.params(deco.args[1])
                 else:
                     transports += res.marks(deco) if isinstance(deco, (ast.Name, ast.Call)) else []
-            found.append(EdgeTest(where, _str_arg(call, 4, "scenario", where), _str_arg(call, 5, "catalog", where),
-                                  _one_line(ast.get_docstring(func)), tuple(dict.fromkeys(transports))))
+            scenario = _str_arg(call, 4, "scenario", where)
+            if res.by_needs - {scenario}:
+                raise CatalogError(f"{where} runs {scenario!r} over transports_for({sorted(res.by_needs)[0]!r})",
+                                   "parametrize a test over its own scenario's transports")
+            found.append(EdgeTest(where, scenario, _str_arg(call, 5, "catalog", where),
+                                  _one_line(ast.get_docstring(func)), tuple(dict.fromkeys(transports)),
+                                  tuple(dict.fromkeys(res.slow)), bool(res.by_needs)))
     return found
 
 
@@ -235,21 +267,45 @@ def entries(tests_dir: Path = TESTS) -> list[Entry]:
 
     edge_dir = REPO / "guest" / "edge"
     out = {name: Entry(name, s.catalog, s.cases, s.budget, _guest_doc(edge_dir, s.module, s.func),
-                       f"guest/edge/{s.module}.py::{s.func}")
+                       f"guest/edge/{s.module}.py::{s.func}", s.needs, s.lacks)
            for name, s in SCENARIOS.items()}
     for t in edge_tests(tests_dir):
         if t.scenario not in out:
             raise CatalogError(f"{t.nodeid} runs unknown scenario {t.scenario!r}",
                                "add it to SCENARIOS in guest/edge/__init__.py")
+        if out[t.scenario].needs is not None and not t.by_needs:
+            raise CatalogError(f"{t.nodeid}: scenario {t.scenario!r} declares the features it needs, but the "
+                               "test picks its transports by hand",
+                               f'parametrize it over transports_for("{t.scenario}") (tests/vm/edge_helpers.py)')
         out[t.scenario].tests.append(t)
     return list(out.values())
 
 
 def _transports(e: Entry) -> str:
     seen: list[str] = []
+    slow = {x for t in e.tests for x in t.slow}
     for t in e.tests:
         seen += [x for x in (t.transports or ("(every target)",)) if x not in seen]
-    return ", ".join(seen) or "(no test: by hand only)"
+    return ", ".join(f"{x} (slow)" if x in slow else x for x in seen) or "(no test: by hand only)"
+
+
+def _needs(e: Entry) -> str:
+    """What the scenario needs of a transport, as the page's table says it."""
+    if e.needs is None:
+        return "own rings"
+    return ", ".join(e.needs) + (f"; not {', '.join(e.lacks)}" if e.lacks else "")
+
+
+def _feature_table() -> list[str]:
+    """The transport features (guest/transports/features.py) as a Markdown table."""
+    from guest.transports import features as F
+
+    lines = ["## Transport features", "",
+             "| feature | meaning | transports |", "|---|---|---|"]
+    for name, meaning in F.FEATURES.items():
+        lines.append(f"| `{name}` | {meaning} | {', '.join(F.having((name,)))} |")
+    variants = "; ".join(f"`{v}` extends `{base}` with `{added}`" for v, (base, added) in F.VARIANTS.items())
+    return [*lines, "", f"Variants: {variants}.", "", "## Scenarios", ""]
 
 
 def render(tests_dir: Path = TESTS) -> str:
@@ -265,25 +321,30 @@ def render(tests_dir: Path = TESTS) -> str:
         "Each scenario misbehaves on purpose inside the guest (`python3 -m guest edge NAME`) and prints",
         "one KTAP case per expectation; the pytest test records those cases as subtests and fails",
         "with the failing ones. The catalog ids refer to the sections of `fuse-uring-abi.md`, the",
-        "project's shared ABI reference. Transports come from the test's `transport` markers: a",
-        "target that does not promise one skips that test with the reason; `(every target)` means",
-        "the test has no transport marker and picks its own setup. Every scenario also ends with",
-        "the `no_leaks` case (connections, locked memory, pinned pages back where they were).",
+        "project's shared ABI reference. A scenario names the transport features it needs",
+        "(`needs`, from guest/transports/features.py) and runs over every transport that has them;",
+        "a target that does not promise one skips that test with the reason. `(slow)`: run by",
+        "`make test-slow` only (a variant transport whose added feature the scenario does not",
+        "name). `own rings`: the scenario sets its rings up itself; a transport marker then names",
+        "the ABI it needs, `(every target)` none. Every scenario also ends with the `no_leaks`",
+        "case (connections, locked memory, pinned pages back where they were).",
         "",
+        *_feature_table(),
         f"{len(all_entries)} scenarios, {sum(len(e.tests) for e in all_entries)} tests.",
         "",
-        "| scenario | catalog | transports | test |",
-        "|---|---|---|---|",
+        "| scenario | catalog | needs | transports | test |",
+        "|---|---|---|---|---|",
     ]
     for e in all_entries:
         tests = "<br>".join(f"`{t.nodeid.split('::', 1)[1]}`" for t in e.tests) or "-"
-        lines.append(f"| [`{e.name}`](#{e.name}) | {e.catalog} | {_transports(e)} | {tests} |")
+        lines.append(f"| [`{e.name}`](#{e.name}) | {e.catalog} | {_needs(e)} | {_transports(e)} | {tests} |")
     for e in all_entries:
         lines += ["", f"## {e.name}", "",
-                  f"- catalog: {e.catalog}; guest: `{e.source}`; budget {e.budget:g} s",
+                  f"- catalog: {e.catalog}; guest: `{e.source}`; budget {e.budget:g} s; needs: {_needs(e)}",
                   f"- guest side: {e.guest_doc or '(no docstring)'}"]
         for t in e.tests:
-            lines.append(f"- test `{t.nodeid}` ({', '.join(t.transports) or 'every target'}): {t.doc}")
+            over = ", ".join(f"{x} (slow)" if x in t.slow else x for x in t.transports) or "every target"
+            lines.append(f"- test `{t.nodeid}` ({over}): {t.doc}")
         if not e.tests:
             lines.append(f"- no pytest test runs it; by hand: `python3 -m guest edge {e.name}`")
         lines.append(f"- expects (KTAP cases): {', '.join(f'`{c}`' for c in e.cases)}")

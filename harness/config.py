@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
+from guest.transports.features import TRANSPORTS
 from harness.errors import ConfigError, UnknownTarget
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS_DIR = REPO / "targets"
 KCONFIGS_DIR = REPO / "kconfigs"
-#: Transports the guest server speaks (fixed names shared by CLI, markers, KTAP and JSON).
-TRANSPORTS = ("legacy", "iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
-              "kmbuf-zero-copy")
+# TRANSPORTS (imported above): the transports the guest server speaks, fixed names shared by CLI,
+# markers, KTAP and JSON, from the guest's table of transport features.
 #: What a target or series may promise: the guest's transports plus posted-series variants.
 PROMISABLE = (*TRANSPORTS, "pinned-headers", "pinned-buffers")
 PROFILES: dict[str, tuple[str, ...]] = {"default": (), "debug": ("debug",), "race": ("race",)}

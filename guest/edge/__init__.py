@@ -2,8 +2,9 @@
 
 `python3 -m guest edge SCENARIO [--transport T] [--budget S] [--iterations N]`
 prints KTAP (one case per assertion, `# ` lines with the observed CQE res or
-errno) and exits 0/1/4. Each scenario is bounded by --budget; when it runs out
-every connection is aborted through fusectl and lazily unmounted.
+errno) and exits 0/1/4 (4: a --transport without the features the scenario needs, or one
+given to a scenario that sets its own rings up). Each scenario is bounded by --budget; when
+it runs out every connection is aborted through fusectl and lazily unmounted.
 Catalog ids refer to fuse-uring-abi.md (the project's shared reference) sections 7 and 10;
 the kmbuf-* scenarios (generation D, the posted kmbuf series) to its section 5, the bufring-*
 ones (generation B, bufring v2 10/14) to the shared fixture's PORT-NOTES.md.
@@ -16,14 +17,28 @@ from typing import NamedTuple
 
 from guest import time_scale
 from guest.parity.gen import CASES as PARITY_CASES
+from guest.transports import features as F
 
 
 class Scenario(NamedTuple):
+    """One scenario: guest/edge/<module>.py's <func>, its KTAP cases, its budget (s), its catalog
+    id, and what it needs of the transport it is run over (guest/transports/features.py)."""
+
     module: str
     func: str
     cases: tuple[str, ...]
     budget: float
     catalog: str
+    #: Features the transport given with --transport must have; the suite runs the scenario
+    #: over every promised transport that has them. None: the scenario sets its own rings up
+    #: (no --transport; a test marks the transport whose ABI it uses, if any).
+    needs: tuple[str, ...] | None = None
+    #: Features the transport must not have: the scenario's point needs what they take away.
+    lacks: tuple[str, ...] = ()
+    #: Features whose variants (features.VARIANTS) run it in the default tier too.
+    focus: tuple[str, ...] = ()
+    #: Features with which a run may leave the guest wedged: the test gets a fresh guest after.
+    wedges: tuple[str, ...] = ()
 
 
 #: request-timeout (guest/edge/timeout.py): every ring transport, in generation order (A, C, D).
@@ -70,6 +85,7 @@ def _timeout_cases() -> tuple[str, ...]:
 
 
 _T = ("client_gets_enotconn", "held_commit_enotconn", "idle_entries_enotconn")
+RING = ("ring",)
 SCENARIOS = {
     "no-sqe128": Scenario("cmds", "no_sqe128", ("no_sqe128_einval", "sqe128_ring_still_works"),
                           30, "G1"),
@@ -90,7 +106,7 @@ SCENARIOS = {
         "second_einval"), 30, "B2 B3 B4 B5"),
     "register-bad-qid": Scenario("cmds", "register_bad_qid", (
         "register_bad_qid_einval", "later_register_eopnotsupp", "later_add_queue_eopnotsupp",
-        "file_ops_over_devfuse", "no_ring_traffic"), 60, "R1 P1"),
+        "file_ops_over_devfuse", "no_ring_traffic"), 60, "R1 P1", needs=RING),
     "register-bad-iov": Scenario("register", "register_bad_iov", (
         "iov_count_1_einval", "iov_count_1_poisons", "iov_array_unmapped_efault",
         "iov_array_unmapped_poisons", "iov_len_top_bit_einval", "iov_len_top_bit_poisons",
@@ -102,58 +118,65 @@ SCENARIOS = {
     "commit-errors": Scenario("commit", "commit_errors", (
         "qid_out_of_range_einval", "unknown_id_enoent", "int_bit_id_enoent",
         "wrong_qid_enoent", "request_still_pending", "corrected_commit_completes",
-        "double_commit_enoent"), 90, "C1 C5"),
+        "double_commit_enoent"), 90, "C1 C5", needs=RING),
     "reply-int-bit": Scenario("commit", "reply_int_bit", (
-        "client_completes", "no_userspace_reachable_warn"), 60, "E4 W1"),
+        "client_completes", "no_userspace_reachable_warn"), 60, "E4 W1", needs=RING),
     "notify-retrieve": Scenario("notify", "retrieve", (
         "file_cached", "retrieve_accepted", "nonzero_unique_delivered", "entry_back_in_service",
-        "connection_survives", "no_userspace_reachable_warn"), 90, "W3 W2"),
+        "connection_survives", "no_userspace_reachable_warn"), 90, "W3 W2", needs=RING),
     "oversize-xattr": Scenario("oversize", "oversize_xattr", (
         "devfuse_reference", "setxattr_same_as_devfuse", "claimed_reply_rejected", "connection_survives"), 60,
-        "U7"),
+        "U7", needs=("payload-buffers",), wedges=("kmbuf-ring",)),
     "starve-one-buffer": Scenario("starve", "starve_one_buffer", (
         "second_waits_for_buffer", "handed_to_committing_entry", "all_complete",
-        "data_intact"), 120, "S1"),
+        "data_intact"), 120, "S1", needs=("shared-buffers",), lacks=("zero-copy",)),
     "starve-hol": Scenario("starve", "starve_hol", ("all_complete", "results_intact"),
                            150, "S3"),
     "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
         "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),
     "background": Scenario("background", "background", (
         "writeback_batch_over_max_background", "aio_batch_over_max_background", "readahead_parallel",
-        "dio_aio_depth32_parallel"), 270, "BG: background requests"),
+        "dio_aio_depth32_parallel"), 270, "BG: background requests", needs=RING, focus=("fixed",)),
     "hung-writer": Scenario("hung", "hung_writer", (
         "second_writer_in_d_state", "hung_task_reported", "writers_complete", "data_intact"), 75,
-        "harness: HUNG_TASK"),
-    "umount-inflight": Scenario("teardown", "umount_inflight", _T, 90, "T1"),
+        "harness: HUNG_TASK", needs=("entry-buffers",)),
+    "umount-inflight": Scenario("teardown", "umount_inflight", ("read_held", *_T), 90, "T1", needs=RING,
+                                focus=("zero-copy",)),
     "abort-fusectl": Scenario("teardown", "abort_fusectl", (
-        "abort_written", *_T, "later_ops_enotconn"), 90, "T2"),
+        "read_held", "abort_written", *_T, "later_ops_enotconn"), 90, "T2", needs=RING, focus=("zero-copy",)),
     "kill-server": Scenario("teardown", "kill_server", (
-        "server_holds_request", "client_gets_enotconn", "later_ops_enotconn"), 90, "T3"),
+        "server_holds_request", "client_gets_enotconn", "later_ops_enotconn"), 90, "T3", needs=RING,
+        focus=("zero-copy",)),
     "ring-closed": Scenario("teardown", "ring_closed", (
         "served_before_close", "client_killable", "abort_written",
-        "blocked_client_released"), 90, "T4"),
+        "blocked_client_released"), 90, "T4", needs=RING, focus=("zero-copy",)),
     "thread-exit": Scenario("teardown", "thread_exit", (
-        "submitter_registered_and_exited", "client_not_stranded", "abort_written"), 60, "T5"),
+        "submitter_registered_and_exited", "client_not_stranded", "abort_written"), 60, "T5", needs=RING,
+        focus=("zero-copy",)),
     "owner-exits": Scenario("owner", "owner_exits", tuple(
-        f"{v}_{s}" for v in OWNER_VARIANTS for s in OWNER_STEPS), 120, "T6: ring owner exits"),
+        f"{v}_{s}" for v in OWNER_VARIANTS for s in OWNER_STEPS), 120, "T6: ring owner exits", needs=RING,
+        focus=("fixed",)),
     "teardown-load": Scenario("load", "teardown_load", (
         *(f"{m}_under_load" for m in LOAD_METHODS), "no_ecanceled_to_clients", "killed_clients_depth_1"), 240,
-        "T8: teardown under load"),
+        "T8: teardown under load", needs=RING, focus=("fixed",)),
     "register-burst": Scenario("burst", "register_burst", ("served_after_burst", "abort_during_burst"), 240,
-                               "T8: first REGISTERs from one thread per queue at once"),
+                               "T8: first REGISTERs from one thread per queue at once", needs=RING,
+                               lacks=("zero-copy", "bufring", "kmbuf-ring"), focus=("fixed",)),
     "mount-loop": Scenario("teardown", "mount_loop", (
-        "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)"),
+        "all_iterations_ok", "no_leaked_connections"), 300, "T1 (loop)", needs=RING),
     "register-after-ready": Scenario("teardown", "register_after_ready", (
         "served_before", "bad_register_einval", "connection_survives_bad_register",
-        "abort_written", "abort_releases_client"), 90, "P2"),
+        "abort_written", "abort_releases_client"), 90, "P2", needs=RING),
     "protected-buffers": Scenario("hostile", "protected_buffers", (
         "header_fault_clean", "survives_header_fault", "payload_fault_clean",
-        "survives_payload_fault"), 90, "H1: server breaks its buffers"),
+        "survives_payload_fault"), 90, "H1: server breaks its buffers", needs=("payload-buffers",),
+        lacks=("zero-copy",), focus=("fixed",)),
     "payload-lies": Scenario("lies", "payload_lies", lie_cases(), 150,
-                             "H2: payload sizes that lie"),
+                             "H2: payload sizes that lie", needs=("payload-buffers",), focus=("fixed",)),
     "buffer-table": Scenario("tamper", "buffer_table", tuple(
         f"{t}_{s}" for t in ("slot_replaced", "table_unregistered")
-        for s in ("in_flight_clean", "later_clean", "umount_after_abort")), 90, "H7: buffer-table tampering"),
+        for s in ("in_flight_clean", "later_clean", "umount_after_abort")), 90, "H7: buffer-table tampering",
+        needs=("fixed",), focus=("zero-copy",)),
     "never-ready": Scenario("notready", "never_ready", (
         "clients_wait_for_ready", "client_killable", "abort_releases_client", "umount_after_abort",
         "io_uring_setup_refused", "devfuse_serves_without_io_uring"), 90,
@@ -162,7 +185,7 @@ SCENARIOS = {
                                 "T7: request timeout"),
     "request-timeout-idle": Scenario("timeout", "idle_entries_timeout", (
         "thread_exit_client_ends_in_time", "thread_exit_umount", "ring_closed_client_ends_in_time",
-        "ring_closed_umount"), 90, "T7: request timeout, idle entries cancelled"),
+        "ring_closed_umount"), 90, "T7: request timeout, idle entries cancelled", needs=RING),
     "kmbuf-validation": Scenario("kmbuf", "validation", (
         "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
         "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",
@@ -205,7 +228,8 @@ SCENARIOS = {
                                      "B: payload area at 0 (PORT-NOTES D3, 20)"),
     "kmbuf-memlock": Scenario("kmbuf_memlock", "memlock", (
         "unregister_cycles_uncharged", "close_cycles_uncharged"), 60, "D: RLIMIT_MEMLOCK"),
-    "transport-parity": Scenario("parity", "transport_parity", PARITY_CASES, 150, "parity: the legacy oracle"),
+    "transport-parity": Scenario("parity", "transport_parity", PARITY_CASES, 150, "parity: the legacy oracle",
+                                 needs=RING, focus=("fixed", "zero-copy")),
 }
 
 
@@ -214,14 +238,45 @@ def supported() -> tuple[str, ...]:
     return tuple(SCENARIOS)
 
 
+def transports_for(name: str) -> tuple[str, ...]:
+    """The transports scenario `name` runs over (those with its needs and without what it
+    lacks, in table order); () for a scenario that sets its own rings up. KeyError for an
+    unknown scenario, ValueError for an unknown feature in its declaration."""
+    s = SCENARIOS[name]
+    return () if s.needs is None else F.having(s.needs, s.lacks)
+
+
+def default_tier(name: str, transport: str) -> bool:
+    """Whether the suite's default tier runs scenario `name` over transport (features.default_tier
+    with its needs and focus); False: the slow tier (`-m slow`) only."""
+    s = SCENARIOS[name]
+    return F.default_tier(transport, (*(s.needs or ()), *s.focus))
+
+
+def wedges(name: str, transport: str) -> bool:
+    """Whether a run of scenario `name` over transport may leave the guest wedged."""
+    return bool(F.TRANSPORT_FEATURES[transport] & set(SCENARIOS[name].wedges))
+
+
+def transport_problem(name: str, transport: str | None) -> str:
+    """'' when --transport fits scenario `name` (None: not given), else the error to print."""
+    s = SCENARIOS[name]
+    if s.needs is None:
+        return f"edge {name} sets its own rings up: it takes no --transport" if transport else ""
+    if transport is None or transport in transports_for(name):
+        return ""
+    need = f"needs {', '.join(s.needs)}" + (f" and no {', '.join(s.lacks)}" if s.lacks else "")
+    return (f"edge {name} {need}; transport {transport} {F.missing(transport, s.needs, s.lacks)} "
+            f"(choose from: {', '.join(transports_for(name))})")
+
+
 def add_parser(sub) -> None:  # noqa: ANN001
     """The `edge` subcommand's arguments."""
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
     e.add_argument("scenario", choices=(*SCENARIOS, "list"))
-    e.add_argument("--transport", default="bufpool",
-                   choices=("iovec", "bufpool", "bufpool-registered", "zero-copy", "bufring", "kmbuf",
-                            "kmbuf-zero-copy"),
-                   help="ring transport of the served connection (default bufpool)")
+    e.add_argument("--transport", default=None, choices=F.RINGS,
+                   help="ring transport of the served connection, one with the features the scenario "
+                        "needs (`edge list` shows them; default bufpool where it fits, else the first)")
     e.add_argument("--provoke", action="store_true",
                    help="also run the steps that may wedge the guest (kmbuf-small-buffer)")
     e.add_argument("--budget", type=float, default=None, help="seconds (default per scenario)")
@@ -229,12 +284,22 @@ def add_parser(sub) -> None:  # noqa: ANN001
 
 
 def main(args) -> int:  # noqa: ANN001
-    """Run args.scenario; returns the KTAP exit code."""
+    """Run args.scenario; returns the KTAP exit code (4: a transport that does not fit)."""
+    import sys
+
     if args.scenario == "list":
         for name, s in SCENARIOS.items():
-            print(f"{name:22} {s.catalog:12} {' '.join(s.cases)}")
+            over = ", ".join(transports_for(name)) if s.needs is not None else "(own rings)"
+            print(f"{name:22} {s.catalog:12} over: {over}; cases: {' '.join(s.cases)}")
         return 0
     s = SCENARIOS[args.scenario]
+    problem = transport_problem(args.scenario, args.transport)
+    if problem:
+        print(f"E: {problem}", file=sys.stderr)
+        return 4
+    if s.needs is not None and args.transport is None:
+        fits = transports_for(args.scenario)
+        args.transport = "bufpool" if "bufpool" in fits else fits[0]
     from guest.edge.conn import ensure_enable_uring
     from guest.edge.core import run
 

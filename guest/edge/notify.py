@@ -37,6 +37,15 @@ def notify_retrieve(fd: int, notify_unique: int, nodeid: int, offset: int, size:
         return os.strerror(exc.errno or 0)
 
 
+def _slot_bytes(ctx: Ctx, srv: Served, e, length: int) -> bytes:  # noqa: ANN001
+    """The first length bytes of entry e's zero-copy slot (WRITE_FIXED into a memfd: it only
+    reads the slot); b"" when the slot gave none."""
+    fd = os.memfd_create("fh-w3", os.MFD_CLOEXEC)
+    ctx.closers.append(lambda: os.close(fd))
+    res = srv.write_from_slot(e, fd, length, 0x7F33)
+    return os.pread(fd, length, 0) if res and res > 0 else b""
+
+
 def retrieve(ctx: Ctx, args) -> None:  # noqa: ANN001
     """W3 then W2 on one served connection with a page of cached file data."""
     ctx.diag(rearm_warn_once())
@@ -62,14 +71,20 @@ def retrieve(ctx: Ctx, args) -> None:  # noqa: ANN001
     else:
         e = srv.engine.held[0]
         info = srv.engine.infos[e.gid]
-        mm, off = srv.engine.payload_loc(e, info["offset"])
-        payload = bytes(mm[off:off + info["payload_sz"]])
-        _, r_off, r_size = RETRIEVE_IN.unpack_from(payload)[:3] if len(payload) >= RETRIEVE_IN.size else (0, -1, -1)
-        body = payload[RETRIEVE_IN.size:RETRIEVE_IN.size + r_size] if r_size >= 0 else b""
+        if info.get("zero_copy"):  # generation D: the retrieved pages are in the entry's slot
+            r_off, r_size, body = 0, info["payload_sz"], _slot_bytes(ctx, srv, e, len(data))
+            where = f"zero-copy slot {e.slot}"
+        else:
+            mm, off = srv.engine.payload_loc(e, info["offset"])
+            payload = bytes(mm[off:off + info["payload_sz"]])
+            _, r_off, r_size = (RETRIEVE_IN.unpack_from(payload)[:3] if len(payload) >= RETRIEVE_IN.size
+                                else (0, -1, -1))
+            body = payload[RETRIEVE_IN.size:RETRIEVE_IN.size + r_size] if r_size >= 0 else b""
+            where = "payload buffer"
         ctx.result("nonzero_unique_delivered",
                    info["unique"] == NOTIFY_UNIQUE and r_off == 0 and r_size == len(data) and body == data,
                    f"unique {info['unique']:#x}, payload_sz {info['payload_sz']}, retrieve_in offset {r_off} "
-                   f"size {r_size}, data {'intact' if body == data else 'differs'}")
+                   f"size {r_size}, data in the {where} {'intact' if body == data else 'differs'}")
         srv.engine.answer(e)  # commit it (the server has nothing to say: ENOSYS) so the entry returns
     c2 = Client(ctx, "stat-g", lambda: stat_size(srv.path("g")), cpu=0)
     srv.pump(20.0, c2.done)

@@ -18,10 +18,13 @@ from guest.edge.conn import CMD_UD, Conn
 from guest.edge.core import Ctx
 from guest.fuse import proto as P
 from guest.fuse.fs import MemoryFs
-from guest.server import Server
+from guest.fuse.memfd import MemfdFs
+from guest.server import NO_PAYLOAD_OPS, Server
 from guest.transports import base
 from guest.transports.engine import ENT, ENT_IN_OUT, RingEngine
 from guest.uring import abi
+
+B_ENT = P.URING_ENT_IN_OUT["B"]  # generation B's ent_in_out: buf_id is field 3
 
 
 def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
@@ -53,16 +56,27 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
         def serve(self, e) -> None:  # noqa: ANN001
             h = P.parse_in_header(self.hdr_of(e), e.hdr_off)
             flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr_of(e), e.hdr_off + 256)[:4]
-            bid = e.cflags >> abi.CQE_BUFFER_SHIFT if e.cflags & abi.CQE_F_BUFFER else None
+            e.op = h.opcode  # what is_zero_copy() of generation D reads
             info = {"op": P.op_name(h.opcode), "unique": h.unique, "commit_id": cid,
                     "entry": e.gid, "qid": e.qid, "offset": off, "payload_sz": psz,
-                    "buf": bid, "pid": h.pid, "t": time.monotonic()}
+                    "buf": self.buffer_id(e, h.opcode), "zero_copy": self.is_zero_copy(e, flags),
+                    "pid": h.pid, "t": time.monotonic()}
             self.log.append(info)
             self.infos[e.gid] = info
             if self.auto and not (self.hold and self.hold(info)):
                 self.answer(e)
             else:
                 self.held.append(e)
+
+        def buffer_id(self, e, op: int) -> int | None:  # noqa: ANN001
+            """The payload buffer the kernel named for this request: the CQE's (generation D;
+            None when the entry keeps the one it held), ent_in_out.buf_id (generation B, for a
+            request with a payload), else None (pool transports: see "offset")."""
+            if e.cflags & abi.CQE_F_BUFFER:
+                return e.cflags >> abi.CQE_BUFFER_SHIFT
+            if cls.name == "bufring" and op not in NO_PAYLOAD_OPS:
+                return B_ENT.unpack(self.hdr, e.hdr_off + P.URING_ENT_OFFSET)[3]
+            return None
 
         def answer(self, e) -> None:  # noqa: ANN001
             if e in self.held:
@@ -116,25 +130,28 @@ class Served:
                  pool_bufs: int = 4, files: dict[bytes, bytes] | None = None,
                  zero_pool_qid: int | None = None, start: bool = True, max_write: int = 131072,
                  max_pages: int | None = None, buf_size: int = 0, ring_flags: int = 0,
-                 max_background: int = 64, init_flags: int = 0, zero_copy_files: bool = False) -> None:
+                 max_background: int = 64, init_flags: int = 0, zero_copy_files: bool | None = None) -> None:
         self.ctx = ctx
         self.conn = Conn(ctx, tag)
         self.init = self.conn.setup(max_write=max_write, max_pages=max_pages, max_background=max_background,
                                     extra=init_flags)
         self.mnt = self.conn.mnt
         self.counters = Counters(transport)
-        self.fs = MemoryFs()
+        opts = base.Options(queue_depth, pool_bufs, 0.0, buf_size)
+        cls = manual_class(base.get(transport))
+        # zero_copy_files (default: on for 7.3's zero-copy): opens answer FOPEN_IO_URING_ZERO_COPY
+        # where the transport decides per open (generation C; D is zero-copy per queue), so a
+        # READ/WRITE's pages reach the entry's slot. Its files then live in memfds (MemfdFs):
+        # the engine's READ_FIXED/WRITE_FIXED need a backing fd.
+        per_open = bool(cls.zero_copy and cls.needs_bufpool)
+        self.zero_copy_open = per_open and zero_copy_files is not False
+        self.fs = MemfdFs() if self.zero_copy_open else MemoryFs()
+        if self.zero_copy_open:
+            ctx.closers.append(self.fs.close)
         for name, data in (files or {}).items():
             _, ino = self.fs.create(P.ROOT_ID, name, 0o644, 0, 0, 0)
             self.fs.write(ino, ino, 0, data)
-        opts = base.Options(queue_depth, pool_bufs, 0.0, buf_size)
-        cls = manual_class(base.get(transport))
-        # zero_copy_files: opens answer FOPEN_IO_URING_ZERO_COPY where the transport needs it
-        # (generation C decides per open; D per queue), so a held READ/WRITE's pages reach the
-        # entry's slot. Off by default: MemoryFs has no backing fd for the engine's own
-        # READ_FIXED/WRITE_FIXED, so only a scenario that holds those requests asks for it.
-        self.server = Server(self.fs, self.counters,
-                             zero_copy_open=zero_copy_files and cls.zero_copy and cls.needs_bufpool)
+        self.server = Server(self.fs, self.counters, zero_copy_open=self.zero_copy_open)
         cls.ring_setup_flags = ring_flags  # IORING_SETUP_*: the rings are made by this thread
         self.engine = cls(self.conn.fd, self.server, self.counters, self.init, opts)
         e = self.engine

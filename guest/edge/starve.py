@@ -49,12 +49,12 @@ def _waits(ctx: Ctx, srv: Served, clients: list[Client], t0: float) -> float:
 
 
 def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """S1: 1 pool buffer, 4 entries, 4 readers; all complete, data intact. Over bufpool
-    (7.3) or, with --transport kmbuf, one kmbuf ring buffer (generation D)."""
+    """S1: 1 payload buffer, 4 entries, 4 readers on one queue; all complete, data intact. Over
+    a 7.3 pool (bufpool, bufpool-registered), a bufring payload area or a kmbuf ring (--transport):
+    the one buffer is known by its pool offset, its buf_id or its CQE buffer id."""
     files = _files(4)
-    kmbuf = args.transport == "kmbuf"
-    srv = Served(ctx, "s1", transport="kmbuf" if kmbuf else "bufpool", queue_depth=4,
-                 pool_bufs=1, files=files)
+    srv = Served(ctx, "s1", transport=args.transport, queue_depth=4, pool_bufs=1, files=files)
+    pool = bool(getattr(srv.engine, "uses_pool", False))  # else the buffer id ("buf")
     t0 = time.monotonic()
     a = Client(ctx, "A", lambda: read_file(srv.path("f0")), cpu=0)
     if not srv.wait_held(1, 15.0):
@@ -78,8 +78,8 @@ def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
     srv.pump(5.0, lambda: len(srv.engine.log) > n_before)
     nxt = srv.engine.log[n_before] if len(srv.engine.log) > n_before else None
     # The waiting request goes to the entry that committed, in the same buffer: pool offset
-    # 0 (bufpool), or buffer 0 kept (no IORING_CQE_F_BUFFER) or named again (kmbuf).
-    same_buffer = nxt and (nxt["buf"] in (None, 0) if kmbuf else nxt["offset"] == 0)
+    # 0 (7.3 pools), or buffer 0 kept (kmbuf: no IORING_CQE_F_BUFFER) or named again.
+    same_buffer = nxt and (nxt["offset"] == 0 if pool else nxt["buf"] in (None, 0))
     ctx.result("handed_to_committing_entry",
                bool(same_buffer and nxt["entry"] == srv.engine.infos.get(first.gid, {}).get("entry")
                     and nxt["pid"] == b.pid),
@@ -95,9 +95,9 @@ def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
            if not (c.result and c.result.get("ok")
                    and c.result["value"].encode("latin-1") == want[c.name])]
     ctx.result("data_intact", ok and not bad, f"wrong or failed: {bad}")
-    key = "buf" if kmbuf else "offset"
+    key = "offset" if pool else "buf"
     offs = sorted({i[key] for i in srv.engine.log if i["op"] in PAYLOAD_OPS_HOLD and i[key] is not None})
-    ctx.diag(f"pool {'buffer ids' if kmbuf else 'offsets'} used on queue 0: {offs}")
+    ctx.diag(f"{'pool offsets' if pool else 'buffer ids'} used on queue 0: {offs}")
     worst = _waits(ctx, srv, clients, t0)
     ctx.diag(f"largest per-request wait {worst * 1000:.1f} ms")
 

@@ -27,6 +27,18 @@ def _errno_case(ctx: Ctx, case: str, c: Client, timeout: float) -> None:
     ctx.result(case, ok, f"client {c.name}: {out or 'still blocked, state ' + c.state()}")
 
 
+def held_path(eng, info: dict) -> tuple[bool, str]:  # noqa: ANN001
+    """The path proof of a held request: on a zero-copy transport its pages must be in the
+    entry's buffer slot (FUSE_URING_ENT_ZERO_COPY, or a zero-copy op of generation D), else
+    the teardown never met a filled slot. (proved?, what was held)."""
+    what = f"{info['op']} held on entry {info['entry']} (queue {info['qid']})"
+    if not eng.zero_copy:
+        return True, what
+    if info.get("zero_copy"):
+        return True, f"{what}, its pages in zero-copy slot {eng.entries[info['entry']].slot}"
+    return False, f"{what}: not exercised: the request came without its pages in a zero-copy slot"
+
+
 def _hold_read(ctx: Ctx, tag: str, args) -> tuple[Served, Client]:  # noqa: ANN001
     srv = Served(ctx, tag, transport=args.transport, files=DATA)
     srv.engine.auto = True
@@ -34,6 +46,7 @@ def _hold_read(ctx: Ctx, tag: str, args) -> tuple[Served, Client]:  # noqa: ANN0
     c = Client(ctx, "reader", lambda: read_file(srv.path("f")), cpu=0)
     if not srv.wait_held(1, 20.0):
         raise RuntimeError(f"READ never reached the ring: {srv.engine.log}")
+    ctx.result("read_held", *held_path(srv.engine, srv.engine.infos[srv.engine.held[0].gid]))
     return srv, c
 
 
@@ -76,19 +89,22 @@ def abort_fusectl(ctx: Ctx, args) -> None:  # noqa: ANN001
 
 
 def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """T3: SIGKILL the server process while it holds a request."""
+    """T3: SIGKILL the server process while it holds a READ (the LOOKUP and OPEN before it answered)."""
     def serve(w: int) -> None:
         srv = Served(ctx, "t3", transport=args.transport, files=DATA)
+        srv.engine.auto = True  # LOOKUP and OPEN answered; the READ held (over zero-copy: its
+        srv.engine.hold = lambda i: i["op"] == "READ"  # pages in the entry's slot)
         os.write(w, b"R")
         srv.wait_held(1, 60.0)
-        os.write(w, b"H")
+        proved = bool(srv.engine.held) and held_path(srv.engine, srv.engine.infos[srv.engine.held[0].gid])[0]
+        os.write(w, b"H" if proved else b"h")  # h: held, but not on the path the transport names
         time.sleep(120)
 
     pid, r, mnt = fork_server(ctx, "t3", serve)
     got = b""
     end = time.monotonic() + min(30.0, ctx.left())
     c = None
-    while time.monotonic() < end and b"H" not in got:
+    while time.monotonic() < end and not (b"H" in got or b"h" in got):
         import select
         if select.select([r], [], [], 0.2)[0]:
             chunk = os.read(r, 8)
@@ -98,7 +114,8 @@ def kill_server(ctx: Ctx, args) -> None:  # noqa: ANN001
             if chunk.startswith(b"R") and c is None:
                 c = Client(ctx, "reader", lambda: read_file(f"{mnt}/f"), cpu=0)
     os.close(r)
-    ctx.result("server_holds_request", b"H" in got, f"server said {got!r}")
+    zc = " (h: not exercised: the held request's pages were not in a zero-copy slot)" if b"h" in got else ""
+    ctx.result("server_holds_request", b"H" in got, f"server said {got!r}{zc}")
     os.kill(pid, signal.SIGKILL)
     ctx.diag(f"server reaped: {_reap(pid, 10.0) is not None}")
     if c is None:
@@ -116,7 +133,10 @@ def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
     a = Client(ctx, "before", lambda: read_file(srv.path("f")), cpu=0)
     srv.pump(20.0, a.done)
     out = a.poll(0.0)
-    ctx.result("served_before_close", bool(out and out.get("ok")), f"client {str(out)[:120]}")
+    zc = srv.counters.snapshot().get("zero_copy", {})
+    proved = not srv.engine.zero_copy or zc.get("read", 0) > 0
+    ctx.result("served_before_close", bool(out and out.get("ok")) and proved, f"client {str(out)[:120]}"
+               + ("" if proved else f"; not exercised: no READ went through a zero-copy slot ({zc})"))
     srv.close_rings()
     time.sleep(0.5)
     b = Client(ctx, "after", lambda: os.stat(srv.path("f")).st_size, cpu=0)

@@ -139,11 +139,37 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> CaseResult:
         vm_outcome=item.stash.get(VM_OUTCOME, None),
         subtests=item.stash.get(SUBTESTS, []),
         harness_seconds=round(item.stash.get(HARNESS_SECONDS, 0.0), 2),
+        scenario=scenario_of(item),
+        transport=next((m.args[0] for m in item.iter_markers("transport") if m.args), None),
     )
     item.config.stash[CASES].append(case)
     if case.verdict in (Verdict.FAIL, Verdict.XFAIL, Verdict.TIMEOUT, Verdict.ERROR, Verdict.XPASS):
         _test_reproducer(item)
     return case
+
+
+_SCENARIOS: dict[Path, dict[str, str]] = {}
+
+
+def scenario_of(item: pytest.Item) -> str | None:
+    """The guest edge scenario a test runs (read once per tests folder by harness.catalog from
+    the tests' source: `run_edge(..., SCENARIO, ...)`), None for a test that runs none or
+    when the catalog cannot read the folder (the run goes on; the report's matrix lacks it)."""
+    if item.get_closest_marker("vm") is None:
+        return None
+    path = Path(str(getattr(item, "path", "") or item.fspath)).resolve()
+    folder = path.parent
+    if folder not in _SCENARIOS:
+        from harness.catalog import edge_tests
+        from harness.errors import UserError
+
+        try:
+            _SCENARIOS[folder] = {t.nodeid.rsplit("/", 1)[-1]: t.scenario for t in edge_tests(folder)}
+        except (UserError, OSError, SyntaxError) as exc:
+            log.warning("edge scenarios of %s not read: %s", folder, exc)
+            _SCENARIOS[folder] = {}
+    name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+    return _SCENARIOS[folder].get(f"{path.name}::{name}")
 
 
 def reproducer_path(item: pytest.Item, run_dir: Path) -> Path:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.report import mutants, sections
+from harness.report import matrix, mutants, sections
 from harness.report.data import BAD, Run, load
 from harness.report.markup import Raw, badge, dl, e, link, secs
 from harness.report.style import CSS, colour
@@ -143,7 +143,8 @@ def footer(run: Run) -> str:
 
 
 def page(run: Run) -> str:
-    body = [results(run), sections.timings(run), sections.bench(run), sections.compare(run), sections.bisect(run),
+    body = [results(run), matrix.section(run), sections.timings(run), sections.bench(run), sections.compare(run),
+            sections.bisect(run),
             mutants.section(run),
             sections.known_issues(run),
             tested(run), reproduce(run)]

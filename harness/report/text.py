@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench import hostload
+from harness.report import matrix
 from harness.report.data import BAD, Run, baselines, bench_rows, harness_overhead, load
 
 WIDTH = 80
@@ -250,6 +251,7 @@ def render_text(run_dir: Path, known_issues: Path | None = None) -> str:
     if bad:
         lines += ["", "Not passing (or with kernel log findings):", *bad]
     lines += _known_section(run)
+    lines += matrix.text(run, WIDTH)
     if run.bisect and (run.bisect.get("first_bad") or {}).get("commit"):
         fb = run.bisect["first_bad"]
         lines += ["", _fit(f"First bad commit: {fb['commit'][:12]} {fb.get('subject', '')}")]

@@ -30,6 +30,10 @@ class CaseResult:
     subtests: list[dict[str, str]] = field(default_factory=list)
     #: seconds of `seconds` the harness spent in the guest around the test (markers, kernel log)
     harness_seconds: float = 0.0
+    #: the guest edge scenario the test runs (guest/edge SCENARIOS), None for other tests
+    scenario: str | None = None
+    #: the transport the test is marked with (its parameter's, for a parametrized one), or None
+    transport: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)

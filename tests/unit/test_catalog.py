@@ -91,3 +91,57 @@ def test_an_unknown_scenario_is_an_error(tmp_path: Path):
     """)
     with pytest.raises(CatalogError, match="unknown scenario 'no-such-scenario'"):
         entries(tmp_path)
+
+
+def test_transports_from_a_scenarios_needs_with_the_slow_tier(tmp_path: Path):
+    from guest import edge
+
+    _write(tmp_path, "test_d.py", '''
+        import pytest
+        from edge_helpers import run_edge, transports_for
+
+        @pytest.mark.parametrize("ring", transports_for("abort-fusectl"))
+        def test_t2(vm, request, run_dir, kernel, ring):
+            run_edge(vm, request, run_dir, kernel, "abort-fusectl", "T2", timeout=1)
+    ''')
+    (t,) = edge_tests(tmp_path)
+    assert t.by_needs and t.transports == edge.transports_for("abort-fusectl")
+    assert "zero-copy" in t.transports and "zero-copy" not in t.slow  # its focus: zero-copy
+    assert t.slow == ("bufpool-registered",)
+    (entry,) = [e for e in entries(tmp_path) if e.name == "abort-fusectl"]
+    assert entry.tests == [t] and entry.needs == ("ring",)
+
+
+def test_a_scenario_with_needs_cannot_have_its_transports_picked_by_hand(tmp_path: Path):
+    _write(tmp_path, "test_e.py", '''
+        import pytest
+
+        @pytest.mark.parametrize("ring", [pytest.param("iovec", marks=pytest.mark.transport("iovec"), id="iovec")])
+        def test_t1(vm, request, run_dir, kernel, ring):
+            run_edge(vm, request, run_dir, kernel, "umount-inflight", "T1", timeout=1)
+    ''')
+    with pytest.raises(CatalogError, match=r"test_e.py::test_t1: scenario 'umount-inflight' declares the features"):
+        entries(tmp_path)
+
+
+def test_transports_for_must_name_the_scenario_the_test_runs(tmp_path: Path):
+    _write(tmp_path, "test_f.py", '''
+        import pytest
+        from edge_helpers import run_edge, transports_for
+
+        @pytest.mark.parametrize("ring", transports_for("kill-server"))
+        def test_t1(vm, request, run_dir, kernel, ring):
+            run_edge(vm, request, run_dir, kernel, "umount-inflight", "T1", timeout=1)
+    ''')
+    with pytest.raises(CatalogError, match=r"runs 'umount-inflight' over transports_for\('kill-server'\)"):
+        edge_tests(tmp_path)
+    _write(tmp_path, "test_f.py", '''
+        import pytest
+        from edge_helpers import run_edge, transports_for
+
+        @pytest.mark.parametrize("ring", transports_for("no-sqe128"))
+        def test_g1(vm, request, run_dir, kernel, ring):
+            run_edge(vm, request, run_dir, kernel, "no-sqe128", "G1", timeout=1)
+    ''')
+    with pytest.raises(CatalogError, match="not a scenario with `needs`"):
+        edge_tests(tmp_path)

@@ -321,3 +321,28 @@ def test_d(x):
                               invocation_params=SimpleNamespace(dir=REPO))
         pytest_configure(cfg)  # type: ignore[arg-type]
         assert cfg.option.maxschedchunk == expected, (dist, chunk, paths)
+
+
+def test_a_case_records_its_edge_scenario_and_transport(tmp_path):
+    """summary.json's scenario comes from the test's source (run_edge's scenario argument),
+    read once per folder; the transport from the test's transport marker."""
+    from harness.plugin.results import scenario_of
+
+    (tmp_path / "test_edges.py").write_text(
+        'import pytest\nfrom edge_helpers import run_edge, transports_for\n\n'
+        '@pytest.mark.parametrize("ring", transports_for("abort-fusectl"))\n'
+        'def test_t2(vm, request, run_dir, kernel, ring):\n'
+        '    run_edge(vm, request, run_dir, kernel, "abort-fusectl", "T2", timeout=1)\n\n'
+        'def test_other(vm):\n    vm.run("true")\n')
+
+    class Item:
+        def __init__(self, name: str, vm: bool = True) -> None:
+            self.path, self.name, self.vm = tmp_path / "test_edges.py", name, vm
+            self.originalname = name.split("[")[0]
+
+        def get_closest_marker(self, name: str):
+            return object() if name == "vm" and self.vm else None
+
+    assert scenario_of(Item("test_t2[zero-copy]")) == "abort-fusectl"
+    assert scenario_of(Item("test_other")) is None
+    assert scenario_of(Item("test_t2[iovec]", vm=False)) is None  # a unit test: nothing read

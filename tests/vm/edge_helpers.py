@@ -15,31 +15,35 @@ from pathlib import Path
 
 import pytest
 
+from guest import edge
 from harness.config import REPO
 from harness.plugin.results import ktap_subtests, record_subtests, reproducer_path
 from harness.results.meta import CHECKOUT_PROLOGUE
 
 PY = "/usr/bin/python3"
-#: Ring transports a catalog entry marked "A" (7.2 and 7.3) runs on: the per-entry iovec
-#: ABI (the only one 7.2 has; 7.3's A-compatible mode) and 7.3's bufpool.
-RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in ("iovec", "bufpool")]
-#: The same, plus generation D's kmbuf (the posted kmbuf series) and generation B's bufring
-#: (bufring v2 10/14; with requests held, entries hold payload buffers): for scenarios that only
-#: drive a served connection (teardown, commits, notifications), never its setup commands.
-RINGS_D = [*RINGS, pytest.param("kmbuf", marks=pytest.mark.transport("kmbuf"), id="kmbuf"),
-           pytest.param("bufring", marks=pytest.mark.transport("bufring"), id="bufring")]
-#: Every ring transport whose served connection answers reads from the scenario's memory
-#: file system (the zero-copy ones need a backing file: their header and buffer handling is
-#: the registered pool's and kmbuf's).
-RINGS_SERVED = [*RINGS_D, pytest.param("bufpool-registered", marks=pytest.mark.transport("bufpool-registered"),
-                                       id="bufpool-registered")]
-#: Transports whose replies go through an io_uring fixed buffer the server could tamper with:
-#: 7.3's registered pool and zero-copy (payload pools), generation D (the headers).
-RINGS_FIXED = [pytest.param(t, marks=pytest.mark.transport(t), id=t)
-               for t in ("bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy")]
-#: Transports whose queues the scenario sets up from one thread each (register-burst).
-RINGS_BURST = [pytest.param(t, marks=pytest.mark.transport(t), id=t)
-               for t in ("iovec", "bufpool", "bufpool-registered")]
+
+
+def transports_for(scenario: str) -> list:
+    """The pytest parameters of a scenario run over transports: one per transport with the
+    features its SCENARIOS entry needs (guest/transports/features.py), id = the transport,
+    marked `transport(T)` (skipped, with the reason, where the target does not promise T),
+    `slow` where the default tier leaves that transport out (guest.edge.default_tier), and
+    `fresh_guest_after` where a run may wedge the guest (its `wedges`). ValueError for a
+    scenario that sets its own rings up (it takes no transport parameter)."""
+    if edge.SCENARIOS[scenario].needs is None:
+        raise ValueError(f"edge scenario {scenario} sets its own rings up: it has no transport parameter")
+    params = []
+    for t in edge.transports_for(scenario):
+        marks = [pytest.mark.transport(t)]
+        if not edge.default_tier(scenario, t):
+            marks.append(pytest.mark.slow)
+        if edge.wedges(scenario, t):
+            marks.append(pytest.mark.fresh_guest_after(
+                f"{scenario} over {t} may leave a task spinning or stuck in the kernel"))
+        params.append(pytest.param(t, marks=marks, id=t))
+    return params
+
+
 RECOVER = (
     "mountpoint -q /sys/fs/fuse/connections 2>/dev/null || "
     "mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null; "

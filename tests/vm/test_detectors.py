@@ -7,15 +7,13 @@ itself writes the report and harness.dmesg must classify it.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import run_edge
+from edge_helpers import run_edge, transports_for
 
 from harness import dmesg
 
-ON_BOTH = pytest.param("iovec", marks=pytest.mark.transport("iovec"), id="iovec")
-
 
 @pytest.mark.expect_dmesg("HUNG_TASK")
-@pytest.mark.parametrize("ring", [ON_BOTH])
+@pytest.mark.parametrize("ring", transports_for("hung-writer"))
 def test_hung_task_is_reported(vm, request, run_dir, kernel, ring):
     """A writer stuck on the inode lock behind a WRITE the server holds: khungtaskd (timeout
     lowered to 3 s for the scenario) names it, and the harness classifies that as HUNG_TASK."""

@@ -1,7 +1,8 @@
 """Generation B (bufring v2 10/14, target bufring-v2): its edge cases, each a guest scenario with
-a verdict. Elsewhere every test skips with the reason. Teardown with buffers held (T1-T3, T4,
-P2) runs through the shared declarations (edge_helpers.RINGS_D includes bufring). What 10/14
-does wrong is a known issue scoped to bufring-v2 (known-issues.yaml).
+a verdict. Elsewhere every test skips with the reason. The scenarios that run over any
+transport with the features they need (teardown with buffers held T1-T5 and P2, S1, U7, ...)
+run over bufring from their own test files (edge_helpers.transports_for). What 10/14 does
+wrong is a known issue scoped to bufring-v2 (known-issues.yaml).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ through pinned pages of its own) and the connection keeps serving (guest/edge/ho
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_FIXED, RINGS_SERVED, run_edge
+from edge_helpers import run_edge, transports_for
 
 
-@pytest.mark.parametrize("ring", RINGS_SERVED)
+@pytest.mark.parametrize("ring", transports_for("protected-buffers"))
 def test_server_protects_its_own_buffers(vm, request, run_dir, kernel, ring):
     """H1: the header area PROT_NONE between a held READ's reply and its COMMIT, then the payload
     buffers PROT_NONE when a WRITE arrives, each the client's only request in the window (an
@@ -26,7 +26,7 @@ def test_ring_never_becomes_ready(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "never-ready", "H5", timeout=180)
 
 
-@pytest.mark.parametrize("ring", RINGS_SERVED)
+@pytest.mark.parametrize("ring", transports_for("payload-lies"))
 def test_reply_payload_sz_lies(vm, request, run_dir, kernel, ring):
     """H2: the first READ, READDIR, LISTXATTR, GETXATTR and STATFS reply each claim a
     payload_sz one page past the entry's buffer, then 0xffffffff: the client gets an error (or
@@ -36,7 +36,7 @@ def test_reply_payload_sz_lies(vm, request, run_dir, kernel, ring):
     run_edge(vm, request, run_dir, kernel, "payload-lies", "H2", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_FIXED)
+@pytest.mark.parametrize("ring", transports_for("buffer-table"))
 def test_buffer_table_tampered_in_flight(vm, request, run_dir, kernel, ring):
     """H7: with a GETXATTR held, the server replaces the fixed buffer the kernel reads its reply
     from (BUFFERS_UPDATE: a decoy for 7.3's pools; on generation D, which looks the headers slot

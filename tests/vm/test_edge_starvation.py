@@ -7,14 +7,15 @@ kept in edge-<scenario>.ktap in the run dir.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_SERVED, run_edge
+from edge_helpers import run_edge, transports_for
 
 
-@pytest.mark.transport("bufpool")
-def test_one_buffer_many_entries_all_complete(vm, request, run_dir, kernel):
-    """S1: 1 pool buffer, 4 entries, 4 readers pinned to one queue: the second request waits
-    for the buffer, is handed to the committing entry, and every read returns its data."""
-    run_edge(vm, request, run_dir, kernel, "starve-one-buffer", "S1", timeout=300)
+@pytest.mark.parametrize("ring", transports_for("starve-one-buffer"))
+def test_one_buffer_many_entries_all_complete(vm, request, run_dir, kernel, ring):
+    """S1: 1 payload buffer (a 7.3 pool's, a bufring's or a kmbuf ring's), 4 entries, 4 readers
+    pinned to one queue: the second request waits for the buffer, is handed to the committing
+    entry, every read returns its data and no client sees ENOBUFS; waits are printed."""
+    run_edge(vm, request, run_dir, kernel, "starve-one-buffer", "S1", timeout=300, extra=f"--transport {ring}")
 
 
 @pytest.mark.transport("bufpool")
@@ -31,7 +32,7 @@ def test_bufpool_uaddr_zero_rejected(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "bufpool-uaddr-zero", "S5", timeout=240)
 
 
-@pytest.mark.parametrize("ring", RINGS_SERVED)
+@pytest.mark.parametrize("ring", transports_for("background"))
 def test_background_requests_in_parallel(vm, request, run_dir, kernel, ring):
     """BG: max_background 4. Two batches of 32 submitted once (an msync of 32 dirty shared pages,
     one forced background WRITE each; one io_submit of 32 O_DIRECT reads) go over the limit (the

@@ -7,42 +7,43 @@ recovers with a fusectl abort.
 from __future__ import annotations
 
 import pytest
-from edge_helpers import RINGS_BURST, RINGS_D, RINGS_SERVED, run_edge
+from edge_helpers import run_edge, transports_for
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("umount-inflight"))
 def test_umount_with_request_in_flight(vm, request, run_dir, kernel, ring):
-    """T1: umount -f while the server holds a READ: idle entries -ENOTCONN, the client fails
+    """T1: umount -f while the server holds a READ (over zero-copy: its pages in the entry's
+    buffer slot, else 'not exercised'): idle entries -ENOTCONN, the client fails
     ENOTCONN/ECONNABORTED, the late COMMIT gets -ENOTCONN."""
     run_edge(vm, request, run_dir, kernel, "umount-inflight", "T1", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("abort-fusectl"))
 def test_abort_via_fusectl(vm, request, run_dir, kernel, ring):
     """T2: fusectl abort while a READ is held: same observations as T1, later ops ENOTCONN."""
     run_edge(vm, request, run_dir, kernel, "abort-fusectl", "T2", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("kill-server"))
 def test_sigkill_server_mid_request(vm, request, run_dir, kernel, ring):
     """T3: SIGKILL of the server holding a request: the client gets ENOTCONN/ECONNABORTED."""
     run_edge(vm, request, run_dir, kernel, "kill-server", "T3", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("ring-closed"))
 def test_ring_fd_closed(vm, request, run_dir, kernel, ring):
     """T4: ring fd closed, /dev/fuse kept: blocked clients stay killable, abort releases them."""
     run_edge(vm, request, run_dir, kernel, "ring-closed", "T4", timeout=240, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("thread-exit"))
 def test_submitting_thread_exits(vm, request, run_dir, kernel, ring):
     """T5: the thread that submitted the entries exits, the ring stays open: the next
     request delivered to one of its entries ends with an error, the client never hangs."""
     run_edge(vm, request, run_dir, kernel, "thread-exit", "T5", timeout=180, extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_SERVED)
+@pytest.mark.parametrize("ring", transports_for("owner-exits"))
 def test_ring_owner_exits_holding_requests(vm, request, run_dir, kernel, ring):
     """T6: the thread that made the ring exits with a READ held in every entry and more READs
     queued. A plain ring: another thread commits and every client returns with its bytes. A
@@ -52,7 +53,7 @@ def test_ring_owner_exits_holding_requests(vm, request, run_dir, kernel, ring):
 
 
 @pytest.mark.long(25)
-@pytest.mark.parametrize("ring", RINGS_SERVED)
+@pytest.mark.parametrize("ring", transports_for("teardown-load"))
 def test_teardown_under_load(vm, request, run_dir, kernel, ring):
     """T8: 20 rounds of clients writing and reading on every queue, each round torn down by
     fusectl abort, umount -f, umount -l (still served, then abort) or SIGKILL of the server,
@@ -62,7 +63,7 @@ def test_teardown_under_load(vm, request, run_dir, kernel, ring):
              extra=f"--transport {ring} --iterations 20")
 
 
-@pytest.mark.parametrize("ring", RINGS_BURST)
+@pytest.mark.parametrize("ring", transports_for("register-burst"))
 def test_first_registers_from_one_thread_per_queue(vm, request, run_dir, kernel, ring):
     """T8: 20 mounts, each with one thread and io_uring per queue released together right
     after INIT (libfuse's start-up), one reading client per queue racing them: every REGISTER
@@ -72,7 +73,7 @@ def test_first_registers_from_one_thread_per_queue(vm, request, run_dir, kernel,
              extra=f"--transport {ring} --iterations 20")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("mount-loop"))
 def test_mount_umount_loop(vm, request, run_dir, kernel, ring):
     """20 x (mount, serve a read, umount, every entry -ENOTCONN); no fuse connection leaks."""
     run_edge(vm, request, run_dir, kernel, "mount-loop", "T1 loop", timeout=600,
@@ -90,7 +91,7 @@ def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "request-timeout", "T7", timeout=300)
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("request-timeout-idle"))
 def test_request_timeout_with_idle_entries_cancelled(vm, request, run_dir, kernel, ring):
     """T7 (idle entries): under a 15 s request timeout, a mount whose registering thread exited
     and one whose rings were closed (idle entries cancelled, /dev/fuse kept): a read on each
@@ -99,7 +100,7 @@ def test_request_timeout_with_idle_entries_cancelled(vm, request, run_dir, kerne
              extra=f"--transport {ring}")
 
 
-@pytest.mark.parametrize("ring", RINGS_D)
+@pytest.mark.parametrize("ring", transports_for("register-after-ready"))
 def test_bad_register_after_ready(vm, request, run_dir, kernel, ring):
     """P2: one bad REGISTER on a serving connection must not strand later requests
     (7.3.4: commits fail -EOPNOTSUPP, clients hang until abort; known issue). Runs last."""

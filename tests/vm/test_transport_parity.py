@@ -11,12 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from edge_helpers import run_edge
-
-from harness.config import TRANSPORTS
-
-#: Every ring transport the guest serves: the target's promises decide which run.
-RINGS = [pytest.param(t, marks=pytest.mark.transport(t), id=t) for t in TRANSPORTS if t != "legacy"]
+from edge_helpers import run_edge, transports_for
 
 
 def seeds_option(config: pytest.Config) -> str:
@@ -34,7 +29,7 @@ def budget_of(seeds: str) -> int:
 
 
 @pytest.mark.long(25)
-@pytest.mark.parametrize("ring", RINGS)
+@pytest.mark.parametrize("ring", transports_for("transport-parity"))
 def test_transport_parity(vm, request, run_dir, kernel, ring):
     """Creates, writes, reads (buffered, O_DIRECT, mmap), truncates, renames, links, unlinks,
     directories and xattrs, at and around max_write, max_pages * page and the pool/kmbuf
