@@ -96,6 +96,18 @@ def has_payload(op: int, zero_copied: bool) -> bool | None:
     return not (zero_copied and op in PAGES_ONLY)
 
 
+class Ledger:
+    """One queue's payload buffers as the server sees them: out (buffer -> the entry whose
+    request holds it, until that request's commit) and free."""
+
+    __slots__ = ("qid", "nbufs", "size", "out", "free")
+
+    def __init__(self, qid: int, nbufs: int, size: int) -> None:
+        self.qid, self.nbufs, self.size = qid, nbufs, size
+        self.out: dict[int, int] = {}
+        self.free = set(range(nbufs))
+
+
 class Strict:
     """The checks of one ring engine (see the module docstring); `report()` for the counters."""
 
@@ -105,13 +117,16 @@ class Strict:
         self.arg0 = dict(ARG0)
         if engine.init.reply_flags & SETXATTR_EXT:
             self.arg0[Op.SETXATTR] = 16
+        #: generation D zero-copies per queue (can_zero_copy_req: use_zero_copy and pages)
+        self.zc_queue = bool(engine.zero_copy and self.field == "cqe")
+        #: 7.3 zero-copies per request and says so in ent_in_out.flags
+        self.zc_flag = bool(engine.zero_copy and self.field == "offset")
         self.lock = threading.Lock()
         self.checked = 0
         self.kinds: Counter = Counter()
         self.first: str | None = None
-        self.owner: dict[tuple[int, int], int] = {}  # (qid, buffer) -> gid of the holder
-        self.held: dict[int, tuple[int, int]] = {}  # gid -> (qid, buffer) until its commit
-        self.free: dict[int, set[int]] = {}  # qid -> buffers not held
+        self.ledgers: dict[int, Ledger] = {}  # qid -> its pool as the server sees it
+        self.held: dict[int, tuple[Ledger, int]] = {}  # gid -> (ledger, buffer) until its commit
         self.kept: dict[int, int | None] = {}  # gid -> buffer the kernel left the entry (D)
         _ALL.append(self)
 
@@ -151,26 +166,27 @@ class Strict:
                 bad.append(("payload_sz", f"WRITE payload_sz {psz} != fuse_write_in.size {size}"))
         if extlen * 8 > psz:
             bad.append(("payload_sz", f"payload_sz {psz} < total_extlen {extlen} * 8"))
-        zc = self._flags(op, flags, bad)
-        self._buffer(e, op, word, cflags, has_payload(op, zc), bad)
+        if self.zc_flag:
+            zc = self._zc_flag(op, flags, bad)
+        else:  # A, B, D write .flags = 0
+            if flags:
+                bad.append(("flags", f"ent_in_out.flags {flags:#x} != 0"))
+            zc = self.zc_queue
+        if self.field != "none" or word:
+            self._buffer(e, op, word, cflags, has_payload(op, zc), bad)
         if bad:
             self._record(e, cflags, bad)
 
-    def _flags(self, op: int, flags: int, bad: list) -> bool:
-        """Check ent_in_out.flags; True when the request's pages were zero-copied."""
-        eng = self.eng
-        if self.field != "offset":  # A, B, D write .flags = 0; v4 zero-copies per queue
-            if flags:
-                bad.append(("flags", f"ent_in_out.flags {flags:#x} != 0"))
-            return bool(eng.zero_copy and self.field == "cqe")  # can_zero_copy_req: the queue's
-        want = bool(eng.zero_copy and op in (Op.READ, Op.WRITE)
-                    and eng.server.open_flags & P.FOPEN_IO_URING_ZERO_COPY)
+    def _zc_flag(self, op: int, flags: int, bad: list) -> bool:
+        """7.3: FUSE_URING_ENT_ZERO_COPY exactly on READ/WRITE of a zero-copy file (the queues
+        are zero-copy); True when set."""
+        want = bool(op in (Op.READ, Op.WRITE) and self.eng.server.open_flags & P.FOPEN_IO_URING_ZERO_COPY)
         if flags & ~P.URING_ENT_ZERO_COPY:
             bad.append(("flags", f"ent_in_out.flags {flags:#x}: unknown bits"))
         got = bool(flags & P.URING_ENT_ZERO_COPY)
         if got != want:
             why = ("zero-copy READ/WRITE of a file opened with FOPEN_IO_URING_ZERO_COPY"
-                   if want else "not a zero-copy READ/WRITE of a zero-copy file on a zero-copy queue")
+                   if want else "not a READ/WRITE of a file opened with FOPEN_IO_URING_ZERO_COPY")
             bad.append(("flags", f"FUSE_URING_ENT_ZERO_COPY {'missing' if want else 'set'}: {why}"))
         return got
 
@@ -182,7 +198,8 @@ class Strict:
             if word:
                 bad.append(("padding", f"ent_in_out u32 at 20 is {word:#x}, not 0"))
             return
-        nbufs, size = self.eng.buffer_area(q)
+        led = self.ledger(q)
+        nbufs, size = led.nbufs, led.size
         bid: int | None = None
         if field == "offset":
             if want is False or (want is None and word == 0):
@@ -228,48 +245,43 @@ class Strict:
         if bid >= nbufs:
             bad.append(("buffer_range", f"buffer {bid} >= the pool's {nbufs} buffers"))
             return
-        self._take(q, bid, gid, bad)
+        self._take(led, bid, gid, bad)
 
-    def _take(self, q: int, bid: int, gid: int, bad: list) -> None:
-        other = self.owner.get((q, bid))
+    def _take(self, led: Ledger, bid: int, gid: int, bad: list) -> None:
+        other = led.out.get(bid)
         if other is not None and other != gid:
-            bad.append(("buffer_shared", f"buffer {bid} of queue {q} is still held by entry "
+            bad.append(("buffer_shared", f"buffer {bid} of queue {led.qid} is still held by entry "
                                          f"{other}, whose request is not committed"))
             self.held.pop(other, None)
-        free = self._free(q)
-        free.discard(bid)
-        self.owner[(q, bid)] = gid
-        self.held[gid] = (q, bid)
+        led.free.discard(bid)
+        led.out[bid] = gid
+        self.held[gid] = (led, bid)
         if self.field == "cqe":
             self.kept[gid] = bid
 
-    def _free(self, q: int) -> set[int]:
-        free = self.free.get(q)
-        if free is None:
-            free = self.free[q] = set(range(self.eng.buffer_area(q)[0]))
-        return free
+    def ledger(self, q: int) -> Ledger:
+        """Queue q's ledger (made at first use from the transport's buffer_area)."""
+        led = self.ledgers.get(q)
+        if led is None:
+            led = self.ledgers[q] = Ledger(q, *self.eng.buffer_area(q))
+        return led
 
-    def _release(self, gid: int) -> None:
-        qb = self.held.pop(gid, None)
-        if qb is not None and self.owner.get(qb) == gid:
-            del self.owner[qb]
-            self._free(qb[0]).add(qb[1])
+    def _release(self, gid: int) -> Ledger | None:
+        led, bid = self.held.pop(gid, (None, 0))
+        if led is not None and led.out.get(bid) == gid:
+            del led.out[bid]
+            led.free.add(bid)
+        return led
 
     def committed(self, e) -> None:  # noqa: ANN001
         """Entry e's reply goes to the kernel: its buffer is no longer held by the server; the
         queue's buffers out plus free must still be the pool."""
         with self.lock:
-            qb = self.held.get(e.gid)
-            self._release(e.gid)
-            if qb is None:
-                return
-            q = qb[0]
-            out = sum(1 for (oq, _) in self.owner if oq == q)
-            nbufs = self.eng.buffer_area(q)[0]
-            if out + len(self._free(q)) != nbufs:
-                self._record(e, e.cflags, [("pool_sum", f"after the commit queue {q} has {out} "
-                                                        f"buffers out + {len(self._free(q))} free "
-                                                        f"!= {nbufs}")])
+            led = self._release(e.gid)
+            if led is not None and len(led.out) + len(led.free) != led.nbufs:
+                self._record(e, e.cflags, [("pool_sum", f"after the commit queue {led.qid} has "
+                                                        f"{len(led.out)} buffers out + {len(led.free)} "
+                                                        f"free != {led.nbufs}")])
 
     # -- findings -----------------------------------------------------------------------------
     def _record(self, e, cflags: int, bad: list[tuple[str, str]]) -> None:  # noqa: ANN001

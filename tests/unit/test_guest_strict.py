@@ -215,7 +215,7 @@ def test_kmbuf_buffer_flag_only_with_payload_and_kept_otherwise() -> None:
     assert _deliver(t, e, Op.GETATTR, sel) == []
     t.strict.committed(e)
     assert _deliver(t, e, Op.GETATTR) == []  # kept buffer 1: no flag this time
-    assert t.strict.held[e.gid] == (0, 1)
+    assert t.strict.held[e.gid] == (t.strict.ledger(0), 1)
 
 
 def test_kmbuf_zero_copy_reads_take_no_buffer_writes_do() -> None:
@@ -244,9 +244,11 @@ def test_buffers_out_plus_free_is_the_pool_after_every_commit() -> None:
     e = t.entries[0]
     _deliver(t, e, Op.GETATTR, word=BUF)
     t.strict.committed(e)
-    assert not t.strict.kinds and t.strict.free[0] == {0, 1, 2, 3}
+    led = t.strict.ledger(0)
+    assert not t.strict.kinds and led.free == {0, 1, 2, 3} and not led.out
     _deliver(t, e, Op.GETATTR, word=BUF)
-    t.strict.free[0].discard(3)  # a buffer lost from the books
+    assert led.out == {1: e.gid} and led.free == {0, 2, 3}
+    led.free.discard(3)  # a buffer lost from the books
     t.strict.committed(e)
     assert t.strict.kinds == {"pool_sum": 1}
 
