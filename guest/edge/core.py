@@ -206,7 +206,7 @@ def _strict_case(ctx: Ctx, servers: list) -> None:
         more = f" ({len(bad) - 1} more engine(s) with mismatches)" if len(bad) > 1 else ""
         ctx.result(STRICT_CASE, False, bad[0].summary() + more)
         return
-    names = sorted({s.eng.name for s in seen})
+    names = sorted({s.name for s in seen})
     ctx.result(STRICT_CASE, True, f"{sum(s.checked for s in seen)} ring requests ({', '.join(names)}): "
                "every field as the request implies")
 

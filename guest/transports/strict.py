@@ -41,6 +41,7 @@ from __future__ import annotations
 import struct
 import sys
 import threading
+import weakref
 from collections import Counter
 
 from guest.fuse import proto as P
@@ -112,7 +113,8 @@ class Strict:
     """The checks of one ring engine (see the module docstring); `report()` for the counters."""
 
     def __init__(self, engine) -> None:  # noqa: ANN001 - a RingEngine (no import: no circle)
-        self.eng = engine
+        self.eng = weakref.proxy(engine)  # the registry below must not keep engines (and their memory) alive
+        self.name = engine.name
         self.field = getattr(engine, "buffer_field", "none")
         self.arg0 = dict(ARG0)
         if engine.init.reply_flags & SETXATTR_EXT:
@@ -302,7 +304,7 @@ class Strict:
         h = IN_HDR.unpack_from(hdr, base)
         flags, cid, psz, word, reserved = ENT.unpack_from(hdr, base + P.URING_ENT_OFFSET)
         op_in = bytes(hdr[base + OP_IN:base + OP_IN + min(64, self.arg0.get(h[1]) or 64)])
-        return (f"{self.eng.name} queue {e.qid} entry {e.idx}: {P.op_name(h[1])} "
+        return (f"{self.name} queue {e.qid} entry {e.idx}: {P.op_name(h[1])} "
                 + "; ".join(f"[{k}] {t}" for k, t in bad)
                 + f" | in_header len={h[0]} opcode={h[1]} unique={h[2]:#x} nodeid={h[3]} uid={h[4]}"
                   f" gid={h[5]} pid={h[6]} total_extlen={h[7]} | ent_in_out flags={flags:#x} "
@@ -317,7 +319,7 @@ class Strict:
         """JSON view: requests checked, findings by kind, the first one dumped."""
         with self.lock:
             return {"checked": self.checked, "violations": self.violations,
-                    "kinds": dict(self.kinds), "first": self.first, "transport": self.eng.name}
+                    "kinds": dict(self.kinds), "first": self.first, "transport": self.name}
 
     def summary(self) -> str:
         """One line for a KTAP diagnostic."""

@@ -326,3 +326,20 @@ def test_the_engine_checks_each_request_it_serves_and_each_commit() -> None:
     _put(eng, e, Op.GETATTR, unique=0x32, commit_id=0x30, word=BUF, arg0=bytes(16))
     eng.on_cqe(ud(ENT, e.gid), 0, 0)
     assert counters.snapshot()["strict"]["kinds"] == {"commit_id": 1}
+
+
+def test_the_registry_keeps_verdicts_not_engines() -> None:
+    """A scenario makes many engines (parity: one per transport and seed): their memory goes
+    when they do; what the strict_server case needs stays."""
+    import gc
+    import weakref
+
+    at = strict.mark()
+    t = _engine("bufring")
+    _deliver(t, t.entries[0], Op.RELEASE, word=1)
+    gone = weakref.ref(t)
+    del t
+    gc.collect()
+    assert gone() is None
+    (s,) = strict.since(at)
+    assert s.violations == 1 and s.summary().startswith("bufring: 1 mismatch(es) in 1 ring requests")
