@@ -123,7 +123,7 @@ class Strict:
         self.zc_queue = bool(engine.zero_copy and self.field == "cqe")
         #: 7.3 zero-copies per request and says so in ent_in_out.flags
         self.zc_flag = bool(engine.zero_copy and self.field == "offset")
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # SIGUSR1 writes the counters (report()) from the serving thread
         self.checked = 0
         self.kinds: Counter = Counter()
         self.first: str | None = None

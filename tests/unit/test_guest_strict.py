@@ -343,3 +343,11 @@ def test_the_registry_keeps_verdicts_not_engines() -> None:
     assert gone() is None
     (s,) = strict.since(at)
     assert s.violations == 1 and s.summary().startswith("bufring: 1 mismatch(es) in 1 ring requests")
+
+
+def test_a_counters_write_from_a_signal_mid_check_does_not_deadlock() -> None:
+    """serve's SIGUSR1 handler writes the counters from the serving thread, which may be inside
+    delivered() at that moment."""
+    t = _engine("bufpool")
+    with t.strict.lock:
+        assert t.counters.snapshot()["strict"]["checked"] == 0
