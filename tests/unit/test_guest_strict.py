@@ -300,6 +300,14 @@ def test_every_edge_scenario_reports_strict_server(capsys) -> None:  # noqa: ANN
     out = capsys.readouterr().out
     assert "ok 2 fake.strict_server\n" in out
     assert "# strict_server: 1 ring requests (kmbuf): every field as the request implies" in out
+    def skipped(ctx, args) -> None:  # noqa: ANN001
+        t = _engine("kmbuf")
+        _deliver(t, t.entries[0], Op.GETATTR, F_BUF)
+        ctx.result("a", None, reason="kernel lacks it")
+
+    core.run("fake", ["a"], skipped, None, 30.0)
+    out = capsys.readouterr().out
+    assert "ok 2 fake.strict_server # SKIP every case of the scenario was skipped" in out
     rc = core.run("fake", ["a"], lying_kernel, None, 30.0)
     out = capsys.readouterr().out
     assert "not ok 2 fake.strict_server" in out and rc != 0
