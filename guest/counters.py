@@ -15,7 +15,9 @@ Schema (version 1), all keys always present:
   bufring {payload, no_payload, kept, waited, shared, unexpected, bad_id,
   ids {qid: [buffer ids seen]}} (generation B, see guest/transports/bufring.py),
   errors {cqe {ERRNO: n}, cqe_total, teardown_cqe {ERRNO: n}, handler {ERRNO: n},
-  malformed, exceptions}, pid, uid, started, updated, exit_reason.
+  malformed, exceptions}, strict {checked, violations, kinds {KIND: n}, first, transport}
+  (ring requests the strict server checked, see guest/transports/strict.py; first: the first
+  mismatch with its request dumped, or null), pid, uid, started, updated, exit_reason.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Counters:
         #: per ring-buffer family ("kmbuf", "bufring"): event counts and buffer ids per queue
         self.ring_bufs: dict[str, Counter] = {"kmbuf": Counter(), "bufring": Counter()}
         self.ring_buf_ids: dict[str, dict[int, set[int]]] = {"kmbuf": {}, "bufring": {}}
+        self.strict = None  # the ring engine's strict server (guest.transports.strict.Strict)
 
     def request(self, path: str, opname: str, qid: int | None = None) -> None:
         """Count one request served over `path` ("io_uring" or "devfuse")."""
@@ -148,6 +151,8 @@ class Counters:
                              "handler": dict(self.handler_errors),
                              "malformed": self.malformed,
                              "exceptions": self.exceptions}
+            doc["strict"] = self.strict.report() if self.strict is not None else {
+                "checked": 0, "violations": 0, "kinds": {}, "first": None, "transport": None}
             doc["updated"] = time.time()
             uring_n = self.paths["io_uring"]
             if doc["uring"]["ready"] and uring_n:

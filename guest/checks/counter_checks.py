@@ -86,4 +86,15 @@ def zero_copy_used(c: dict, transport: str, facts: dict) -> None:
     expect(z["fixed_errors"] == 0, f"zero_copy {z}")
 
 
-CHECKS = [path_used, init_negotiated, no_errors, queues_used, pool_usage, zero_copy_used]
+def strict_server(c: dict, transport: str, facts: dict) -> None:
+    """Every ring request had every field the kernel wrote as the request implies
+    (guest/transports/strict.py); the first mismatch comes with its request dumped."""
+    if transport not in RING:
+        raise Skip("no ring: /dev/fuse requests carry no ring fields")
+    s = c.get("strict") or {}
+    expect(s.get("checked", 0) > 0, f"not exercised: no ring request was checked; strict {s}")
+    expect(s["violations"] == 0, f"{s['violations']} mismatch(es) in {s['checked']} ring requests "
+           f"{s['kinds']}; first: {s['first']}")
+
+
+CHECKS = [path_used, init_negotiated, no_errors, queues_used, pool_usage, zero_copy_used, strict_server]

@@ -187,7 +187,8 @@ def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks
     if counters:
         k.diag(f"paths={counters['paths']} per_queue={counters['per_queue']} "
                f"pool={counters['pool']} zero_copy={counters['zero_copy']} "
-               f"errors={counters['errors']['cqe']} in {elapsed:.1f}s "
+               f"errors={counters['errors']['cqe']} strict_checked={counters.get('strict', {}).get('checked')} "
+               f"in {elapsed:.1f}s "
                f"({sum(counters['paths'].values()) / max(elapsed, 1e-3):.0f} req/s)")
     for c in checks:
         name = f"{t}.counters.{c.__name__}"

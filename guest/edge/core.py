@@ -18,6 +18,7 @@ import traceback
 
 from guest import mount as M
 from guest.ktap import FAIL, PASS, SKIP, Ktap
+from guest.transports import strict
 
 
 def ename(res: int | None) -> str:
@@ -31,6 +32,9 @@ def ename(res: int | None) -> str:
 
 #: The case every scenario ends with (guest.edge.leaks).
 LEAK_CASE = "no_leaks"
+#: The case before it: every ring request the scenario's engines received had every field as
+#: the request implies (guest/transports/strict.py).
+STRICT_CASE = "strict_server"
 
 
 class Timeout(Exception):
@@ -132,12 +136,14 @@ def _reap(pid: int, timeout: float) -> int | None:
 
 
 def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
-    """Run fn(ctx, args) under a watchdog, then the leak checks (case no_leaks, see
-    guest.edge.leaks); print KTAP; return the exit code."""
+    """Run fn(ctx, args) under a watchdog, then the strict server's verdict (case
+    strict_server) and the leak checks (case no_leaks, see guest.edge.leaks); print KTAP;
+    return the exit code."""
     from guest.edge import leaks
 
     before = leaks.snapshot()
-    ctx = Ctx(scenario, [*cases, LEAK_CASE], budget)
+    made = strict.mark()
+    ctx = Ctx(scenario, [*cases, STRICT_CASE, LEAK_CASE], budget)
     ctx.k.header(len(ctx.cases))
     ctx.diag(f"scenario {scenario}, budget {budget:.0f}s, kernel {os.uname().release}")
 
@@ -165,7 +171,10 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
     wd = threading.Thread(target=watchdog, name="watchdog", daemon=True)
     wd.start()
     try:
-        fn(ctx, args)
+        try:
+            fn(ctx, args)
+        finally:  # a mismatch seen before a timeout or an error is still a finding
+            _strict_case(ctx, strict.since(made))
     except Timeout as exc:
         ctx.diag(f"timeout: {exc}")
         _finish(ctx, "timeout", "budget exhausted")
@@ -183,6 +192,27 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
         ctx.k.totals()
         ctx.finished.set()
     return ctx.k.exit_code()
+
+
+def _strict_case(ctx: Ctx, servers: list) -> None:
+    """Case strict_server: fails with the first mismatch (its request dumped) that any ring
+    engine of the scenario saw; skipped when no request reached a ring entry, or when every
+    case of the scenario was skipped (its pass must not make an unexercised scenario pass)."""
+    seen = [s for s in servers if s.checked]
+    if not seen:
+        ctx.result(STRICT_CASE, None, reason="no request reached a ring entry")
+        return
+    bad = [s for s in seen if s.violations]
+    if bad:
+        more = f" ({len(bad) - 1} more engine(s) with mismatches)" if len(bad) > 1 else ""
+        ctx.result(STRICT_CASE, False, bad[0].summary() + more)
+        return
+    names = sorted({s.name for s in seen})
+    what = f"{sum(s.checked for s in seen)} ring requests ({', '.join(names)}): every field as the request implies"
+    if ctx.skipped >= set(ctx.cases) - {STRICT_CASE, LEAK_CASE}:
+        ctx.result(STRICT_CASE, None, what, reason="every case of the scenario was skipped")
+        return
+    ctx.result(STRICT_CASE, True, what)
 
 
 def _leak_case(ctx: Ctx, before) -> None:  # noqa: ANN001

@@ -16,6 +16,7 @@ class BufpoolTransport(RingEngine):
     name = "bufpool"
     needs_bufpool = True
     uses_pool = True
+    buffer_field = "offset"
 
     def alloc(self) -> None:
         self.pools = [Pool(self.opts.pool_bufs, self.payload_size)
@@ -25,6 +26,10 @@ class BufpoolTransport(RingEngine):
     def queue_setup(self, qid: int) -> None:
         add_queue(self, qid)
         add_bufpool(self, qid, self.pools[qid], None)
+
+    def buffer_area(self, qid: int) -> tuple[int, int]:
+        pool = self.pools[qid]
+        return pool.length // pool.buf_size, pool.buf_size
 
     def entry_iov(self, e: Entry) -> tuple[int, int]:
         return 0, 0

@@ -63,6 +63,7 @@ class BufringTransport(RingEngine):
     """One headers area and one payload area per queue; payload buffers chosen by the kernel."""
 
     name = "bufring"
+    buffer_field = "buf_id"
 
     def alloc(self) -> None:
         nbufs = self.opts.pool_bufs
@@ -98,6 +99,9 @@ class BufringTransport(RingEngine):
 
     def commit_cmd(self, e: Entry) -> bytes:
         return commit_req(e.qid, e.commit_id)
+
+    def buffer_area(self, qid: int) -> tuple[int, int]:
+        return self.nbufs, self.buf_size
 
     def fixed_args(self, e: Entry) -> tuple[int, int]:
         return 0, e.idx  # never IORING_URING_CMD_FIXED: fuse reads buf_index as the entry id

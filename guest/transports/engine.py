@@ -4,8 +4,10 @@ One thread (the caller of start() and run()) submits every SQE: entries die
 with their submitting thread. Subclasses fill in the hooks: alloc(),
 queue_setup(), entry_iov(), fixed_args(), payload_loc(), zero_copy_request(), and
 for the generation D (kmbuf) transports register_cmd(), commit_cmd(), ring_of(),
-is_zero_copy() and held_key(). A transport with one io_uring per queue puts the
-rings of queues 1.. in `extra_rings`: the loop polls their fds from the main ring.
+is_zero_copy() and held_key(); for the strict server (guest/transports/strict.py, which
+checks every request the kernel delivers) buffer_field and buffer_area(). A transport with
+one io_uring per queue puts the rings of queues 1.. in `extra_rings`: the loop polls their
+fds from the main ring.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from guest.fuse import proto as P
 from guest.negotiate import Init
 from guest.server import NO_PAYLOAD_OPS, Server
 from guest.transports.base import Options, SetupError, nr_possible_cpus
+from guest.transports.strict import Strict
 from guest.uring import abi
 from guest.uring.ring import Ring, addr_of
 
@@ -80,6 +83,11 @@ class RingEngine:
     uses_pool = False
     commit_sqe_flags = 0  # IOSQE_* on every COMMIT_AND_FETCH (edge scenarios: IOSQE_ASYNC)
     ring_setup_flags = 0  # IORING_SETUP_* beyond SQE128 (edge scenarios: SINGLE_ISSUER|DEFER_TASKRUN)
+    #: where the kernel names a request's payload buffer: "none" (the entry's own buffer),
+    #: "offset" (ent_in_out.offset, 7.3 pools), "buf_id" (ent_in_out.buf_id, generation B),
+    #: "cqe" (IORING_CQE_F_BUFFER and the CQE's buffer id, generation D)
+    buffer_field = "none"
+    strict: Strict | None = None  # set by __init__ (None only in a partly built engine of a unit test)
 
     def __init__(self, devfd: int, server: Server, counters: Counters, init: Init,
                  opts: Options) -> None:
@@ -106,6 +114,7 @@ class RingEngine:
         u = counters.doc["uring"]
         u.update(enabled=True, nr_queues=self.nr_queues, queue_depth=self.depth,
                  max_payload_sz=self.payload_size, zero_copy=self.zero_copy)
+        self.strict = counters.strict = Strict(self)
 
     # -- hooks ---------------------------------------------------------------
     def alloc(self) -> None:
@@ -120,6 +129,10 @@ class RingEngine:
 
     def fixed_args(self, e: Entry) -> tuple[int, int]:
         """(uring_cmd_flags, buf_index) for an entry's REGISTER and COMMIT."""
+        return 0, 0
+
+    def buffer_area(self, qid: int) -> tuple[int, int]:
+        """(buffers, bytes per buffer) of queue qid's payload pool; (0, 0) without one."""
         return 0, 0
 
     def payload_loc(self, e: Entry, offset: int) -> tuple[mmap.mmap, int]:
@@ -285,6 +298,8 @@ class RingEngine:
                     self.live -= 1
                 return
             e.cflags = cflags
+            if self.strict is not None:
+                self.strict.delivered(e, cflags)
             self.serve(e)
         elif kind == POLL:
             if res >= 0 or res == -errno.EINTR:
@@ -359,6 +374,8 @@ class RingEngine:
 
     def commit(self, e: Entry, error: int, data: bytes, payload_sz: int | None = None) -> None:
         """Write the reply into the entry's memory and queue COMMIT_AND_FETCH."""
+        if self.strict is not None:
+            self.strict.committed(e)
         if len(data) > self.payload_size:
             error, data = -errno.EIO, b""
         if data and e.loc is not None:

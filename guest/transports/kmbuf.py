@@ -64,6 +64,7 @@ class KmbufTransport(RingEngine):
 
     name = "kmbuf"
     init_flags = P.URING_BUF_RING
+    buffer_field = "cqe"
 
     def alloc(self) -> None:
         nbufs = self.opts.pool_bufs
@@ -138,6 +139,9 @@ class KmbufTransport(RingEngine):
 
     def fixed_args(self, e: Entry) -> tuple[int, int]:
         return 0, e.idx
+
+    def buffer_area(self, qid: int) -> tuple[int, int]:
+        return self.nbufs, self.buf_size
 
     def is_zero_copy(self, e: Entry, flags: int) -> bool:
         return self.zero_copy and e.op in ZC_IN_OPS | ZC_OUT_OPS

@@ -21,6 +21,7 @@ class RegisteredTransport(RingEngine):
     name = "bufpool-registered"
     needs_bufpool = True
     uses_pool = True
+    buffer_field = "offset"
 
     def alloc(self) -> None:
         self.pools = [Pool(self.opts.pool_bufs, self.payload_size)
@@ -38,6 +39,10 @@ class RegisteredTransport(RingEngine):
 
     def fixed_args(self, e: Entry) -> tuple[int, int]:
         return abi.URING_CMD_FIXED, e.qid
+
+    def buffer_area(self, qid: int) -> tuple[int, int]:
+        pool = self.pools[qid]
+        return pool.length // pool.buf_size, pool.buf_size
 
     def entry_iov(self, e: Entry) -> tuple[int, int]:
         return 0, 0
