@@ -142,7 +142,7 @@ class Strict:
                 self._record(e, cflags, [("strict_error", f"strict check crashed: {exc!r}")])
 
     def _delivered(self, e, cflags: int) -> None:  # noqa: ANN001
-        hdr, base = self.eng.hdr, e.hdr_off
+        hdr, base = self.eng.hdr_of(e), e.hdr_off
         hlen, op, unique, _, _, _, _, extlen, _ = IN_HDR.unpack_from(hdr, base)
         flags, cid, psz, word, reserved = ENT.unpack_from(hdr, base + P.URING_ENT_OFFSET)
         self.checked += 1
@@ -300,7 +300,7 @@ class Strict:
 
     def dump(self, e, cflags: int, bad: list[tuple[str, str]]) -> str:  # noqa: ANN001
         """One line: what failed, then the request's headers as the kernel wrote them."""
-        hdr, base = self.eng.hdr, e.hdr_off
+        hdr, base = self.eng.hdr_of(e), e.hdr_off
         h = IN_HDR.unpack_from(hdr, base)
         flags, cid, psz, word, reserved = ENT.unpack_from(hdr, base + P.URING_ENT_OFFSET)
         op_in = bytes(hdr[base + OP_IN:base + OP_IN + min(64, self.arg0.get(h[1]) or 64)])
