@@ -24,11 +24,15 @@ Which workload needs the completion flush, by reading:
   fuse_writepages (file.c, WB_SYNC_ALL ignores the congestion threshold) sends one WRITE per
   page here (max_pages 1: `if (ap->num_folios >= fc->max_pages) return true;`,
   fuse_folios_need_send), each through fuse_send_writepage with `args->force = true;`
-  (file.c:1975) and fuse_simple_background; a forced request is allocated with
-  fuse_request_alloc, never waiting in fuse_get_req (dev.c:906-910). So all PAGES arrive in
-  one go: MAX_BG are moved to the dispatch list, the rest stay on fuse_req_bg_queue (active
-  >= max and the queue has one active), and nothing arrives after them: only the completion
-  flush moves them. Without it msync waits for ever.
+  (file.c:1975) and fuse_simple_background (req.c) -> fuse_chan_send_bg (dev.c:903); a forced
+  request is allocated with fuse_request_alloc, never waiting in fuse_get_req (dev.c:907-911).
+  So all PAGES arrive in one go: MAX_BG are moved to the dispatch list, the rest stay on
+  fuse_req_bg_queue (fch->active_background == max_background and the queue's own
+  active_background is not 0), and nothing arrives after them: only the completion flush
+  moves them (or an abort, dev_uring.c:212, or a later background arrival on that queue,
+  1867; neither happens here). Without it msync waits for ever. What this detects is the flush
+  missing from fuse_uring_req_end; a flush placed before the decrement would move requests
+  one completion late and not stall.
 - aio_batch_over_max_background: one io_submit of PAGES O_DIRECT reads (raw Linux AIO, with
   FUSE_ASYNC_DIO). These are not forced: fuse_async_req_send -> fuse_simple_background ->
   fuse_get_req(fch, true), which waits while `(for_background && fch->blocked)` (dev.c:94,

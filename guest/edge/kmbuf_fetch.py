@@ -10,9 +10,12 @@ as forward-ported, with the line of fs/fuse/dev_uring.c after the whole series):
 - Sending it goes through fuse_uring_prepare_send -> copy_header_to_ring ->
   get_kernel_ring_header, which starts from ent->headers_iter (posted-v4.mbx 2750, 2777;
   ported 1840, 1864). The failed lookup did not set that iterator (08/25
-  io_uring_fixed_index_get returns before io_import_fixed), so it is the one of the entry's
-  earlier request, whose node fuse_uring_headers_cleanup (posted-v4.mbx 3032-3040) already put:
-  after IORING_UNREGISTER_BUFFERS its bio_vec array is freed memory and its pages unpinned.
+  io_uring_fixed_index_get returns before io_import_fixed), so it is the one from the entry's
+  last successful headers_prep, when the held request was dispatched (send_in_task, ITER_DEST,
+  posted-v4.mbx 3202), whose node fuse_uring_headers_cleanup (posted-v4.mbx 3032-3039)
+  already put: after IORING_UNREGISTER_BUFFERS the imu goes back to ctx->imu_cache (which
+  KASAN poisons) or is kvfree'd, and its pages are unpinned but still mapped in the server,
+  so a stale write most likely lands in the server's old headers page.
 
 The scenario: one queue entry (queue_depth 1) holds the first client's request; a second
 client on the same CPU queues a request behind it; the server unregisters queue 0's fixed

@@ -12,8 +12,8 @@ What the server does in (1) is what a real server swapping its own table does, p
 - 7.3 (payload pools): the new buffer is a decoy full of 0xEE; the server keeps its pool, as
   ADD_BUFPOOL took the kernel's own reference to what was registered;
 - generation D (headers): v4 looks the headers slot up by index for every request and every
-  commit, on purpose (19/25 fuse_uring_headers_prep; 08/25: "the buffer at the index may be
-  unregistered/replaced in the meantime"), so the server moves its headers along
+  commit, on purpose (19/25 fuse_uring_headers_prep; the v4 cover letter: pinning dropped
+  "and just do lookup every time", at the io_uring maintainer's request), so the server moves its headers along
   (KmbufTransport.replace_headers: copy them over, update the slot, read requests from and
   write replies to the new buffer). A server that kept parsing its old mapping would commit
   stale ids: its own bug, not the kernel's.

@@ -116,8 +116,8 @@ class KmbufTransport(RingEngine):
         swaps its own fixed-buffer table does: copy the queue's headers over, point the headers
         slot at `new` (IORING_REGISTER_BUFFERS_UPDATE on the queue's ring), then read requests
         from and write replies to `new` (entry i at i * 288). v4 looks the slot up by index for
-        every request and every commit (19/25 fuse_uring_headers_prep; 08/25: "the buffer at the
-        index may be unregistered/replaced in the meantime"), so after the update the kernel
+        every request and every commit (19/25 fuse_uring_headers_prep; the v4 cover letter drops
+        pinning "and just do lookup every time"), so after the update the kernel
         writes and reads `new`. Returns the slot; an OSError of the update leaves everything as
         it was."""
         mine = [e for e in self.entries if e.qid == qid]
