@@ -104,6 +104,9 @@ def test_shell_clients(vm, transport, run_dir):
     # data ops must have gone through the ring, not /dev/fuse
     assert counters["paths"]["io_uring"] > counters["paths"]["devfuse"], counters["paths"]
     assert counters["per_opcode"].get("WRITE", 0) > 0 and counters["per_opcode"].get("READ", 0) > 0
+    strict = counters.get("strict") or {}  # every field the kernel wrote, per request (strict server)
+    assert strict.get("checked", 0) > 0, f"strict server not exercised: {strict}"
+    assert strict.get("violations", 0) == 0, f"strict server: {strict.get('first')}"
     if t in ("bufpool", "bufpool-registered", "zero-copy", "kmbuf", "kmbuf-zero-copy"):
         assert counters["pool"]["high_water"] >= 1
         assert counters["uring"]["registered"] == (t != "bufpool")
