@@ -200,7 +200,8 @@ def _strict_case(ctx: Ctx, servers: list) -> None:
     case of the scenario was skipped (its pass must not make an unexercised scenario pass)."""
     seen = [s for s in servers if s.checked]
     if not seen:
-        ctx.result(STRICT_CASE, None, reason="no request reached a ring entry")
+        ctx.result(STRICT_CASE, None, reason="no ring request checked in the scenario's process "
+                   "(none reached an entry, or the server was a forked child)")
         return
     bad = [s for s in seen if s.violations]
     if bad:
