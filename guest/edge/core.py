@@ -154,6 +154,8 @@ def run(scenario: str, cases: list[str], fn, args, budget: float) -> int:
         ctx.diag(f"watchdog: {budget:.0f}s budget exhausted, aborting every connection")
         if task_state(os.getpid(), os.getpid()) in ("Z", "X", "-"):  # the main thread
             ctx.diag("the scenario's main thread is gone: killed inside the kernel (see the kernel log)")
+        for line in busy_tasks(os.getpid()):
+            ctx.diag(f"watchdog: {line}")
         for path in ctx.mounts:
             try:
                 M.abort(path)
@@ -240,9 +242,9 @@ def task_state(pid: int, tid: int | None = None) -> str:
         return "-"
 
 
-def kernel_stack(pid: int) -> str:
+def kernel_stack(pid: int | str) -> str:
     """Where a task sleeps in the kernel: its wchan and its top frames (/proc/PID/stack, root
-    only), one line; '' when it is gone."""
+    only; pid may be 'PID/task/TID' for one thread), one line; '' when it is gone."""
     try:
         with open(f"/proc/{pid}/wchan") as f:
             wchan = f.read().strip()
@@ -251,6 +253,42 @@ def kernel_stack(pid: int) -> str:
     except OSError:
         return ""
     return f"wchan {wchan}: {' < '.join(frames)}"
+
+
+def busy_tasks(root: int) -> list[str]:
+    """The threads of process root and of its descendants that are running (R) or in an
+    uninterruptible wait (D), each as 'task PID/TID (COMM) STATE, wchan ...: frames' (at most
+    12): where a wedged scenario is stuck, printed before the watchdog aborts anything."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in family} - family
+        family |= more
+        grew = bool(more)
+    lines = []
+    for pid in sorted(family):
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+        for tid in tids:
+            state = task_state(pid, tid)
+            if state not in ("R", "D") or tid == threading.get_native_id():
+                continue
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = "?"
+            lines.append(f"task {pid}/{tid} ({comm}) {state}, {kernel_stack(f'{pid}/task/{tid}') or 'gone'}")
+    return lines[:12]
 
 
 def _finish(ctx: Ctx, status: str, reason: str) -> None:
