@@ -287,8 +287,21 @@ def busy_tasks(root: int) -> list[str]:
                     comm = f.read().strip()
             except OSError:
                 comm = "?"
-            lines.append(f"task {pid}/{tid} ({comm}) {state}, {kernel_stack(f'{pid}/task/{tid}') or 'gone'}")
+            lines.append(f"task {pid}/{tid} ({comm}) {state}, {_cpu_times(pid, tid)}, "
+                         f"{kernel_stack(f'{pid}/task/{tid}') or 'gone'}")
     return lines[:12]
+
+
+def _cpu_times(pid: int, tid: int) -> str:
+    """'user U s, kernel K s' of one thread (/proc/PID/task/TID/stat fields 14 and 15, in
+    clock ticks): a thread in R whose kernel time grows is spinning in the kernel."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return f"user {int(fields[11]) / tick:.1f} s, kernel {int(fields[12]) / tick:.1f} s"
+    except (OSError, IndexError, ValueError):
+        return "cpu time unknown"
 
 
 def _finish(ctx: Ctx, status: str, reason: str) -> None:
