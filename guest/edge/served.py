@@ -9,6 +9,7 @@ for a bounded time. Raw (possibly wrong) commands go through `raw()`.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 
 from guest.counters import Counters
@@ -142,8 +143,12 @@ class Served:
         # zero_copy_files (default: on for 7.3's zero-copy): opens answer FOPEN_IO_URING_ZERO_COPY
         # where the transport decides per open (generation C; D is zero-copy per queue), so a
         # READ/WRITE's pages reach the entry's slot. Its files then live in memfds (MemfdFs):
-        # the engine's READ_FIXED/WRITE_FIXED need a backing fd.
+        # the engine's READ_FIXED/WRITE_FIXED need a backing fd. FUSE_HARNESS_ZERO_COPY_FILES=0
+        # turns them off (the server of before, whose zero-copy cases were vacuous: with it, those
+        # cases must fail as "not exercised").
         per_open = bool(cls.zero_copy and cls.needs_bufpool)
+        if zero_copy_files is None and os.environ.get("FUSE_HARNESS_ZERO_COPY_FILES") == "0":
+            zero_copy_files = False
         self.zero_copy_open = per_open and zero_copy_files is not False
         self.fs = MemfdFs() if self.zero_copy_open else MemoryFs()
         if self.zero_copy_open:
