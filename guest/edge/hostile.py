@@ -125,6 +125,12 @@ def _solo_pread(path: str, res_w: int, leave_r: int) -> dict:
         out = {"n": n, "sha": _sha(buf[:n]), "sentinel": buf[:n] == bytes([SENTINEL]) * n}
     except OSError as exc:
         out = {"errno": exc.errno}
+    return _report_and_stay(fd, out, res_w, leave_r)
+
+
+def _report_and_stay(fd: int, out: dict, res_w: int, leave_r: int) -> dict:
+    """A solo client's end: its outcome to res_w at once, then fd stays open (no FLUSH or
+    RELEASE into the window) until leave_r is readable; returns out."""
     os.write(res_w, json.dumps(out).encode())
     os.read(leave_r, 1)
     os.close(fd)
@@ -143,10 +149,7 @@ def _solo_pwrite(path: str, go_r: int, res_w: int, leave_r: int) -> dict:
         out: dict = {"n": os.pwrite(fd, SOLO, PAGE)}
     except OSError as exc:
         out = {"errno": exc.errno}
-    os.write(res_w, json.dumps(out).encode())
-    os.read(leave_r, 1)
-    os.close(fd)
-    return out
+    return _report_and_stay(fd, out, res_w, leave_r)
 
 
 def _no_getxattr(srv: Served) -> None:
