@@ -17,7 +17,9 @@ The order, with pytest's -x (a caught mutant costs the tests up to the catching 
    marker takes less than 20 s under TCG). So the quick edge tests and the shell smoke tests
    run before the guest-check suites (about a minute each) and the parity oracle;
 4. crash probes (`crash_probe = True`, tests/conftest.py) stay last outside the tiers; ties
-   keep collection order.
+   keep collection order. Harness self-tests (`harness_selftest = True`: crash recovery and
+   dmesg attribution, in a nested session that boots three guests) are deselected: they test
+   the harness, not the kernel.
 
 The plugin reorders after every other plugin (a wrapper hook): after tests/conftest.py's crash
 probes and harness.plugin.xdist's long-first order. The order it used is written beside the
@@ -111,6 +113,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     plan = load_plan(path)
     if plan is None:
         return result
+    selftests = [it for it in items if getattr(getattr(it, "function", None), "harness_selftest", False)]
+    if selftests:  # they test the harness in a nested session of their own, never the mutant
+        config.hook.pytest_deselected(items=selftests)
+        items[:] = [it for it in items if it not in selftests]
     tests = [_test(it) for it in items]
     indexes = order(tests, plan)
     items[:] = [items[i] for i in indexes]

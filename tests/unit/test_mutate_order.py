@@ -109,6 +109,10 @@ test_probe.crash_probe = True
 
 def test_shell():
     pass
+
+def test_selftest():
+    pass
+test_selftest.harness_selftest = True
 '''
 
 # another plugin that reorders too (as tests/conftest.py and harness.plugin.xdist do): the plan wins
@@ -131,11 +135,11 @@ def test_the_plugin_orders_a_real_session(pytester: pytest.Pytester, tmp_path: P
     ran = [ln.split("::")[1].split()[0] for ln in pytester.runpytest_subprocess(*base).stdout.lines
            if ln.startswith("test_inner.py::")]
     assert ran == ["test_guest_checks[bufpool]", "test_shell", "test_edge", "test_checks_legacy",
-                   "test_guest_checks[legacy]", "test_probe"]
+                   "test_guest_checks[legacy]", "test_probe"]  # the harness self-test deselected
     why = (tmp_path / "order.json.order.txt").read_text().splitlines()
     assert [ln.split()[-1] for ln in why[:3]] == ["test_inner.py::test_guest_checks[bufpool]",
                                                  "test_inner.py::test_shell", "test_inner.py::test_edge"]
     monkeypatch.delenv(PLAN_ENV)  # without a plan the plugin leaves the order alone (here: reversed)
     ran = [ln.split("::")[1].split()[0] for ln in pytester.runpytest_subprocess(*base).stdout.lines
            if ln.startswith("test_inner.py::")]
-    assert ran[0] == "test_shell" and ran[-1] == "test_checks_legacy"
+    assert ran[0] == "test_selftest" and ran[-1] == "test_checks_legacy"  # and the self-test runs

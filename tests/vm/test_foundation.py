@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from harness.plugin import state
 
 PY = "/usr/bin/python3"
 
@@ -87,7 +90,16 @@ def test_io_uring_not_disabled(vm):
 
 
 @pytest.mark.long(100)
-def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, target, profile, run_dir):
+def _same_target(pytestconfig, target) -> str:  # noqa: ANN001
+    """--target for a nested session: this session's own (a name, or a file made absolute:
+    the nested session runs elsewhere), else the target's name."""
+    given = state.target_name(pytestconfig)
+    if given and Path(given).is_file():
+        return str(Path(given).resolve())
+    return given or target.name
+
+
+def test_dmesg_attribution_and_vm_recovery(pytester, pytestconfig, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
     exactly that test, a guest crashed mid-test is classified and replaced by a fresh one for
     the next test, and so is a guest an oops left running (its state may be corrupt)."""
@@ -129,7 +141,9 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
         '''
     )
     inner = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--target", target.name, "--profile", profile,
+        # the target as this session got it: a name, or a file (fuse-harness mutate's workspace
+        # target, whose kernel is the mutant's: its name would build the plain target)
+        "-p", "no:cacheprovider", "--target", _same_target(pytestconfig, target), "--profile", profile,
         "--results-dir", str(run_dir / "nested"), "-v",
         # three boots (the first, after the crash, after the oops), four when TCG's early-boot
         # flake costs a retry: ~25 s each here, 4-9 min each on a debug kernel
@@ -152,3 +166,6 @@ def test_dmesg_attribution_and_vm_recovery(pytester, monkeypatch, vm, kernel, ta
     consoles = sorted(p.name for p in (run_dir / "nested").glob("*/console-*.log"))
     retried = "booting once more" in out + inner.stderr.str()
     assert len(consoles) == 3 or (retried and len(consoles) == 4), (consoles, out)
+
+
+test_dmesg_attribution_and_vm_recovery.harness_selftest = True  # fuse-harness mutate leaves it out
