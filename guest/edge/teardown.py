@@ -149,8 +149,9 @@ def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
                    f"SIGKILL of a blocked client (state before {c.state()})")
     else:
         ctx.result("client_killable", False, f"not exercised: the client did not block: {c.poll(0.0)}")
+    blocked = b.poll(0.0) is None  # judged before the abort: the abort itself may end it at once
     ctx.result("abort_written", srv.conn.abort(), "fusectl abort")
-    if b.poll(0.0) is None:
+    if blocked:
         _errno_case(ctx, "blocked_client_released", b, 10.0)
     else:
         ctx.result("blocked_client_released", False, f"not exercised: the client had finished before the "
