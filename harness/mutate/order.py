@@ -17,9 +17,9 @@ The order, with pytest's -x (a caught mutant costs the tests up to the catching 
    marker takes less than 20 s under TCG). So the quick edge tests and the shell smoke tests
    run before the guest-check suites (about a minute each) and the parity oracle;
 4. crash probes (`crash_probe = True`, tests/conftest.py) stay last outside the tiers; ties
-   keep collection order. Harness self-tests (`harness_selftest = True`: crash recovery and
-   dmesg attribution, in a nested session that boots three guests) are deselected: they test
-   the harness, not the kernel.
+   keep collection order. Harness self-tests (`harness_selftest = True`: dmesg
+   attribution in the session's guest, and crash recovery with attribution in a nested session
+   that boots three guests) are deselected: they test the harness, not the kernel.
 
 The plugin reorders after every other plugin (a wrapper hook): after tests/conftest.py's crash
 probes and harness.plugin.xdist's long-first order. The order it used is written beside the

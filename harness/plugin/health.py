@@ -2,7 +2,8 @@
 health around it (harness.plugin.session holds the options, the session's kernel and guest).
 
 Between two markers written into the guest's kernel log, a test's slice is scanned
-(harness.dmesg); a finding not declared with expect_dmesg fails the test. A guest that dies
+(harness.dmesg); a finding not declared with expect_dmesg or expect_kernel_finding fails the
+test, and so does the absence of a finding expect_kernel_finding requires. A guest that dies
 during a test is classified (panic, hang, died), the test fails, and the next test gets a
 fresh guest; so does the next test after an oops-like finding (TAINTING) or after a test
 that may leave the guest wedged (fresh_guest_after, a task left in D state).
@@ -13,6 +14,7 @@ assertion rewriting (it has no asserts to rewrite): PYTEST_DONT_REWRITE.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pytest
@@ -25,6 +27,9 @@ from harness.plugin.state import DMESG_FILE, FINDINGS, GUEST, HARNESS_SECONDS, R
 log = logging.getLogger("harness.plugin")
 #: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
 TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
+#: The kinds a finding of a test can have: the classifier's (harness.dmesg.PATTERNS) and the
+#: plugin's own STUCK_TASK (a user task left in D state); what expect_kernel_finding may name.
+KINDS = (*(kind for kind, _ in dmesg.PATTERNS), "STUCK_TASK")
 
 
 def expected_patterns(item: pytest.Item) -> list[str]:
@@ -35,10 +40,63 @@ def expected_patterns(item: pytest.Item) -> list[str]:
     return patterns
 
 
+def required_findings(item: pytest.Item) -> list[tuple[str, str]]:
+    """(kind, regex) of each expect_kernel_finding(kind, pattern) mark of the test: a finding
+    of that kind whose line or fingerprint the regex matches (re.search) must be in the test's
+    own kernel-log slice. pytest.UsageError for a mark that is not two arguments, one of
+    KINDS and a valid regex."""
+    required: list[tuple[str, str]] = []
+    for mark in item.iter_markers("expect_kernel_finding"):
+        where = f"{item.nodeid}: expect_kernel_finding"
+        if len(mark.args) != 2 or mark.kwargs or not all(isinstance(a, str) for a in mark.args):
+            raise pytest.UsageError(f"{where} takes two strings, (kind, pattern), got {mark.args!r}")
+        kind, pattern = mark.args
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{where}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise pytest.UsageError(f"{where}: pattern {pattern!r} is not a regex: {exc}") from None
+        required.append((kind, pattern))
+    return required
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check every expect_kernel_finding mark before any test runs (bad input: a UsageError)."""
+    for item in items:
+        required_findings(item)
+
+
+def _required(f: dmesg.Finding, kind: str, pattern: str) -> bool:
+    return f.kind == kind and bool(re.search(pattern, f.line) or re.search(pattern, f.fingerprint))
+
+
+def missing(findings: list[dmesg.Finding], required: list[tuple[str, str]]) -> list[str]:
+    """The required (kind, regex) pairs no finding matches, as "KIND /regex/" ([] when none)."""
+    return [f"{kind} /{pattern}/" for kind, pattern in required
+            if not any(_required(f, kind, pattern) for f in findings)]
+
+
+def cut(end, start: str | None) -> str:
+    """One test's kernel log as the plugin cuts it, from end (a harness.vm.machine.EndMark): the
+    lines of end.dmesg (the whole log, read after the END marker was written) after the line
+    holding start (the BEGIN marker, Vm.mark) and before the END marker's line; the whole log
+    when no BEGIN marker was written (None)."""
+    return dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
+
+
+def findings_in(text: str, stuck: list[str] | tuple[str, ...] = ()) -> list[dmesg.Finding]:
+    """The findings of a slice that count (harness.dmesg.in_scope), then a STUCK_TASK finding
+    for each task left in D state ("STATE PID WCHAN ARGS" lines)."""
+    return [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
+        dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """Slice the guest's dmesg around the test; a finding not declared with expect_dmesg,
-    or a guest that died, fails the test's call phase (so xfail/known issues apply)."""
+    """Slice the guest's dmesg around the test; a finding not declared with expect_dmesg or
+    expect_kernel_finding, a finding expect_kernel_finding requires and the slice lacks, or a
+    guest that died, fails the test's call phase (so xfail/known issues apply)."""
     machine = item.config.stash.get(GUEST, None)
     if item.get_closest_marker("vm") is None or machine is None:
         outcome = yield
@@ -61,7 +119,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     end = machine.end_mark(f"END {item.nodeid}")
     item.stash[HARNESS_SECONDS] = item.stash.get(HARNESS_SECONDS, 0.0) + time.monotonic() - began
     if end is not None:
-        text = dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
+        text = cut(end, start)
     else:
         # The guest died or hangs: the console holds the kernel log up to its end.
         console = machine.console()
@@ -72,8 +130,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     path.write_text(text)
     item.stash[DMESG_FILE] = str(path.relative_to(run_dir))
     stuck = end.stuck if end is not None else []
-    findings = [f for f in dmesg.scan(text) if dmesg.in_scope(f)] + [
-        dmesg.Finding("STUCK_TASK", f"left in D state after the test: {t}", t, t) for t in stuck]
+    findings = findings_in(text, stuck)
     item.stash[FINDINGS] = item.stash.get(FINDINGS, []) + findings
     tainted = sorted({f.kind for f in findings if f.kind in TAINTING})
     wedge = item.get_closest_marker("fresh_guest_after")
@@ -104,19 +161,30 @@ def _restart(item: pytest.Item, machine, failed: str) -> None:
 
 
 def _judge(item: pytest.Item, outcome) -> None:
-    """Turn a passing call into a failure for a dead guest or unexpected dmesg findings."""
+    """Turn a passing call into a failure for a dead guest, unexpected dmesg findings or an
+    expect_kernel_finding the test's slice lacks."""
     if outcome.excinfo is not None:
         return
     vm_outcome = item.stash.get(VM_OUTCOME, None)
     if vm_outcome:
         outcome.force_exception(pytest.fail.Exception(f"guest died during the test: {vm_outcome}", pytrace=False))
         return
-    unexpected = unexplained(item.stash.get(FINDINGS, []), expected_patterns(item))
+    findings, required = item.stash.get(FINDINGS, []), required_findings(item)
+    problems = []
+    unexpected = unexplained(findings, expected_patterns(item), required)
     if unexpected:
-        outcome.force_exception(pytest.fail.Exception(
-            f"kernel log findings during this test (not declared with expect_dmesg):\n{unexpected}", pytrace=False))
+        problems.append("kernel log findings during this test (not declared with expect_dmesg or "
+                        f"expect_kernel_finding):\n{unexpected}")
+    where = f" ({item.stash[DMESG_FILE]})" if DMESG_FILE in item.stash else ""
+    problems += [f"expected kernel finding {m} not in this test's kernel-log slice{where}"
+                 for m in missing(findings, required)]
+    if problems:
+        outcome.force_exception(pytest.fail.Exception("\n".join(problems), pytrace=False))
 
 
-def unexplained(findings: list[dmesg.Finding], patterns: list[str]) -> str:
-    """The findings no pattern matches, one indented "kind: line" each ('' when none)."""
-    return "\n".join(f"  {f.kind}: {f.line}" for f in findings if not any(f.matches(p) for p in patterns))
+def unexplained(findings: list[dmesg.Finding], patterns: list[str],
+                required: list[tuple[str, str]] | tuple = ()) -> str:
+    """The findings no pattern matches (f.matches) and no required (kind, regex) pair of
+    expect_kernel_finding names, one indented "kind: line" each ('' when none)."""
+    return "\n".join(f"  {f.kind}: {f.line}" for f in findings
+                     if not any(f.matches(p) for p in patterns) and not any(_required(f, *r) for r in required))

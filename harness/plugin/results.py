@@ -14,7 +14,7 @@ import pytest
 
 from harness.cache import write_json_atomic
 from harness.errors import HarnessError
-from harness.plugin.health import expected_patterns, unexplained
+from harness.plugin.health import expected_patterns, required_findings, unexplained
 from harness.plugin.state import (
     CASES,
     CONFIG,
@@ -66,7 +66,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     findings = item.stash.get(FINDINGS, [])
     expected = expected_patterns(item)
     if hasattr(report, "wasxfail"):
-        other = unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())))
+        other = unexplained(findings, expected + list(item.stash.get(KNOWN_DMESG, ())),
+                            required_findings(item))
         if other:  # the known issue does not explain these: they fail the test
             _unxfail(report, f"{report.wasxfail}\nbut the kernel log has findings this known issue "
                              f"does not explain:\n{other}")

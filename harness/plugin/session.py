@@ -40,6 +40,9 @@ MARKERS = (
     "transport(name): needs the named FUSE transport; skipped when the target does not promise it",
     "kconfig(*options): needs these CONFIG_ options in the built kernel (e.g. 'KASAN')",
     "expect_dmesg(*patterns): dmesg findings matching these regexes are expected, not failures",
+    "expect_kernel_finding(kind, pattern): the test's own kernel-log slice must hold a finding of this "
+    "kind (WARNING, BUG, KASAN, ...: harness.plugin.health.KINDS) whose line or fingerprint the regex "
+    "matches: it is then no failure, its absence is one, and any other finding still fails the test",
     "slow: takes more than a minute under TCG",
     "long(seconds): takes about that long under TCG, 20 s or more (boots guests of its own, waits on "
     "kernel timers): with guests side by side (-n) such tests start first, the longest first",

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugin import state
+from harness.plugin import health, state
 
 PY = "/usr/bin/python3"
+#: A kernel WARNING as WARN() prints it (harness.dmesg classifies it WARNING, fingerprint
+#: WARNING:fake_splat; not an oops kind, so no fresh guest follows), written to /dev/kmsg.
+FAKE_WARNING = "WARNING: CPU: 0 PID: 1 at fs/fuse/fake.c:42 fake_splat+0x10/0x20"
 
 
 def guest_py(vm, code: str, timeout: float = 120):
@@ -89,7 +92,38 @@ def test_io_uring_not_disabled(vm):
     assert result.ok and result.stdout.strip() == "0"
 
 
-@pytest.mark.long(100)
+@pytest.mark.expect_kernel_finding("WARNING", r"fs/fuse/fake\.c:42")
+def test_kernel_finding_is_attributed_to_its_test(vm):
+    """A kernel WARNING written during a test is a finding of that test and of no later one.
+
+    That test: the plugin's verdict (expect_kernel_finding): this test passes only if its own
+    kernel-log slice holds the WARNING, and fails on any other finding; without the mark the
+    WARNING alone fails it. No later one: a probe slice begun after the WARNING and cut as the
+    plugin cuts the next test's (Vm.mark BEGIN with WARN_ONCE re-armed, Vm.end_mark END with
+    the whole log, health.cut, health.findings_in) holds no finding. One guest, no reboot: the
+    cheap half of test_dmesg_attribution_and_vm_recovery (slow), which sees the plugin fail a
+    real nested test for a WARNING and replace a guest after a panic and an oops."""
+    assert vm.run(f"echo '{FAKE_WARNING}' > /dev/kmsg").ok, "cannot write to the guest's /dev/kmsg"
+    start = vm.mark("BEGIN probe slice after the fake warning", rearm_warn_once=True)
+    end = vm.end_mark("END probe slice after the fake warning") if start else None
+    if end is None:
+        pytest.fail("the guest stopped answering while the probe slice was cut", pytrace=False)
+    lines = end.dmesg.splitlines()
+    warned = [i for i, line in enumerate(lines) if "fs/fuse/fake.c:42" in line]
+    begun = [i for i, line in enumerate(lines) if start in line]
+    if not warned or not begun or warned[-1] > begun[0]:
+        pytest.fail("not exercised: the guest's kernel log lacks the fake WARNING before the probe's "
+                    f"BEGIN marker (WARNING at lines {warned}, marker at {begun})", pytrace=False)
+    whole = [f for f in health.findings_in(end.dmesg) if f.kind == "WARNING" and "fake.c:42" in f.line]
+    assert whole, "the classifier does not see the fake WARNING in the guest's whole kernel log"
+    probe = health.cut(end, start)
+    assert "fake.c:42" not in probe and health.findings_in(probe) == [], (
+        f"a slice begun after the WARNING is not clean (it would leak into the next test):\n{probe}")
+
+
+test_kernel_finding_is_attributed_to_its_test.harness_selftest = True  # fuse-harness mutate leaves it out
+
+
 def _same_target(pytestconfig, target) -> str:  # noqa: ANN001
     """--target for a nested session: this session's own (a name, or a file made absolute:
     the nested session runs elsewhere), else the target's name."""
@@ -99,6 +133,8 @@ def _same_target(pytestconfig, target) -> str:  # noqa: ANN001
     return given or target.name
 
 
+@pytest.mark.slow  # three boots: `make test-slow`; test_kernel_finding_is_attributed_to_its_test is the quick half
+@pytest.mark.long(100)
 def test_dmesg_attribution_and_vm_recovery(pytester, pytestconfig, monkeypatch, vm, kernel, target, profile, run_dir):
     """In a nested pytest session on real VMs: a kernel WARNING written during a test fails
     exactly that test, a guest crashed mid-test is classified and replaced by a fresh one for
