@@ -84,7 +84,7 @@ def io_tools(ctx: Ctx) -> None:
     """dd, cp, cat and sha256sum against the mount, compared to a local file.
 
     Sizes (M = max_payload, 128 KiB by default; scale = --scale): the file is CHUNKS*scale*M +
-    12345 bytes (524 KiB + 12345 at M = 128 KiB, formerly 3 MiB + 12345): cp's and cat's 128 KiB
+    12345 bytes (512 KiB + 12345 at M = 128 KiB, formerly 3 MiB + 12345): cp's and cat's 128 KiB
     and dd's 64 KiB buffers move it in several full requests and a short last one whose tail
     page is partial (12345 is no page multiple), and sha256sum reads it back in several READs.
     dd bs=1000 writes M//1000+10 blocks times scale (141 at M = 128 KiB, formerly 1100): each
