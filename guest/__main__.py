@@ -15,6 +15,17 @@ import sys
 from guest import serve_cli
 
 
+def _scale(text: str) -> int:
+    """--scale's value: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--scale wants a whole number >= 1, not {text!r}")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also documents the CLI)."""
     ap = argparse.ArgumentParser(prog=serve_cli.PROG, description=__doc__,
@@ -25,7 +36,11 @@ def parser() -> argparse.ArgumentParser:
     serve_cli.server_opts(c)
     c.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases")
     c.add_argument("--seed", type=int, default=None, help="seed for the fsx case")
-    c.add_argument("--fsx-ops", type=int, default=300)
+    c.add_argument("--fsx-ops", type=int, default=None,
+                   help="fsx's operation count (default 200 times --scale)")
+    c.add_argument("--scale", type=_scale, default=1, metavar="N",
+                   help="multiply the bulk of the data cases' workloads by N (default 1: the sizes "
+                        "their paths need, each explained in guest/checks/*_cases.py)")
     c.add_argument("--case-timeout", type=float, default=120.0)
     c.add_argument("--stop-at-first-failure", action="store_true",
                    help="after the first failing case every later line is SKIP 'stopped at first failure' "

@@ -281,7 +281,18 @@ def entries(tests_dir: Path = TESTS) -> list[Entry]:
     return list(out.values())
 
 
+def _in_one_run(name: str) -> str:
+    """The transports a scenario runs over in one guest run (guest.edge.OVER_SEVERAL), '' for
+    the others."""
+    from guest.edge import OVER_SEVERAL
+
+    over = OVER_SEVERAL.get(name)
+    return f"{', '.join(over)} (in one run: those the target promises)" if over else ""
+
+
 def _transports(e: Entry) -> str:
+    if _in_one_run(e.name):
+        return _in_one_run(e.name)
     seen: list[str] = []
     slow = {x for t in e.tests for x in t.slow}
     for t in e.tests:
@@ -345,7 +356,8 @@ def render(tests_dir: Path = TESTS) -> str:
                   f"- catalog: {e.catalog}; guest: `{e.source}`; budget {e.budget:g} s; needs: {_needs(e)}",
                   f"- guest side: {e.guest_doc or '(no docstring)'}"]
         for t in e.tests:
-            over = ", ".join(f"{x} (slow)" if x in t.slow else x for x in t.transports) or "every target"
+            over = (", ".join(f"{x} (slow)" if x in t.slow else x for x in t.transports)
+                    or _in_one_run(e.name) or "every target")
             lines.append(f"- test `{t.nodeid}` ({over}): {t.doc}")
         if not e.tests:
             lines.append(f"- no pytest test runs it; by hand: `python3 -m guest edge {e.name}`")

@@ -251,6 +251,22 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
     return VmSettings(**values)
 
 
+def check_scale() -> int:
+    """$FUSE_HARNESS_CHECK_SCALE as a whole number >= 1 (unset: 1): the factor the VM tests pass
+    to `python3 -m guest check --scale` and apply to the shell clients' file (tests/vm/
+    test_transports.py). 1 runs each data case at the size its paths need; 4 comes close to
+    the former sizes (guest/checks/*_cases.py). ConfigError for anything else."""
+    text = os.environ.get("FUSE_HARNESS_CHECK_SCALE", "1")
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"bad FUSE_HARNESS_CHECK_SCALE {text!r}",
+                          hint="a whole number >= 1: 1 (the default) or 4 for workloads near the former sizes")
+    return value
+
+
 @dataclass(frozen=True)
 class Selection:
     """A resolved target + profile pair, the unit a build is keyed on."""

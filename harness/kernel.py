@@ -79,11 +79,12 @@ def preflight(target: Target, profile: str = "default", source_override: str | N
     """Every check of the inputs that needs neither network nor a build, so bad input stops
     before a run folder, a download or a boot: the profile and its kconfig fragments, the
     source spec (and its path), the series spec (and its file), the guest's FUSE_HARNESS_*
-    settings. Raises what obtain() or a boot would raise later: ConfigError, SourceError,
-    SeriesError (all exit 4)."""
-    from harness.config import vm_settings
+    settings (and FUSE_HARNESS_CHECK_SCALE). Raises what obtain() or a boot would raise later:
+    ConfigError, SourceError, SeriesError (all exit 4)."""
+    from harness.config import check_scale, vm_settings
 
     vm_settings(profile)
+    check_scale()
     if not series_override:
         target.check_series()
     target.fragments(profile)

@@ -1,4 +1,5 @@
-"""What every check case gets: paths, options, diagnostics, bounded subprocesses."""
+"""What every check case gets: paths, options, diagnostics, bounded subprocesses, and the
+server's request counters mid-run (Ctx.requests)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,21 @@ class Skip(Exception):
     """Raised by a case that cannot run here (the reason is the message)."""
 
 
+def _no_snapshot() -> dict | None:
+    return None
+
+
 @dataclass
 class Ctx:
-    """Per-run context handed to each case."""
+    """Per-run context handed to each case.
+
+    max_payload: the negotiated max_payload_sz in bytes (max(8192, max_write, max_pages * page
+    size), guest.fuse.proto.max_payload_size; 128 KiB with serve's defaults): the largest
+    payload one request carries on every transport, so the sizes the data cases call
+    "several chunks" are multiples of it. scale: `check --scale`, a factor (>= 1) on the bulk of
+    the workloads (chunk counts, entry counts, fio's file, fsx's operations) beyond what their
+    paths need. snapshot: the server's counters document now (ServerProc.snapshot), or None.
+    """
 
     mnt: str
     scratch: str  # local (non-FUSE) directory for reference files
@@ -26,10 +39,22 @@ class Ctx:
     fsx_ops: int
     diag: Callable[[str], None]
     facts: dict = field(default_factory=dict)  # cases leave notes for counter checks
+    max_payload: int = 131072
+    scale: int = 1
+    snapshot: Callable[[], dict | None] = _no_snapshot
 
     def path(self, *parts: str) -> str:
         """A path inside the mount."""
         return os.path.join(self.mnt, *parts)
+
+    def requests(self, *ops: str) -> int:
+        """How many requests of these opcodes (names as in counters per_opcode, e.g. "READDIR")
+        the server has received so far. AssertionError "not exercised: ..." when the server
+        wrote no counters snapshot (a case that cannot count cannot prove its path)."""
+        c = self.snapshot()
+        if c is None:
+            raise AssertionError(f"not exercised: no counters snapshot from the server to count {'/'.join(ops)}")
+        return sum(c["per_opcode"].get(op, 0) for op in ops)
 
     def run(self, cmd: list[str], timeout: float = 60.0, **kw: object) -> str:
         """Run a program (see run_bytes); return its stdout as text."""

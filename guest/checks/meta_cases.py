@@ -7,6 +7,27 @@ import os
 import shutil
 
 from guest.checks.context import Ctx, Skip, expect, pattern
+from guest.fuse.replies import dirent_size
+
+#: Bytes the kernel asks a READDIR(PLUS) to fill for a glibc readdir(): fs/fuse/readdir.c
+#: fuse_readdir_uncached (7.2, 7.3) clamps getdents64's count to [PAGE_SIZE, max_pages pages],
+#: and glibc's opendir sizes its buffer max(st_blksize, 32 KiB) (the server's blksize is 4096).
+READDIR_REPLY = 32768
+#: Entry names in the big directory are NAME_MAX long, so the fewest entries fill a reply.
+LONG_NAME = 255
+
+
+def many_entries(scale: int = 1) -> int:
+    """Entries in dir_tree's big directory: the READDIRPLUS reply that starts the listing holds
+    "." and ".." and 79 entries of LONG_NAME bytes (408 bytes each: fuse_entry_out, fuse_dirent,
+    the name, 8-byte aligned), so 8 more take a second reply with entries; times scale."""
+    per_reply = (READDIR_REPLY - 2 * dirent_size(1, True)) // dirent_size(LONG_NAME, True)
+    return (per_reply + 8) * scale
+
+
+def _entry(i: int) -> str:
+    head = f"entry-{i:04d}-"
+    return head + "x" * (LONG_NAME - len(head))
 
 
 def _read(path: str, mode: str = "r") -> str | bytes:
@@ -29,31 +50,56 @@ def _raises(code: int, fn: object, *args: object) -> None:
 
 
 def dir_tree(ctx: Ctx) -> None:
-    """mkdir a 3-level tree, list it (readdir and ls -l), remove it bottom-up."""
+    """mkdir a 3-level tree, list it (readdir and ls -l), remove it bottom-up; list a directory
+    whose listing takes more than one READDIR(PLUS) reply.
+
+    The tree is 2 x 2 x 2 (formerly 3 x 4 x 5): two siblings at each level are enough for
+    listings with more than one name, os.walk and the bottom-up removal (rmdir refused with
+    ENOTEMPTY before it); `ls -la` lists a bottom directory. The big directory has
+    many_entries() subdirectories (87, formerly 100 files of 27-byte names, which fit one
+    32 KiB reply on 7.x: fuse_readdir_uncached no longer sends one page at a time), made with
+    mkdirat() so each costs LOOKUP + MKDIR only; os.listdir() and `ls -a` list it (formerly
+    `ls -la`: its lstat and ACL getxattr calls walk the path again for every entry, about 12
+    requests each, over 1000 for the directory, most of dir_tree's 12-26 s under TCG, for the
+    per-entry path the bottom directory's `ls -la` takes too). Path proof: the server's READDIR
+    + READDIRPLUS requests during os.listdir() (counters snapshots) are at least 3: two replies
+    with entries and the empty one that ends the listing; else "not exercised".
+    """
     root = ctx.path("tree")
     names = set()
-    for a in range(3):
-        for b in range(4):
+    for a in range(2):
+        for b in range(2):
             d = os.path.join(root, f"a{a}", f"b{b}")
             os.makedirs(d)
-            for c in range(5):
+            for c in range(2):
                 with open(os.path.join(d, f"f{c}"), "w") as f:
                     f.write(f"{a}{b}{c}")
         names.add(f"a{a}")
     expect(set(os.listdir(root)) == names, f"listdir {sorted(os.listdir(root))}")
-    many = ctx.path("many")
+    many, n = ctx.path("many"), many_entries(ctx.scale)
     os.mkdir(many)
-    for i in range(100):  # more than one READDIR(PLUS) page
-        _touch(os.path.join(many, f"entry-with-a-long-name-{i:04d}"))
+    fd = os.open(many, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(n):
+            os.mkdir(_entry(i), dir_fd=fd)
+    finally:
+        os.close(fd)
+    before = ctx.requests("READDIR", "READDIRPLUS")
     got = sorted(os.listdir(many))
-    expect(len(got) == 100 and got[0].endswith("0000"), f"big dir lists {len(got)}")
+    listing = ctx.requests("READDIR", "READDIRPLUS") - before
+    expect(len(got) == n and got[0] == _entry(0), f"big dir lists {len(got)} of {n}")
+    expect(listing >= 3, f"not exercised: listing {n} entries took {listing} READDIR(PLUS) "
+           "requests, so one reply held them all (want a second reply with entries)")
+    ctx.diag(f"dir_tree: {n} entries listed in {listing} READDIR(PLUS) requests")
     if shutil.which("ls"):
-        out = ctx.run(["ls", "-la", many])
-        expect(out.count("entry-with-a-long-name") == 100, "ls -la missed entries")
+        out = ctx.run(["ls", "-a", many])
+        expect(out.count("entry-") == n, f"ls -a listed {out.count('entry-')} of {n} entries")
+        out = ctx.run(["ls", "-la", os.path.join(root, "a1", "b1")])
+        expect(all(f" f{c}\n" in out for c in range(2)), f"ls -la missed entries: {out!r}")
     _raises(errno.ENOTEMPTY, os.rmdir, root)
     _raises(errno.EEXIST, os.mkdir, root)
     walked = sum(len(files) for _, _, files in os.walk(root))
-    expect(walked == 60, f"os.walk found {walked} files")
+    expect(walked == 8, f"os.walk found {walked} files")
     for dirpath, dirs, files in os.walk(root, topdown=False):
         for f in files:
             os.unlink(os.path.join(dirpath, f))

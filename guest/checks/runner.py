@@ -136,9 +136,10 @@ def main(args: argparse.Namespace) -> int:
     for d in filter(None, (mnt, scratch, backing)):
         os.mkdir(d)
     srv = ServerProc(work, mnt, t, server_args(args, backend, backing))
+    fsx_ops = args.fsx_ops if args.fsx_ops is not None else stress_cases.FSX_OPS * args.scale
+    ctx = Ctx(mnt, scratch, t, backend, seed, fsx_ops, k.diag, scale=args.scale, snapshot=srv.snapshot)
     try:
-        return _run(args, k, srv, cases, checks, Ctx(mnt, scratch, t, backend, seed,
-                                                     args.fsx_ops, k.diag), before)
+        return _run(args, k, srv, cases, checks, ctx, before)
     finally:
         if M.is_mounted(mnt):
             M.teardown(mnt)
@@ -169,8 +170,10 @@ def _run(args: argparse.Namespace, k: Ktap, srv: ServerProc, cases: list, checks
             k.result(name, status, why)
         k.totals()
         return k.exit_code()
+    ctx.max_payload = ready["init"].get("max_payload_sz") or ctx.max_payload
     k.diag(f"server ready: uring={ready['uring']} init.minor="
-           f"{ready['init'].get('negotiated_minor')} generation={ready['generation']}")
+           f"{ready['init'].get('negotiated_minor')} generation={ready['generation']} "
+           f"max_payload={ctx.max_payload} scale={ctx.scale}")
     t_cases = time.monotonic()
     stopped = run_cases(cases, ctx, k, args.case_timeout, srv.log_tail,
                         args.known_failing if args.stop_at_first_failure else None)

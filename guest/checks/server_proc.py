@@ -130,6 +130,25 @@ class ServerProc:
         except (OSError, ValueError):
             return None
 
+    def snapshot(self, timeout: float = 10.0) -> dict | None:
+        """The counters as they are now: SIGUSR1 makes the running server rewrite its counters file
+        (guest/daemon.py, atomically); wait for a document whose `updated` differs from the one
+        before. None when the server is not running (or not yet ready: its handler is installed
+        before the ready file is written) or wrote nothing new within timeout seconds. Requests
+        are counted as they arrive, before they are served, so a client call that has returned
+        is in the snapshot."""
+        if self.proc is None or self.proc.poll() is not None or not os.path.exists(self.ready_file):
+            return None
+        before = (self.counters() or {}).get("updated")
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            c = self.counters()
+            if c is not None and c.get("updated") != before:
+                return c
+            time.sleep(0.02)
+        return None
+
     def log_tail(self, n: int = 15) -> str:
         """Last lines of the server log."""
         try:

@@ -69,6 +69,16 @@ OWNER_STEPS = ("owner_exits_holding_requests", "clients_return", "waiting_back_t
 LOAD_METHODS = ("abort", "umount_force", "umount_lazy", "server_sigkill")
 
 
+#: request-timeout-idle (guest/edge/timeout.py): every transport with a ring, each on two mounts of
+#: its own, all in one run: they wait for the same timeout scan (about 30 s in all).
+IDLE_RINGS = F.having(("ring",))
+IDLE_STEPS = ("thread_exit_client_ends_in_time", "thread_exit_umount", "ring_closed_client_ends_in_time",
+              "ring_closed_umount")
+#: Scenarios that set their own rings up over several transports in one run, their cases named per
+#: transport (timeout_case): the transports they may be given with --transports.
+OVER_SEVERAL = {"request-timeout-idle": IDLE_RINGS}
+
+
 def timeout_case(transport: str, step: str) -> str:
     """request-timeout's case name for one transport and step."""
     return f"{transport.replace('-', '_')}_{step}"
@@ -183,9 +193,9 @@ SCENARIOS = {
         "H5: ring never ready"),
     "request-timeout": Scenario("timeout", "request_timeout", _timeout_cases(), 120,
                                 "T7: request timeout"),
-    "request-timeout-idle": Scenario("timeout", "idle_entries_timeout", (
-        "thread_exit_client_ends_in_time", "thread_exit_umount", "ring_closed_client_ends_in_time",
-        "ring_closed_umount"), 90, "T7: request timeout, idle entries cancelled", needs=RING),
+    "request-timeout-idle": Scenario("timeout", "idle_entries_timeout", tuple(
+        timeout_case(t, s) for t in IDLE_RINGS for s in IDLE_STEPS), 150,
+        "T7: request timeout, idle entries cancelled"),
     "kmbuf-validation": Scenario("kmbuf", "validation", (
         "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
         "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",
@@ -270,6 +280,29 @@ def transport_problem(name: str, transport: str | None) -> str:
             f"(choose from: {', '.join(transports_for(name))})")
 
 
+def transports_problem(name: str, transports: list[str] | None) -> str:
+    """'' when --transports fits scenario `name` (None: not given), else the error to print."""
+    if transports is None:
+        return ""
+    over = OVER_SEVERAL.get(name)
+    if over is None:
+        return f"edge {name} takes no --transports (only {', '.join(OVER_SEVERAL)} does)"
+    bad = [t for t in transports if t not in over]
+    return f"edge {name} runs over {', '.join(over)}, not {', '.join(bad)}" if bad else ""
+
+
+def _transport_list(text: str) -> list[str]:
+    """--transports' value: ring transport names, comma-separated, at least one."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in F.RINGS]
+    if not names or bad:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"want ring transports separated by commas (from {', '.join(F.RINGS)}), "
+                                         f"not {text!r}")
+    return names
+
+
 def add_parser(sub) -> None:  # noqa: ANN001
     """The `edge` subcommand's arguments."""
     e = sub.add_parser("edge", help="run one edge-case scenario (KTAP)")
@@ -277,6 +310,9 @@ def add_parser(sub) -> None:  # noqa: ANN001
     e.add_argument("--transport", default=None, choices=F.RINGS,
                    help="ring transport of the served connection, one with the features the scenario "
                         "needs (`edge list` shows them; default bufpool where it fits, else the first)")
+    e.add_argument("--transports", type=_transport_list, default=None, metavar="T,T,...",
+                   help=f"{', '.join(OVER_SEVERAL)}: the ring transports to run it over in one go (the "
+                        "suite passes those the target promises; default: those the kernel offers, by probe)")
     e.add_argument("--provoke", action="store_true",
                    help="also run the steps that may wedge the guest (kmbuf-small-buffer)")
     e.add_argument("--budget", type=float, default=None, help="seconds (default per scenario)")
@@ -289,11 +325,14 @@ def main(args) -> int:  # noqa: ANN001
 
     if args.scenario == "list":
         for name, s in SCENARIOS.items():
-            over = ", ".join(transports_for(name)) if s.needs is not None else "(own rings)"
+            over = (", ".join(transports_for(name)) if s.needs is not None
+                    else f"(own rings, in one run) {', '.join(OVER_SEVERAL[name])}" if name in OVER_SEVERAL
+                    else "(own rings)")
             print(f"{name:22} {s.catalog:12} over: {over}; cases: {' '.join(s.cases)}")
         return 0
     s = SCENARIOS[args.scenario]
-    problem = transport_problem(args.scenario, args.transport)
+    problem = (transport_problem(args.scenario, args.transport)
+               or transports_problem(args.scenario, getattr(args, "transports", None)))
     if problem:
         print(f"E: {problem}", file=sys.stderr)
         return 4

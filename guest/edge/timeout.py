@@ -7,7 +7,8 @@ entries included (fuse_uring_request_expired), is older than the timeout. So a r
 server holds must end between 15 and 30 s after it was sent, never before and never later.
 
 One mount per ring transport the kernel has, each holding a READ and a WRITE, all at once:
-the scenario waits for the scan once, whatever the number of transports.
+the scenario waits for the scan once, whatever the number of transports. request-timeout-idle
+does the same with two mounts per transport whose entries were cancelled before the read.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import os
 import time
 
 from guest import ZERO_COPY
+from guest.edge import IDLE_RINGS, IDLE_STEPS, time_scale
 from guest.edge import TIMEOUT_RINGS as RINGS
-from guest.edge import time_scale
 from guest.edge import timeout_case as _case
 from guest.edge import timeout_cases_of as _cases_of
 from guest.edge.clients import Client, read_file
@@ -150,11 +151,14 @@ def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float
 
 
 def idle_entries_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """Under a 15 s request timeout, two mounts whose entries all sit idle and are cancelled
-    before any client comes: on one the thread that REGISTERed them exits (io_uring cancels
-    its commands), on the other the server closes its rings and keeps /dev/fuse open. A read
-    on each then finds no entry: it must still end (an error) within the timeout bound, and
-    the periodic scan must find it without an oops; both mounts unmount after."""
+    """Under a 15 s request timeout, two mounts per ring transport (--transports, else those
+    the kernel offers) whose entries all sit idle and are cancelled before any client comes: on
+    one the thread that REGISTERed them exits (io_uring cancels its commands), on the other the
+    server closes its rings and keeps /dev/fuse open. A read on each then finds no entry: it
+    must still end (an error) within the timeout bound, and the periodic scan must find it
+    without an oops; every mount unmounts after. All mounts are made first, so every read
+    waits for the same scan whatever the number of transports; a transport that cannot be set
+    up fails its own cases only."""
     import threading
 
     knob = "/proc/sys/fs/fuse/default_request_timeout"
@@ -162,28 +166,53 @@ def idle_entries_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
         for c in ctx.cases:
             ctx.result(c, None, reason=f"no {knob}: kernel without request timeouts")
         return
+    if getattr(args, "transports", None) is None:
+        have = set(probe().get("transports", ()))
+        todo = [t for t in IDLE_RINGS if t in have]
+        why = "kernel has no {} transport (probe)"
+    else:
+        todo = [t for t in IDLE_RINGS if t in args.transports]
+        why = "{} is not among --transports (the suite passes the target's promised ones)"
+    for t in IDLE_RINGS:
+        if t not in todo:
+            for c in _idle_cases_of(t):
+                ctx.result(c, None, reason=why.format(t))
     sysctls = Sysctls({"default_request_timeout": str(FREQ)}, base="/proc/sys/fs/fuse/")
     ctx.closers.append(sysctls.restore)
-    exited = Served(ctx, "rti-exit", transport=args.transport, files=DATA, start=False)
-    closed = Served(ctx, "rti-close", transport=args.transport, files=DATA)
-    sysctls.restore()
-    exited.engine.auto = closed.engine.auto = True
-    t = threading.Thread(target=exited.engine.start, name="rti-submitter")
-    t.start()
-    t.join(20.0)
-    closed.close_rings()
-    served = {"thread_exit": (exited, [Client(ctx, "r-exit", lambda: read_file(exited.path("f")), cpu=0)]),
-              "ring_closed": (closed, [Client(ctx, "r-close", lambda: read_file(closed.path("f")), cpu=0)])}
+    pairs: dict[str, tuple[Served, Served]] = {}
+    for i, t in enumerate(todo):
+        try:
+            pairs[t] = (Served(ctx, f"rti{i}-exit", transport=t, files=DATA, start=False),
+                        Served(ctx, f"rti{i}-close", transport=t, files=DATA))
+        except Exception as exc:  # noqa: BLE001 - that transport's verdict, not the others'
+            for c in _idle_cases_of(t):
+                ctx.result(c, False, f"{t}: setup failed: {type(exc).__name__}: {exc}")
+    sysctls.restore()  # only connections made above get the timeout
+    for t, (exited, closed) in pairs.items():
+        exited.engine.auto = closed.engine.auto = True
+        th = threading.Thread(target=exited.engine.start, name=f"rti-submitter-{t}")
+        th.start()
+        th.join(20.0)
+        closed.close_rings()
+    reads = {(t, v): (srv, Client(ctx, f"r-{v}-{t}", lambda s=srv: read_file(s.path("f")), cpu=0))
+             for t, (exited, closed) in pairs.items() for v, srv in (("thread_exit", exited), ("ring_closed", closed))}
     bound = 2 * FREQ + 10 * time_scale()
     end = time.monotonic() + bound + 5
-    while time.monotonic() < end and not all(c.done() for _, cs in served.values() for c in cs):
-        exited.pump(0.05)
-    for v, (srv, (c,)) in served.items():
+    while time.monotonic() < end and not all(c.done() for _, c in reads.values()):
+        for exited, _ in pairs.values():
+            exited.pump(0.0)
+        time.sleep(0.05)
+    for (t, v), (srv, c) in reads.items():
         o = c.poll(0.0)
         span = (o["t1"] - o["t0"]) if o else None
         what = ("STILL BLOCKED" if o is None else f"success {o.get('value')!r:.30}" if o.get("ok")
                 else f"{ename(-o['errno'])} after {span:.1f} s")
         ok = bool(o) and not o.get("ok") and span is not None and span <= bound
-        ctx.result(f"{v}_client_ends_in_time", ok, f"{v}: the read {what} (bound {bound:.0f} s)")
+        ctx.result(_case(t, f"{v}_client_ends_in_time"), ok, f"{t} {v}: the read {what} (bound {bound:.0f} s)")
         srv.conn.abort()
-        umount_lazy(ctx, srv, f"{v}_umount", f"{v}: ")
+        umount_lazy(ctx, srv, _case(t, f"{v}_umount"), f"{t} {v}: ")
+
+
+def _idle_cases_of(transport: str) -> tuple[str, ...]:
+    """request-timeout-idle's cases for one transport."""
+    return tuple(_case(transport, s) for s in IDLE_STEPS)

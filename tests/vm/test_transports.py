@@ -12,7 +12,7 @@ import shlex
 import pytest
 
 from guest import ZERO_COPY
-from harness.config import REPO, TRANSPORTS
+from harness.config import REPO, TRANSPORTS, check_scale
 from harness.plugin.results import ktap_subtests, record_subtests
 from harness.plugin.state import guest_stop_args
 
@@ -27,11 +27,15 @@ def guest_cmd(args: str) -> str:
 @pytest.mark.long(35)
 @pytest.mark.parametrize("transport", BY_TRANSPORT)
 def test_guest_checks(vm, transport, request, run_dir):
-    """The guest's client checks (files 0..8 MiB, trees, xattrs, truncate, per-CPU
-    concurrency, fsx) pass on this transport, and its counters show the path used. Under
-    pytest -x the guest stops at its first failing case (harness.plugin.state.guest_stop_args)."""
+    """The guest's client checks (files from 0 bytes to several max-payload chunks, trees, a
+    listing over two READDIR replies, xattrs, truncate, per-CPU concurrency, fsx, fio) pass on
+    this transport, and its counters show the path used. $FUSE_HARNESS_CHECK_SCALE becomes
+    `check --scale` (harness.config.check_scale). Under pytest -x the guest stops at its first
+    failing case (harness.plugin.state.guest_stop_args)."""
     stop = shlex.join(guest_stop_args(request.node))
-    result = vm.run(guest_cmd(f"check --transport {transport} {stop}".rstrip()), timeout=1500)
+    scale = check_scale()
+    opts = f"{stop} --scale {scale}" if scale != 1 else stop
+    result = vm.run(guest_cmd(f"check --transport {transport} {opts}".rstrip()), timeout=1500)
     (run_dir / f"guest-check-{transport}.ktap").write_text(result.stdout + "\n# stderr:\n" + result.stderr)
     subtests = ktap_subtests(result.stdout)
     record_subtests(request, subtests)
@@ -44,10 +48,16 @@ def test_guest_checks(vm, transport, request, run_dir):
     assert result.rc == 0, f"guest check exited {result.rc}"
 
 
+#: The shell clients' file in KiB: four 128 KiB chunks (serve's max_write and the kernel's
+#: default 32 max_pages: the most one WRITE or READ carries) and 5 KiB, so cp and cat move it
+#: in several full requests and a short last one ending inside a page; times
+#: $FUSE_HARNESS_CHECK_SCALE. Formerly 3077 KiB (3 MiB + 5 KiB), the same shapes 24 times over.
+SHELL_FILE_KIB = 4 * 128 + 5
+
 SHELL_CLIENTS = r"""
 set -e
 M={mnt}
-dd if=/dev/urandom of=/tmp/fh-src-{t} bs=1k count=3077 status=none
+dd if=/dev/urandom of=/tmp/fh-src-{t} bs=1k count={kib} status=none
 cp /tmp/fh-src-{t} $M/big
 cat $M/big > /tmp/fh-back-{t}.copy
 a=$(sha256sum < /tmp/fh-src-{t}); b=$(sha256sum < /tmp/fh-back-{t}.copy); c=$(sha256sum < $M/big)
@@ -83,7 +93,7 @@ def test_shell_clients(vm, transport, run_dir):
                   timeout=150).ok:
         log = vm.run(f"cat {work}/serve.log", timeout=20).stdout
         pytest.fail(f"the {t} server never became ready:\n{log[-3000:]}")
-    clients = vm.run(SHELL_CLIENTS.format(mnt=mnt, t=t), timeout=600)
+    clients = vm.run(SHELL_CLIENTS.format(mnt=mnt, t=t, kib=SHELL_FILE_KIB * check_scale()), timeout=600)
     umount = vm.run(f"umount {mnt}", timeout=120)
     # [g]: the pattern must not match this very shell's command line
     waited = vm.run(f"for i in $(seq 300); do pgrep -f '[g]uest serve --mount {mnt} ' >/dev/null || exit 0; "
