@@ -7,7 +7,7 @@ import errno
 import mmap
 import os
 
-from guest.edge import bgbatch, hostile
+from guest.edge import background, bgbatch, hostile
 from guest.uring.ring import addr_of
 
 EFAULT = -errno.EFAULT
@@ -79,6 +79,26 @@ def test_a_batch_must_go_over_max_background_to_count():
     assert bgbatch._proof(_st(waiting=4), "WRITE", 5).startswith("not exercised: fusectl waiting 4")
     assert bgbatch._proof(_st(done_early=True), "WRITE", 5).startswith("not exercised")
     assert "more than max_background" in bgbatch._proof(_st(held=4, late=2), "WRITE", 5)
+
+
+def test_a_read_fills_max_background_when_it_finds_three_held():
+    assert background.MAX_BG == 4
+    assert background.filled(0, 3) == 0  # none found 3 held
+    assert background.filled(0, 4) == 1  # the fourth did
+    assert background.filled(3, 4) == 1
+    assert background.filled(2, 5) == 2  # the fourth and the fifth
+    assert background.filled(4, 4) == 0  # nothing arrived
+
+
+def test_parallel_reads_must_fill_max_background_to_count():
+    ok = {"most": 4, "full": background.MIN_FULL}
+    assert background.proof(ok, 5) == ""
+    assert background.proof({**ok, "most": 5}, 5) == ""  # one per other queue is allowed
+    short = background.MIN_FULL - 1
+    assert background.proof({**ok, "full": short}, 5).startswith(f"not exercised: {short} READs filled")
+    assert background.proof({"most": 3, "full": 0}, 5).startswith("not exercised: 0 READs filled")
+    assert "more than max_background" in background.proof({**ok, "most": 6}, 5)
+    assert "more than max_background" in background.proof({"most": 8, "full": 0}, 5)
 
 
 def test_aio_batch_reads_each_page_at_its_offset(tmp_path):

@@ -37,8 +37,10 @@ def test_background_requests_in_parallel(vm, request, run_dir, kernel, ring):
     """BG: max_background 4. Two batches of 32 submitted once (an msync of 32 dirty shared pages,
     one forced background WRITE each; one io_submit of 32 O_DIRECT reads) go over the limit (the
     server holds 4, fusectl `waiting` shows the rest kept back) and all complete once the server
-    answers. Then, with 16 KiB requests and a server that answers each READ after 20 ms: an 8 MiB
-    buffered sequential read (readahead) and fio libaio O_DIRECT at iodepth 32 each keep
-    2..(4 + queues - 1) READs outstanding at once, read the right data, and never leave the
-    server without a READ for more than 2 s while the client waits."""
+    answers. Then, with 16 KiB requests, 8 entries and 8 payload buffers a queue, and a server
+    that answers each READ after 20 ms: a 2 MiB buffered sequential read (readahead, reads the
+    right data) and 128 fio libaio O_DIRECT 4 KiB reads at iodepth 32 (all done) each bring the
+    server to 4 READs outstanding at once, with at least 8 READs each filling that limit (else
+    "not exercised"), never more than 4 + queues - 1, and never leave the server without a READ
+    for more than 2 s while the client waits."""
     run_edge(vm, request, run_dir, kernel, "background", "BG", timeout=400, extra=f"--transport {ring}")
