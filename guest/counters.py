@@ -29,10 +29,13 @@ import threading
 import time
 from collections import Counter
 
+from guest.fuse.proto import op_name
+
 
 def errno_name(code: int) -> str:
     """ENOTCONN for 107 (sign ignored)."""
-    return errno.errorcode.get(abs(code), f"E{abs(code)}")
+    name = errno.errorcode.get(abs(code))
+    return name if name is not None else f"E{abs(code)}"
 
 
 class Counters:
@@ -49,9 +52,9 @@ class Counters:
             "pid": os.getpid(), "uid": os.geteuid(), "started": time.time(),
             "updated": None, "exit_reason": None,
         }
-        self.paths: Counter = Counter()
-        self.per_queue: Counter = Counter()
-        self.per_opcode: Counter = Counter()
+        #: (path, opcode or its name, qid or None) -> requests served: one increment per request;
+        #: paths, per_queue and per_opcode add it up
+        self.requests: Counter = Counter()
         self.zc: Counter = Counter()
         self.cqe_errors: Counter = Counter()
         self.teardown: Counter = Counter()
@@ -66,13 +69,36 @@ class Counters:
         self.ring_buf_ids: dict[str, dict[int, set[int]]] = {"kmbuf": {}, "bufring": {}}
         self.strict = None  # the ring engine's strict server (guest.transports.strict.Strict)
 
-    def request(self, path: str, opname: str, qid: int | None = None) -> None:
-        """Count one request served over `path` ("io_uring" or "devfuse")."""
+    def request(self, path: str, op: int | str, qid: int | None = None) -> None:
+        """Count one request served over `path` ("io_uring" or "devfuse"); op: its opcode (named
+        when the counters are read) or its name."""
         with self._lock:
-            self.paths[path] += 1
-            self.per_opcode[opname] += 1
-            if qid is not None:
-                self.per_queue[qid] += 1
+            self.requests[path, op, qid] += 1
+
+    def _sum_requests(self, key: int) -> Counter:
+        """self.requests added up by one part of its keys (0 path, 1 opcode name, 2 qid)."""
+        out: Counter = Counter()
+        with self._lock:
+            for k, n in self.requests.items():
+                part = k[key] if key != 1 or isinstance(k[1], str) else op_name(k[1])
+                if part is not None:
+                    out[part] += n
+        return out
+
+    @property
+    def paths(self) -> Counter:
+        """Requests per path ("io_uring", "devfuse")."""
+        return self._sum_requests(0)
+
+    @property
+    def per_opcode(self) -> Counter:
+        """Requests per opcode name."""
+        return self._sum_requests(1)
+
+    @property
+    def per_queue(self) -> Counter:
+        """io_uring requests per queue id."""
+        return self._sum_requests(2)
 
     def cqe_error(self, res: int, teardown: bool = False) -> None:
         """Count a negative CQE result (teardown ones separately)."""
@@ -106,7 +132,11 @@ class Counters:
         with self._lock:
             self.ring_bufs[family][event] += 1
             if bid is not None:
-                self.ring_buf_ids[family].setdefault(qid, set()).add(bid)
+                ids = self.ring_buf_ids[family]
+                seen = ids.get(qid)
+                if seen is None:
+                    seen = ids[qid] = set()
+                seen.add(bid)
 
     def _ring_buf_doc(self, family: str, events: tuple[str, ...]) -> dict:
         ids = self.ring_buf_ids[family]
@@ -116,22 +146,27 @@ class Counters:
     def pool_take(self, qid: int, offset: int) -> None:
         """A request holding pool buffer `offset` of queue qid was delivered."""
         with self._lock:
-            held = self._held.setdefault(qid, set())
+            held = self._held.get(qid)
+            if held is None:
+                held = self._held[qid] = set()
             held.add(offset)
             self.offsets.add((qid, offset))
-            self.pool_hw[qid] = max(self.pool_hw[qid], len(held))
+            if len(held) > self.pool_hw[qid]:
+                self.pool_hw[qid] = len(held)
 
     def pool_release(self, qid: int, offset: int) -> None:
         """The request holding `offset` was committed."""
         with self._lock:
-            self._held.get(qid, set()).discard(offset)
+            held = self._held.get(qid)
+            if held is not None:
+                held.discard(offset)
 
     def snapshot(self) -> dict:
         """The full JSON document."""
         with self._lock:
             doc = dict(self.doc)
-            doc["paths"] = {"io_uring": self.paths["io_uring"],
-                            "devfuse": self.paths["devfuse"]}
+            paths = self.paths
+            doc["paths"] = {"io_uring": paths["io_uring"], "devfuse": paths["devfuse"]}
             doc["per_queue"] = {str(k): v for k, v in sorted(self.per_queue.items())}
             doc["per_opcode"] = dict(sorted(self.per_opcode.items()))
             doc["zero_copy"] = {"read": self.zc["read"], "write": self.zc["write"],
@@ -154,10 +189,10 @@ class Counters:
             doc["strict"] = self.strict.report() if self.strict is not None else {
                 "checked": 0, "violations": 0, "kinds": {}, "first": None, "transport": None}
             doc["updated"] = time.time()
-            uring_n = self.paths["io_uring"]
+            uring_n = paths["io_uring"]
             if doc["uring"]["ready"] and uring_n:
                 doc["transport_used"] = "io_uring"
-            elif self.paths["devfuse"] or not doc["uring"]["ready"]:
+            elif paths["devfuse"] or not doc["uring"]["ready"]:
                 doc["transport_used"] = "devfuse"
             return doc
 

@@ -36,14 +36,11 @@ class Wire:
         self.struct = struct.Struct("<" + codes)
         self.size = self.struct.size
         self.names = [n for n, _ in fields]
-
-    def pack(self, *values: object) -> bytes:
-        """Pack flat values (nested structs contribute their fields in order)."""
-        return self.struct.pack(*values)
-
-    def pack_into(self, buf: object, offset: int, *values: object) -> None:
-        """Pack flat values into a writable buffer."""
-        self.struct.pack_into(buf, offset, *values)
+        # The struct's own methods, without a Python frame in between (a FUSE request packs
+        # several of these): pack(*values) -> bytes and pack_into(buf, offset, *values) take
+        # flat values (nested structs contribute their fields in order), raise struct.error.
+        self.pack = self.struct.pack
+        self.pack_into = self.struct.pack_into
 
     def unpack(self, buf: object, offset: int = 0) -> tuple:
         """Unpack from buf at offset; raises ValueError when buf is too short."""

@@ -24,6 +24,8 @@ Reply = tuple[int, bytes]
 NO_PAYLOAD_OPS = frozenset({P.Op.FLUSH, P.Op.RELEASE, P.Op.RELEASEDIR, P.Op.FSYNC,
                             P.Op.FSYNCDIR, P.Op.ACCESS, P.Op.SETLK, P.Op.SETLKW,
                             P.Op.FALLOCATE, P.Op.DESTROY})
+FORGET, BATCH_FORGET, INTERRUPT = int(P.Op.FORGET), int(P.Op.BATCH_FORGET), int(P.Op.INTERRUPT)
+RENAME2, READDIRPLUS = int(P.Op.RENAME2), int(P.Op.READDIRPLUS)
 
 
 def dtype(mode: int) -> int:
@@ -61,18 +63,18 @@ class Server:
     def dispatch(self, h: P.InHeader, arg0: bytes, rest: bytes) -> Reply | None:
         """Serve one request; never raises for bad input (returns an errno)."""
         op = h.opcode
-        if op == P.Op.FORGET:
-            self._forget(h.nodeid, P.FORGET_IN.unpack(arg0)[0])
-            return None
-        if op == P.Op.BATCH_FORGET:
-            count = P.BATCH_FORGET_IN.unpack(arg0)[0]
-            for i in range(min(count, len(rest) // P.FORGET_ONE.size)):
-                self._forget(*P.FORGET_ONE.unpack(rest, i * P.FORGET_ONE.size))
-            return None
-        if op == P.Op.INTERRUPT:
-            return None
-        fn = self._table.get(op)
+        fn = self._table.get(op)  # FORGET, BATCH_FORGET and INTERRUPT are not in it
         if fn is None:
+            if op == FORGET:
+                self._forget(h.nodeid, P.FORGET_IN.unpack(arg0)[0])
+                return None
+            if op == BATCH_FORGET:
+                count = P.BATCH_FORGET_IN.unpack(arg0)[0]
+                for i in range(min(count, len(rest) // P.FORGET_ONE.size)):
+                    self._forget(*P.FORGET_ONE.unpack(rest, i * P.FORGET_ONE.size))
+                return None
+            if op == INTERRUPT:
+                return None
             return -errno.ENOSYS, b""
         try:
             with self.lock:
@@ -140,7 +142,7 @@ class Server:
         return b""
 
     def _rename(self, h: P.InHeader, a: bytes, r: bytes) -> bytes:
-        if h.opcode == P.Op.RENAME2:
+        if h.opcode == RENAME2:
             newdir, flags, _ = P.RENAME2_IN.unpack(a)
         else:
             (newdir,), flags = P.RENAME_IN.unpack(a), 0
@@ -187,7 +189,7 @@ class Server:
 
     def _readdir(self, h: P.InHeader, a: bytes, r: bytes) -> bytes:
         _, offset, size = P.READ_IN.unpack(a)[:3]
-        plus = h.opcode == P.Op.READDIRPLUS
+        plus = h.opcode == READDIRPLUS
         listing = self.fs.readdir(h.nodeid)
         entries = []
         used = 0

@@ -54,7 +54,7 @@ def manual_class(cls: type[RingEngine]) -> type[RingEngine]:
                 self.zero_pool_res = -exc.errno
                 add_bufpool(self, qid, self.pools[qid], None)
 
-        def serve(self, e) -> None:  # noqa: ANN001
+        def serve(self, e, req=None) -> None:  # noqa: ANN001 - req: read again below (held requests too)
             h = P.parse_in_header(self.hdr_of(e), e.hdr_off)
             flags, cid, psz, off = ENT_IN_OUT.unpack(self.hdr_of(e), e.hdr_off + 256)[:4]
             e.op = h.opcode  # what is_zero_copy() of generation D reads

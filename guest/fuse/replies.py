@@ -28,26 +28,28 @@ class Attr(NamedTuple):
 
 
 def pack_attr_values(a: Attr) -> tuple:
-    """Flat values for the fuse_attr part of a Wire."""
-    def split(t: float) -> tuple[int, int]:
-        s = int(t)
-        return s, int((t - s) * 1e9)
+    """Flat values for the fuse_attr part of a Wire (times as whole seconds, then the
+    nanoseconds of each)."""
+    ino, size, blocks, at, mt, ct, mode, nlink, uid, gid, rdev, blksize = a
+    ats, mts, cts = int(at), int(mt), int(ct)
+    return (ino, size, blocks, ats, mts, cts, int((at - ats) * 1e9), int((mt - mts) * 1e9),
+            int((ct - cts) * 1e9), mode, nlink, uid, gid, rdev, blksize, 0)
 
-    (at, atn), (mt, mtn), (ct, ctn) = split(a.atime), split(a.mtime), split(a.ctime)
-    return (a.ino, a.size, a.blocks, at, mt, ct, atn, mtn, ctn, a.mode, a.nlink,
-            a.uid, a.gid, a.rdev, a.blksize, 0)
+
+_pack_entry_out = ENTRY_OUT.pack
+_pack_attr_out = ATTR_OUT.pack
 
 
 def pack_entry_out(a: Attr, valid: float = 0.0) -> bytes:
     """fuse_entry_out for inode a (nodeid = a.ino, generation 0)."""
     sec, nsec = int(valid), int((valid % 1) * 1e9)
-    return ENTRY_OUT.pack(a.ino, 0, sec, sec, nsec, nsec, *pack_attr_values(a))
+    return _pack_entry_out(a.ino, 0, sec, sec, nsec, nsec, *pack_attr_values(a))
 
 
 def pack_attr_out(a: Attr, valid: float = 0.0) -> bytes:
     """fuse_attr_out for inode a."""
     sec, nsec = int(valid), int((valid % 1) * 1e9)
-    return ATTR_OUT.pack(sec, nsec, 0, *pack_attr_values(a))
+    return _pack_attr_out(sec, nsec, 0, *pack_attr_values(a))
 
 
 def dirent_size(namelen: int, plus: bool) -> int:

@@ -142,9 +142,8 @@ class BufringTransport(RingEngine):
         q = e.qid
         if e.buf is not None:
             held = sum(1 for (hq, _), g in self.holder.items() if hq == q and g in self.busy)
-            idle = any(o.live and o.gid not in self.busy for o in self.entries
-                       if o.qid == q and o is not e)
-            if held >= self.nbufs and idle:
+            if held >= self.nbufs and any(o.live and o.gid not in self.busy for o in self.entries
+                                          if o.qid == q and o is not e):  # and another entry idle
                 self.starved.add(e.gid)
             if self.holder.get((q, e.buf)) == e.gid:
                 del self.holder[(q, e.buf)]

@@ -38,6 +38,7 @@ HDR_STRIDE = 512
 ENT_IN_OUT = P.URING_ENT_IN_OUT["C"]  # on gen A, "offset" reads the zero padding
 CMD_REQ = P.URING_CMD_REQ["C"]  # trailing union bytes stay zero for gen A
 PAYLOAD_SZ = struct.Struct("<I")
+REQ_FIELDS, IN_HEADER, OP_READ = P.URING_REQ.unpack_from, P.new_in_header, int(P.Op.READ)  # per request
 TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED)
 
 
@@ -183,7 +184,7 @@ class RingEngine:
 
     def held_key(self, e: Entry, offset: int, zc: bool) -> int | None:
         """The pool buffer the current request holds until its commit (None: none)."""
-        if self.uses_pool and e.op not in NO_PAYLOAD_OPS and not (zc and e.op == P.Op.READ):
+        if self.uses_pool and e.op not in NO_PAYLOAD_OPS and not (zc and e.op == OP_READ):
             return offset
         return None
 
@@ -298,9 +299,10 @@ class RingEngine:
                     self.live -= 1
                 return
             e.cflags = cflags
+            req = REQ_FIELDS(self.hdr_of(e), e.hdr_off)  # parsed once: strict and serve share it
             if self.strict is not None:
-                self.strict.delivered(e, cflags)
-            self.serve(e)
+                self.strict.delivered(e, cflags, req)
+            self.serve(e, req)
         elif kind == POLL:
             if res >= 0 or res == -errno.EINTR:
                 self.ring.prep_poll(self.extra_rings[idx].fd, abi.POLLIN, ud(POLL, idx))
@@ -313,14 +315,17 @@ class RingEngine:
         elif kind == WAKE:
             self.stopping = True
 
-    def serve(self, e: Entry) -> None:
-        """A request landed in entry e: dispatch it and reply."""
+    def serve(self, e: Entry, req: tuple | None = None) -> None:
+        """A request landed in entry e: dispatch it and reply. req: its header's 14 values
+        (P.URING_REQ) as on_cqe read them; None: read them here."""
         base, hdr = e.hdr_off, self.hdr_of(e)
-        h = P.parse_in_header(hdr, base)
-        flags, commit_id, payload_sz, offset = ENT_IN_OUT.unpack(hdr, base + 256)[:4]
+        if req is None:
+            req = REQ_FIELDS(hdr, base)
+        h = IN_HEADER(req[:8])
+        flags, commit_id, payload_sz, offset = req[9:13]
         e.commit_id = commit_id
         op = e.op = h.opcode
-        self.counters.request("io_uring", P.op_name(op), e.qid)
+        self.counters.request("io_uring", op, e.qid)
         n0 = P.ARG0_SIZE.get(op, 0)
         arg0 = hdr[base + 128:base + 128 + n0]
         zc = self.is_zero_copy(e, flags)
@@ -376,17 +381,17 @@ class RingEngine:
         """Write the reply into the entry's memory and queue COMMIT_AND_FETCH."""
         if self.strict is not None:
             self.strict.committed(e)
-        if len(data) > self.payload_size:
-            error, data = -errno.EIO, b""
-        if data and e.loc is not None:
+        n = len(data)
+        if n > self.payload_size:
+            error, data, n = -errno.EIO, b"", 0
+        if n and e.loc is not None:
             mm, off = e.loc
-            mm[off:off + len(data)] = data
+            mm[off:off + n] = data
         if error:
-            data, payload_sz = b"", 0
-        hdr = self.hdr_of(e)
-        P.OUT_HEADER.pack_into(hdr, e.hdr_off, P.OUT_HEADER.size + len(data), error, e.commit_id)
-        psz = len(data) if payload_sz is None else payload_sz
-        PAYLOAD_SZ.pack_into(hdr, e.hdr_off + 256 + 16, psz)
+            n, payload_sz = 0, 0
+        hdr, base = self.hdr_of(e), e.hdr_off
+        P.OUT_HEADER.pack_into(hdr, base, P.OUT_HEADER.size + n, error, e.commit_id)
+        PAYLOAD_SZ.pack_into(hdr, base + 256 + 16, n if payload_sz is None else payload_sz)
         if e.held is not None:
             self.counters.pool_release(e.qid, e.held)
             e.held = None

@@ -35,6 +35,8 @@ BGID = 0  # FUSE_URING_RINGBUF_GROUP (19/25)
 #: the kernel registers those pages in the entry's slot instead of copying them.
 ZC_IN_OPS = frozenset({P.Op.WRITE, P.Op.NOTIFY_REPLY})
 ZC_OUT_OPS = frozenset({P.Op.READ, P.Op.READDIR, P.Op.READDIRPLUS, P.Op.READLINK})
+#: On a zero-copy queue these get no ring buffer: their data is all in pages.
+ZC_NO_BUFFER = ZC_OUT_OPS | {P.Op.NOTIFY_REPLY}
 
 
 def round_up(n: int, to: int) -> int:
@@ -151,7 +153,7 @@ class KmbufTransport(RingEngine):
         in-args after the first, or out-args, that are not zero-copied pages)."""
         if e.op in NO_PAYLOAD_OPS:
             return False
-        return not (self.zero_copy and e.op in ZC_OUT_OPS | {P.Op.NOTIFY_REPLY})
+        return not (self.zero_copy and e.op in ZC_NO_BUFFER)
 
     def payload_loc(self, e: Entry, offset: int) -> tuple[mmap.mmap, int]:
         has = self.has_buffer(e)

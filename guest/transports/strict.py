@@ -52,6 +52,7 @@ ENT = struct.Struct("<QQIIQ")  # struct fuse_uring_ent_in_out; the u32 at 20 dif
 WRITE_SIZE = struct.Struct("<I")  # fuse_write_in.size, at 16 in op_in
 OP_IN = 128  # offsetof(struct fuse_uring_req_header, op_in)
 Op = P.Op
+READ, WRITE, NOTIFY_REPLY = int(Op.READ), int(Op.WRITE), int(Op.NOTIFY_REPLY)  # plain ints: no enum lookup per request
 #: sizeof the first in-arg per opcode, as fs/fuse of 7.3.4 sends it at minor >= 12 (struct
 #: sizes compiled from its uapi fuse.h); 0: no args or fuse_set_zero_arg0. SETXATTR: 16 with
 #: FUSE_SETXATTR_EXT, else FUSE_COMPAT_SETXATTR_IN_SIZE (xattr.c).
@@ -133,21 +134,23 @@ class Strict:
         _ALL.append(self)
 
     # -- per request --------------------------------------------------------------------------
-    def delivered(self, e, cflags: int) -> None:  # noqa: ANN001 - an engine Entry
-        """A request landed in entry e (cflags: its CQE's flags): check every field."""
+    def delivered(self, e, cflags: int, req: tuple | None = None) -> None:  # noqa: ANN001 - an engine Entry
+        """A request landed in entry e (cflags: its CQE's flags): check every field. req: the
+        14 values of its header (P.URING_REQ) as the engine read them to serve the request;
+        None: read them here."""
         with self.lock:
             try:
-                self._delivered(e, cflags)
+                self._delivered(e, cflags, req)
             except Exception as exc:  # noqa: BLE001 - a harness bug must show, not pass
                 self._record(e, cflags, [("strict_error", f"strict check crashed: {exc!r}")])
 
-    def _delivered(self, e, cflags: int) -> None:  # noqa: ANN001
-        hdr, base = self.eng.hdr_of(e), e.hdr_off
-        hlen, op, unique, _, _, _, _, extlen, _ = IN_HDR.unpack_from(hdr, base)
-        flags, cid, psz, word, reserved = ENT.unpack_from(hdr, base + P.URING_ENT_OFFSET)
+    def _delivered(self, e, cflags: int, req: tuple | None) -> None:  # noqa: ANN001
+        if req is None:
+            req = P.URING_REQ.unpack_from(self.eng.hdr_of(e), e.hdr_off)
+        hlen, op, unique, _, _, _, _, extlen, _, flags, cid, psz, word, reserved = req
         self.checked += 1
         bad: list[tuple[str, str]] = []
-        if unique == 0 or (unique & 1 and op != Op.NOTIFY_REPLY):
+        if unique == 0 or (unique & 1 and op != NOTIFY_REPLY):
             bad.append(("unique", f"in_header.unique {unique:#x} is zero or odd"))
         if op in DEVFUSE_ONLY:
             bad.append(("opcode", f"opcode {op} ({P.op_name(op)}) never travels over the ring"))
@@ -162,8 +165,8 @@ class Strict:
         elif psz != hlen - IN_HDR.size - n0:
             bad.append(("payload_sz", f"payload_sz {psz} != in_header.len {hlen} - 40 - "
                                       f"first in-arg {n0} = {hlen - IN_HDR.size - n0}"))
-        if op == Op.WRITE:
-            (size,) = WRITE_SIZE.unpack_from(hdr, base + OP_IN + 16)
+        if op == WRITE:
+            (size,) = WRITE_SIZE.unpack_from(self.eng.hdr_of(e), e.hdr_off + OP_IN + 16)
             if psz != size:
                 bad.append(("payload_sz", f"WRITE payload_sz {psz} != fuse_write_in.size {size}"))
         if extlen * 8 > psz:
@@ -182,7 +185,7 @@ class Strict:
     def _zc_flag(self, op: int, flags: int, bad: list) -> bool:
         """7.3: FUSE_URING_ENT_ZERO_COPY exactly on READ/WRITE of a zero-copy file (the queues
         are zero-copy); True when set."""
-        want = bool(op in (Op.READ, Op.WRITE) and self.eng.server.open_flags & P.FOPEN_IO_URING_ZERO_COPY)
+        want = bool(op in (READ, WRITE) and self.eng.server.open_flags & P.FOPEN_IO_URING_ZERO_COPY)
         if flags & ~P.URING_ENT_ZERO_COPY:
             bad.append(("flags", f"ent_in_out.flags {flags:#x}: unknown bits"))
         got = bool(flags & P.URING_ENT_ZERO_COPY)

@@ -144,6 +144,10 @@ class Sqe(ctypes.Structure):
 # | buf_index personality file_index
 SQE_HEAD = struct.Struct("<BBHiQQIIQHHI")
 SQE_CMD_HEAD = struct.Struct("<BBHiIIQIIQHHI")  # same, with cmd_op/__pad1 split
+# The same heads written over a whole 128-byte slot in one pack_into: pad bytes ("x") and the
+# unused tail of "80s" (sqe->cmd) are written as zeros, so the slot needs no zeroing first.
+SQE_FULL = struct.Struct("<BBHiQQIIQHHI80x")
+SQE_CMD_FULL = struct.Struct("<BBHiIIQIIQHHI80s")
 CQE = struct.Struct("<QiI")
 
 

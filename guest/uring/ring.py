@@ -14,6 +14,12 @@ from collections import deque
 
 from guest.uring import abi, syscall
 
+ZERO_SQE = bytes(abi.SQE_SIZE)
+CMD_ROOM = abi.SQE_SIZE - abi.SQE_CMD_OFFSET  # bytes of sqe->cmd in a 128-byte SQE
+URING_CMD = int(abi.Op.URING_CMD)
+_pack_sqe = abi.SQE_FULL.pack_into
+_pack_cmd_sqe = abi.SQE_CMD_FULL.pack_into
+
 
 def addr_of(buf: object) -> int:
     """Address of a writable buffer (mmap, bytearray, ctypes array)."""
@@ -84,16 +90,28 @@ class Ring:
 
     def get_sqe(self) -> int:
         """Reserve and zero the next SQE slot; return its byte offset in self.sqes."""
-        if self.free_slots() == 0:
+        off = self._reserve()
+        self.sqes[off:off + abi.SQE_SIZE] = ZERO_SQE
+        return off
+
+    def _reserve(self) -> int:
+        """Reserve the next SQE slot without zeroing it (the caller writes all 128 bytes);
+        its byte offset in self.sqes. Submits first when the ring is full; OSError(EBUSY)
+        when it stays full."""
+        tail = self._local_tail
+        if self.sq_entries - ((tail - self._sq_head.value) & 0xFFFFFFFF) == 0:
             self.submit()
             if self.free_slots() == 0:
                 raise OSError(errno.EBUSY, "submission queue full")
-        idx = self._local_tail & self.sq_mask
-        off = idx * abi.SQE_SIZE
-        self.sqes[off:off + abi.SQE_SIZE] = bytes(abi.SQE_SIZE)
+        idx = tail & self.sq_mask
         self._sq_array[idx] = idx
-        self._local_tail = (self._local_tail + 1) & 0xFFFFFFFF
-        return off
+        self._local_tail = (tail + 1) & 0xFFFFFFFF
+        return idx * abi.SQE_SIZE
+
+    def _clear(self, off: int) -> None:
+        """Zero a reserved slot whose filling failed: it goes to the kernel as a NOP, as a slot
+        from get_sqe() would."""
+        self.sqes[off:off + abi.SQE_SIZE] = ZERO_SQE
 
     def keep(self, obj: object) -> None:
         """Keep obj alive as long as the ring (iovecs, timespecs, buffers)."""
@@ -144,6 +162,15 @@ class Ring:
                        buf_index: int = 0, sqe_flags: int = 0) -> None:
         """Queue an IORING_OP_URING_CMD; `cmd` goes to sqe->cmd (byte 48); sqe_flags are
         IOSQE_* (e.g. IOSQE_ASYNC: issue from io-wq)."""
+        if type(cmd) is bytes and len(cmd) <= CMD_ROOM:  # the whole slot in one go (cmd zero-padded)
+            off = self._reserve()
+            try:
+                _pack_cmd_sqe(self.sqes, off, URING_CMD, sqe_flags, 0, fd, cmd_op, 0,
+                              addr, length, cmd_flags, user_data, buf_index, 0, 0, cmd)
+            except BaseException:
+                self._clear(off)
+                raise
+            return
         off = self.get_sqe()
         abi.SQE_CMD_HEAD.pack_into(self.sqes, off, abi.Op.URING_CMD, sqe_flags, 0, fd, cmd_op, 0,
                                    addr, length, cmd_flags, user_data, buf_index, 0, 0)
@@ -153,9 +180,13 @@ class Ring:
     def prep_rw(self, op: int, fd: int, addr: int, length: int, file_off: int,
                 user_data: int, buf_index: int = 0) -> None:
         """Queue a read/write style op (READ_FIXED, WRITE_FIXED, READ, WRITE)."""
-        off = self.get_sqe()
-        abi.SQE_HEAD.pack_into(self.sqes, off, op, 0, 0, fd, file_off, addr, length, 0,
-                               user_data, buf_index, 0, 0)
+        off = self._reserve()
+        try:
+            _pack_sqe(self.sqes, off, op, 0, 0, fd, file_off, addr, length, 0,
+                      user_data, buf_index, 0, 0)
+        except BaseException:
+            self._clear(off)
+            raise
 
     def prep_poll(self, fd: int, events: int, user_data: int) -> None:
         """Queue a one-shot IORING_OP_POLL_ADD (events in sqe->poll32_events)."""

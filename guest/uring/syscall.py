@@ -42,9 +42,19 @@ def io_uring_setup(entries: int, params_addr: int) -> int:
     return _syscall(NR_IO_URING_SETUP, entries, params_addr)
 
 
+_C_LONG = ctypes.c_long
+_NR_ENTER = _C_LONG(NR_IO_URING_ENTER)
+_NULL = _C_LONG(0)
+_ENTER_WHAT = f"syscall {NR_IO_URING_ENTER}"
+
+
 def io_uring_enter(fd: int, to_submit: int, min_complete: int, flags: int) -> int:
-    """io_uring_enter(2) without a signal mask; EINTR surfaces as InterruptedError."""
-    return _syscall(NR_IO_URING_ENTER, fd, to_submit, min_complete, flags, 0, 0)
+    """io_uring_enter(2) without a signal mask; EINTR surfaces as InterruptedError. (Called
+    for every batch of requests: _syscall's steps, written out.)"""
+    c_long = _C_LONG
+    ret = (_LIBC or libc()).syscall(_NR_ENTER, c_long(fd), c_long(to_submit), c_long(min_complete),
+                                    c_long(flags), _NULL, _NULL)
+    return check(ret, _ENTER_WHAT) if ret == -1 else ret
 
 
 def io_uring_register(fd: int, opcode: int, arg_addr: int, nr_args: int) -> int:

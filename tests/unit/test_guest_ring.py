@@ -6,6 +6,7 @@ import ctypes
 import errno
 import mmap
 import os
+import struct
 
 import pytest
 
@@ -84,3 +85,49 @@ def test_uring_cmd_on_a_non_fuse_fd_fails_cleanly(ring: Ring, tmp_path) -> None:
         assert ud == 11 and res < 0
     finally:
         os.close(fd)
+
+
+def _reference_cmd_slot(fd: int, cmd_op: int, user_data: int, cmd: bytes, addr: int, length: int,
+                        cmd_flags: int, buf_index: int, sqe_flags: int) -> bytes:
+    """A URING_CMD slot written the long way: zeroed, the 48-byte head, then sqe->cmd."""
+    slot = bytearray(abi.SQE_SIZE)
+    abi.SQE_CMD_HEAD.pack_into(slot, 0, abi.Op.URING_CMD, sqe_flags, 0, fd, cmd_op, 0, addr, length,
+                               cmd_flags, user_data, buf_index, 0, 0)
+    slot[abi.SQE_CMD_OFFSET:abi.SQE_CMD_OFFSET + len(cmd)] = cmd
+    return bytes(slot)
+
+
+def test_one_shot_sqes_write_the_whole_slot(ring: Ring) -> None:
+    """prep_uring_cmd and prep_rw write all 128 bytes in one pack_into: a slot that held other
+    bytes before ends up as the zeroed, field-by-field slot would (no stale byte survives)."""
+    ring.sqes[:] = b"\xa5" * len(ring.sqes)
+    cases = [(5, 2, 0x1_0000_0000_0003, bytes(range(1, 41)), 0, 0, 0, 0, 0),
+             (6, 1, 7, b"\x01" * 80, 0x7F00_0000_1000, 2, abi.URING_CMD_FIXED, 3, abi.IOSQE_ASYNC)]
+    for args in cases:
+        off = ring._local_tail & ring.sq_mask
+        ring.prep_uring_cmd(args[0], args[1], args[2], args[3], addr=args[4], length=args[5],
+                            cmd_flags=args[6], buf_index=args[7], sqe_flags=args[8])
+        assert ring.sqes[off * 128:off * 128 + 128] == _reference_cmd_slot(*args)
+    off = ring._local_tail & ring.sq_mask
+    ring.prep_rw(abi.Op.READ_FIXED, 9, 0x1000, 4096, 1 << 33, 0xBEEF, buf_index=4)
+    want = bytearray(128)
+    abi.SQE_HEAD.pack_into(want, 0, abi.Op.READ_FIXED, 0, 0, 9, 1 << 33, 0x1000, 4096, 0, 0xBEEF, 4, 0, 0)
+    assert ring.sqes[off * 128:off * 128 + 128] == bytes(want)
+    off = ring._local_tail & ring.sq_mask
+    with pytest.raises(struct.error):  # fd out of range
+        ring.prep_rw(abi.Op.READ, 1 << 40, 0, 0, 0, 1)
+    assert ring.sqes[off * 128:off * 128 + 128] == bytes(128)  # reserved, so a NOP as get_sqe's
+
+
+def test_uring_req_reads_in_header_and_ent_in_out_at_their_offsets() -> None:
+    """P.URING_REQ (one read per request) gives the fields fuse_in_header and
+    fuse_uring_ent_in_out give at 0 and URING_ENT_OFFSET of a struct fuse_uring_req_header."""
+    from guest.fuse import proto as P
+
+    hdr = bytearray(P.URING_HDR_SIZE)
+    P.IN_HEADER.pack_into(hdr, 0, 123, 16, 0x10, 7, 1000, 1001, 42, 3, 9)
+    hdr[128:168] = b"\xff" * 40  # op_in: not part of it
+    P.URING_ENT_IN_OUT["C"].pack_into(hdr, P.URING_ENT_OFFSET, 1, 0x10, 83, 8192, 5)
+    assert P.URING_REQ.size == P.URING_HDR_SIZE
+    assert P.URING_REQ.unpack_from(hdr) == (P.IN_HEADER.unpack(hdr)
+                                            + P.URING_ENT_IN_OUT["C"].unpack(hdr, P.URING_ENT_OFFSET))
