@@ -9,7 +9,9 @@ Schema (version 1), all keys always present:
   reply_flags, reply_flags2, max_write, max_pages},
   uring {enabled, ready, nr_queues, queue_depth, max_payload_sz, pool_bufs,
   registered, zero_copy}, paths {io_uring, devfuse}, per_queue {qid: n},
-  per_opcode {NAME: n}, zero_copy {read, write, bytes, fixed_errors},
+  per_opcode {NAME: n}, rw {READ: {bytes, direct_io, direct_io_bytes, o_direct, o_direct_bytes},
+  WRITE: {the same, write_cache, write_cache_bytes}} (see Counters.request),
+  zero_copy {read, write, bytes, fixed_errors},
   pool {high_water, distinct_offsets, per_queue_high_water {qid: n}} (kmbuf: buffer ids),
   kmbuf {selected, kept, unexpected, missing, ids {qid: [buffer ids seen]}} (generation D),
   bufring {payload, no_payload, kept, waited, shared, unexpected, bad_id,
@@ -25,12 +27,27 @@ from __future__ import annotations
 import errno
 import json
 import os
+import struct
 import threading
 import time
 from collections import Counter
 
-from guest.fuse.proto import op_name
+from guest.fuse.proto import Op, op_name
 
+READ, WRITE = int(Op.READ), int(Op.WRITE)
+#: fuse_read_in / fuse_write_in (40 bytes): size at 16, read_flags/write_flags at 20, the open
+#: flags at 32 (guest.fuse.proto READ_IN, WRITE_IN).
+RW_IN = struct.Struct("<16xII8xI4x")
+#: fuse_write_in.write_flags bit: a write-back of dirty page cache (fs/fuse/file.c
+#: fuse_writepage_args_fill; this server never asks for FUSE_WRITEBACK_CACHE, so only the pages
+#: a shared writable mmap dirtied).
+FUSE_WRITE_CACHE = 1 << 0
+#: FUSE_READ_LOCKOWNER / FUSE_WRITE_LOCKOWNER (both bit 1): set by fuse_send_read and
+#: fuse_send_write, whose only caller is fuse_direct_io (owner = current->files, 7.3.4
+#: fs/fuse/file.c): a request of an O_DIRECT or FOPEN_DIRECT_IO call, no page cache in between.
+#: Page-cache READs (readahead, read_folio) and WRITEs (fuse_perform_write, write-back) never set it.
+LOCKOWNER = 1 << 1
+O_DIRECT = getattr(os, "O_DIRECT", 0)  # the flag's value differs per architecture: the guest's own
 
 def errno_name(code: int) -> str:
     """ENOTCONN for 107 (sign ignored)."""
@@ -59,6 +76,8 @@ class Counters:
         self.cqe_errors: Counter = Counter()
         self.teardown: Counter = Counter()
         self.handler_errors: Counter = Counter()
+        #: "READ"/"WRITE" -> {bytes, o_direct, o_direct_bytes, write_cache, write_cache_bytes}
+        self.rw: dict[str, Counter] = {"READ": Counter(), "WRITE": Counter()}
         self.malformed = 0
         self.exceptions = 0
         self._held: dict[int, set[int]] = {}
@@ -69,11 +88,29 @@ class Counters:
         self.ring_buf_ids: dict[str, dict[int, set[int]]] = {"kmbuf": {}, "bufring": {}}
         self.strict = None  # the ring engine's strict server (guest.transports.strict.Strict)
 
-    def request(self, path: str, op: int | str, qid: int | None = None) -> None:
+    def request(self, path: str, op: int | str, qid: int | None = None, arg0: bytes = b"") -> None:
         """Count one request served over `path` ("io_uring" or "devfuse"); op: its opcode (named
-        when the counters are read) or its name."""
+        when the counters are read) or its name. arg0: its first in-arg; for READ and WRITE (the
+        40-byte fuse_read_in / fuse_write_in) rw adds up its `size` field in bytes: all
+        (`bytes`), those of fuse_direct_io (`direct_io`: LOCKOWNER in read_flags/write_flags),
+        of them those whose `flags` (the file's f_flags: fs/fuse/file.c fuse_read_args_fill,
+        fuse_write_flags) hold O_DIRECT (`o_direct`), and WRITEs whose write_flags hold
+        FUSE_WRITE_CACHE (`write_cache`), each as a request count and `<name>_bytes`."""
         with self._lock:
             self.requests[path, op, qid] += 1
+            if op in (READ, WRITE) and len(arg0) >= RW_IN.size:
+                size, rw_flags, flags = RW_IN.unpack_from(arg0)
+                c = self.rw["READ" if op == READ else "WRITE"]
+                c["bytes"] += size
+                if rw_flags & LOCKOWNER:
+                    c["direct_io"] += 1
+                    c["direct_io_bytes"] += size
+                    if flags & O_DIRECT:
+                        c["o_direct"] += 1
+                        c["o_direct_bytes"] += size
+                if op == WRITE and rw_flags & FUSE_WRITE_CACHE:
+                    c["write_cache"] += 1
+                    c["write_cache_bytes"] += size
 
     def _sum_requests(self, key: int) -> Counter:
         """self.requests added up by one part of its keys (0 path, 1 opcode name, 2 qid)."""
@@ -169,6 +206,10 @@ class Counters:
             doc["paths"] = {"io_uring": paths["io_uring"], "devfuse": paths["devfuse"]}
             doc["per_queue"] = {str(k): v for k, v in sorted(self.per_queue.items())}
             doc["per_opcode"] = dict(sorted(self.per_opcode.items()))
+            doc["rw"] = {op: {k: c[k] for k in ("bytes", "direct_io", "direct_io_bytes", "o_direct",
+                                                "o_direct_bytes")
+                              + (("write_cache", "write_cache_bytes") if op == "WRITE" else ())}
+                         for op, c in self.rw.items()}
             doc["zero_copy"] = {"read": self.zc["read"], "write": self.zc["write"],
                                 "bytes": self.zc["bytes"],
                                 "fixed_errors": self.zc["fixed_errors"],

@@ -72,7 +72,7 @@ class DevFuseReader(threading.Thread):
         except ValueError:
             self.counters.bump("malformed", "")
             return
-        self.counters.request("devfuse", h.opcode)
+        self.counters.request("devfuse", h.opcode, None, arg0)
         reply = self.server.dispatch(h, arg0, rest)
         if reply is None:
             return

@@ -47,14 +47,20 @@ class Ctx:
         """A path inside the mount."""
         return os.path.join(self.mnt, *parts)
 
-    def requests(self, *ops: str) -> int:
-        """How many requests of these opcodes (names as in counters per_opcode, e.g. "READDIR")
-        the server has received so far. AssertionError "not exercised: ..." when the server
-        wrote no counters snapshot (a case that cannot count cannot prove its path)."""
+    def counters(self, what: str) -> dict:
+        """The server's counters document now (guest/counters.py). AssertionError "not
+        exercised: ..." when the server wrote no snapshot (a case that cannot count cannot prove
+        its path); what: what the case wanted to count, for that message."""
         c = self.snapshot()
         if c is None:
-            raise AssertionError(f"not exercised: no counters snapshot from the server to count {'/'.join(ops)}")
-        return sum(c["per_opcode"].get(op, 0) for op in ops)
+            raise AssertionError(f"not exercised: no counters snapshot from the server to count {what}")
+        return c
+
+    def requests(self, *ops: str) -> int:
+        """How many requests of these opcodes (names as in counters per_opcode, e.g. "READDIR")
+        the server has received so far (see counters())."""
+        per_opcode = self.counters("/".join(ops))["per_opcode"]
+        return sum(per_opcode.get(op, 0) for op in ops)
 
     def run(self, cmd: list[str], timeout: float = 60.0, **kw: object) -> str:
         """Run a program (see run_bytes); return its stdout as text."""

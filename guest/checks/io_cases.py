@@ -126,20 +126,103 @@ def io_tools(ctx: Ctx) -> None:
            "dd seek/skip overwrite mismatch")
 
 
+def rw(ctx: Ctx, what: str) -> dict[str, int]:
+    """The server's READ/WRITE counters now, flat: "READ" and "WRITE" (requests, per_opcode) and
+    "READ.<key>"/"WRITE.<key>" for each key of counters rw (bytes, direct_io, o_direct,
+    write_cache and their _bytes: guest.counters.Counters.request). AssertionError "not
+    exercised: ..." without a snapshot (Ctx.counters) or from a server without rw."""
+    c = ctx.counters(what)
+    if "rw" not in c:
+        raise AssertionError(f"not exercised: the server's counters have no rw to count {what}")
+    out = {op: c["per_opcode"].get(op, 0) for op in ("READ", "WRITE")}
+    out.update({f"{op}.{k}": v for op, d in c["rw"].items() for k, v in d.items()})
+    return out
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """after - before, key by key (rw() documents)."""
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def cached_reads(d: dict[str, int]) -> int:
+    """Bytes READ through the page cache in a rw() delta: all READ bytes but fuse_direct_io's."""
+    return d.get("READ.bytes", 0) - d.get("READ.direct_io_bytes", 0)
+
+
+def drop_cache(fd: int) -> None:
+    """Ask the kernel to drop fd's clean cached pages (POSIX_FADV_DONTNEED: generic_fadvise, FUSE
+    has no fadvise of its own). Opening the file has dropped them already (fs/fuse/file.c
+    fuse_open: invalidate_inode_pages2 unless the server answered FOPEN_KEEP_CACHE, which this
+    one never does); the READ counters, not this call, prove the pages came from the server."""
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+#: Pages io_mmap dirties through a shared writable mapping: the first, one in the middle, the
+#: last (partial: the file ends 777 bytes into it).
+MMAP_SIZE = 1048576 + 777
+MMAP_DIRTY = (0, 100, MMAP_SIZE // 4096)
+
+
 def io_mmap(ctx: Ctx) -> None:
-    """Read a file through mmap (page faults -> READ) and compare."""
-    size = 1048576 + 777
-    data = pattern(size, ctx.seed + 99)
+    """Read a file through mmap (page faults -> READ), then write pages of it through a shared
+    writable mapping and msync (write-back -> WRITE), and compare.
+
+    Proof (server counters, rw): the READs during the faults of the read-only mapping (opened
+    afresh, its cache dropped) brought at least the whole file through the page cache (bytes not
+    from fuse_direct_io); the WRITEs during msync include FUSE_WRITE_CACHE write-back covering
+    every dirtied page (this server never negotiates FUSE_WRITEBACK_CACHE, so nothing else sends
+    one); the re-read after that again comes from the server (at least the whole file READ)."""
+    data = bytearray(pattern(MMAP_SIZE, ctx.seed + 99))
     p = ctx.path("mmap.bin")
     with open(p, "wb") as f:
         f.write(data)
-    with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
-        expect(m[:] == data, "mmap contents differ")
-        expect(m[4095:4097] == data[4095:4097], "mmap page edge differs")
+    with open(p, "rb") as f:
+        drop_cache(f.fileno())
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            t0 = rw(ctx, "the READs of mmap page faults")
+            same = m[:] == data
+            got = delta(t0, rw(ctx, "the READs of mmap page faults"))
+            edge = m[4095:4097] == data[4095:4097]
+        expect(cached_reads(got) >= MMAP_SIZE,
+               f"not exercised: reading {MMAP_SIZE} mapped bytes took {got['READ']} READs of "
+               f"{cached_reads(got)} page-cache bytes from the server (the pages were cached)")
+        expect(same, "mmap contents differ")
+        expect(edge, "mmap page edge differs")
+    fd = os.open(p, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, 0) as m:
+            t0 = rw(ctx, "the WRITEs of an msync")
+            for page in MMAP_DIRTY:
+                off = page * 4096 + 5
+                data[off:off + 8] = m[off:off + 8] = b"dirtied!"
+            m.flush()  # msync(MS_SYNC): fuse_fsync writes the dirty pages back
+            wrote = delta(t0, rw(ctx, "the WRITEs of an msync"))
+    finally:
+        os.close(fd)
+    want = sum(min(4096, MMAP_SIZE - page * 4096) for page in MMAP_DIRTY)
+    expect(wrote["WRITE.write_cache"] >= 1 and wrote["WRITE.write_cache_bytes"] >= want,
+           f"not exercised: msync of {len(MMAP_DIRTY)} dirtied pages ({want} bytes) sent "
+           f"{wrote['WRITE.write_cache']} write-back WRITEs of {wrote['WRITE.write_cache_bytes']} bytes "
+           f"({wrote['WRITE']} WRITEs in all)")
+    t0 = rw(ctx, "the READs of the re-read")
+    with open(p, "rb") as f:
+        drop_cache(f.fileno())
+        back = f.read()
+    reread = delta(t0, rw(ctx, "the READs of the re-read"))["READ.bytes"]  # direct too: --direct-io
+    expect(reread >= MMAP_SIZE, f"not exercised: the re-read took {reread} bytes of READs from the "
+           f"server, not the whole {MMAP_SIZE}")
+    expect(back == data, "the server's copy after msync differs from the written mapping")
+    ctx.diag(f"io_mmap: faults READ {cached_reads(got)} bytes in {got['READ']} requests; msync wrote "
+             f"{wrote['WRITE.write_cache_bytes']} bytes in {wrote['WRITE.write_cache']} write-back WRITEs")
 
 
 def io_direct(ctx: Ctx) -> None:
-    """O_DIRECT writes and reads with page-aligned buffers."""
+    """O_DIRECT writes and reads with page-aligned buffers: one pwritev and one preadv of 512 KiB.
+
+    Proof (server counters, rw): the WRITEs during the pwritev and the READs during the preadv
+    that fuse_direct_io sent (LOCKOWNER) with O_DIRECT in their flags add up to the 512 KiB
+    each: every byte went between the client's buffer and the server with no page cache in
+    between (a buffered fallback's WRITEs carry O_DIRECT but not LOCKOWNER)."""
     p = ctx.path("direct.bin")
     size = 512 * 1024
     data = pattern(size, ctx.seed + 5)
@@ -150,10 +233,21 @@ def io_direct(ctx: Ctx) -> None:
     except OSError as exc:
         raise Skip(f"O_DIRECT open: {exc}") from None
     try:
+        t0 = rw(ctx, "O_DIRECT WRITEs")
         expect(os.pwritev(fd, [buf], 0) == size, "short O_DIRECT write")
+        t1 = rw(ctx, "O_DIRECT WRITEs")
         back = mmap.mmap(-1, size)
         expect(os.preadv(fd, [back], 0) == size, "short O_DIRECT read")
-        expect(back[:] == data, "O_DIRECT read mismatch")
+        t2 = rw(ctx, "O_DIRECT READs")
     finally:
         os.close(fd)
+    w, r = delta(t0, t1), delta(t1, t2)
+    for what, d, op in (("pwritev", w, "WRITE"), ("preadv", r, "READ")):
+        expect(d[f"{op}.o_direct_bytes"] == size,
+               f"not exercised: the O_DIRECT {what} of {size} bytes reached the server as "
+               f"{d[f'{op}.o_direct']} direct {op}s with O_DIRECT of {d[f'{op}.o_direct_bytes']} bytes "
+               f"({d[op]} {op}s of {d[f'{op}.bytes']} bytes in all)")
+    expect(back[:] == data, "O_DIRECT read mismatch")
     expect(sha256_file(p) == hashlib.sha256(data).hexdigest(), "buffered re-read mismatch")
+    ctx.diag(f"io_direct: {w['WRITE.o_direct']} O_DIRECT WRITEs, {r['READ.o_direct']} O_DIRECT READs "
+             f"of {size} bytes each way")

@@ -124,11 +124,17 @@ def reply_int_bit(ctx: Ctx, args) -> None:  # noqa: ANN001
     expect_no_warn_since(ctx, mark, "the reply")
 
 
-def expect_no_warn_since(ctx: Ctx, mark: str, what: str) -> bool:
-    """Case no_userspace_reachable_warn: no kernel warning after mark (kmsg_mark) was written."""
+def warn_since(mark: str) -> str:
+    """The first kernel warning line (its "WARNING:" line if there is one) after mark (kmsg_mark)
+    was written, or "" for none (the whole log is searched when the mark is gone)."""
     log = kmsg()
     since = log[log.rfind(mark):] if mark in log else log
     hits = [ln.strip() for ln in since.splitlines() if any(m in ln for m in WARN_MARKS)]
-    warn = next((h for h in hits if "WARNING:" in h), hits[0] if hits else "")
-    why = f"kernel log: {warn}" if hits else f"no WARN in the kernel log since {what}"
-    return ctx.result("no_userspace_reachable_warn", not hits, why)
+    return next((h for h in hits if "WARNING:" in h), hits[0] if hits else "")
+
+
+def expect_no_warn_since(ctx: Ctx, mark: str, what: str) -> bool:
+    """Case no_userspace_reachable_warn: no kernel warning after mark (kmsg_mark) was written."""
+    warn = warn_since(mark)
+    why = f"kernel log: {warn}" if warn else f"no WARN in the kernel log since {what}"
+    return ctx.result("no_userspace_reachable_warn", not warn, why)

@@ -325,9 +325,9 @@ class RingEngine:
         flags, commit_id, payload_sz, offset = req[9:13]
         e.commit_id = commit_id
         op = e.op = h.opcode
-        self.counters.request("io_uring", op, e.qid)
         n0 = P.ARG0_SIZE.get(op, 0)
         arg0 = hdr[base + 128:base + 128 + n0]
+        self.counters.request("io_uring", op, e.qid, arg0)
         zc = self.is_zero_copy(e, flags)
         try:
             e.loc = self.payload_loc(e, offset)
