@@ -228,6 +228,17 @@ known_issues.load = _bad
     assert not any(tmp_path.iterdir())
 
 
+def test_an_unknown_target_under_xdist_stops_in_the_controller(pytester, tmp_path):
+    """Over unit tests too: the workers load the target as they collect."""
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1",
+                                           "--target", "nosuch")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "unknown target 'nosuch'" in out and "INTERNALERROR" not in out
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_worker_that_dies_leaves_its_test_in_the_summary(pytester, tmp_path):
     pytester.makepyfile(test_crash='''
 import os
