@@ -15,15 +15,23 @@ import sys
 from guest import serve_cli
 
 
-def _scale(text: str) -> int:
-    """--scale's value: a whole number >= 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--scale wants a whole number >= 1, not {text!r}")
-    return n
+def _at_least(least: int, option: str, why: str = ""):  # noqa: ANN202 - an argparse type
+    """An argparse type: a whole number >= least, else "OPTION wants a whole number >= least"."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = least - 1
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{option} wants a whole number >= {least}{why}, not {text!r}")
+        return n
+    return parse
+
+
+#: --scale's value: a whole number >= 1
+_scale = _at_least(1, "--scale")
+#: --fsx-ops' value: fsx's path proof wants each of its six kinds of operation run once
+_fsx_ops = _at_least(6, "--fsx-ops", " (one of each of fsx's six kinds of operation)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     serve_cli.server_opts(c)
     c.add_argument("--only", nargs="+", metavar="NAME", help="run only these cases")
     c.add_argument("--seed", type=int, default=None, help="seed for the fsx case")
-    c.add_argument("--fsx-ops", type=int, default=None,
+    c.add_argument("--fsx-ops", type=_fsx_ops, default=None,
                    help="fsx's operation count (default 200 times --scale)")
     c.add_argument("--scale", type=_scale, default=1, metavar="N",
                    help="multiply the bulk of the data cases' workloads by N (default 1: the sizes "

@@ -254,8 +254,9 @@ def vm_settings(profile: str = "default", **overrides: Any) -> VmSettings:
 def check_scale() -> int:
     """$FUSE_HARNESS_CHECK_SCALE as a whole number >= 1 (unset: 1): the factor the VM tests pass
     to `python3 -m guest check --scale` and apply to the shell clients' file (tests/vm/
-    test_transports.py). 1 runs each data case at the size its paths need; 4 comes close to
-    the former sizes (guest/checks/*_cases.py). ConfigError for anything else."""
+    test_transports.py). 1 runs each data case at the size its paths need; 4 brings the bulk
+    near the former workloads (2 MiB files where they were 3 and 8 MiB, fsx 800 operations
+    where it ran 300: guest/checks/*_cases.py). ConfigError for anything else."""
     text = os.environ.get("FUSE_HARNESS_CHECK_SCALE", "1")
     try:
         value = int(text)

@@ -23,6 +23,7 @@ from harness import dmesg
 from harness.cache import safe_name
 from harness.errors import HarnessError
 from harness.plugin.state import DMESG_FILE, FINDINGS, GUEST, HARNESS_SECONDS, RUN_DIR, VM_OUTCOME
+from harness.plugin.xdist import worker_id
 
 log = logging.getLogger("harness.plugin")
 #: Finding kinds after which the guest is rebooted before the next test (state may be corrupt).
@@ -30,6 +31,8 @@ TAINTING = ("OOPS", "BUG", "PANIC", "KASAN", "KFENCE", "LIST_CORRUPTION")
 #: The kinds a finding of a test can have: the classifier's (harness.dmesg.PATTERNS) and the
 #: plugin's own STUCK_TASK (a user task left in D state); what expect_kernel_finding may name.
 KINDS = (*(kind for kind, _ in dmesg.PATTERNS), "STUCK_TASK")
+#: In an xdist worker: the error of the test's bad expect_kernel_finding mark.
+_BAD_MARK = pytest.StashKey[str]()
 
 
 def expected_patterns(item: pytest.Item) -> list[str]:
@@ -49,7 +52,8 @@ def required_findings(item: pytest.Item) -> list[tuple[str, str]]:
     for mark in item.iter_markers("expect_kernel_finding"):
         where = f"{item.nodeid}: expect_kernel_finding"
         if len(mark.args) != 2 or mark.kwargs or not all(isinstance(a, str) for a in mark.args):
-            raise pytest.UsageError(f"{where} takes two strings, (kind, pattern), got {mark.args!r}")
+            got = ", ".join([*map(repr, mark.args), *(f"{k}={v!r}" for k, v in mark.kwargs.items())])
+            raise pytest.UsageError(f"{where} takes two strings, (kind, pattern), got ({got})")
         kind, pattern = mark.args
         if kind not in KINDS:
             raise pytest.UsageError(f"{where}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
@@ -61,10 +65,29 @@ def required_findings(item: pytest.Item) -> list[tuple[str, str]]:
     return required
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Check every expect_kernel_finding mark before any test runs (bad input: a UsageError)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check every expect_kernel_finding mark before any test runs (bad input: a UsageError).
+    In an xdist worker a UsageError here would reach the controller as an INTERNALERROR without
+    its message (harness.plugin.xdist.stop_session): there the test is kept, and fails at setup
+    with the message and stops the session (pytest_runtest_setup)."""
     for item in items:
-        required_findings(item)
+        try:
+            required_findings(item)
+        except pytest.UsageError as exc:
+            if worker_id(config) is None:
+                raise
+            item.stash[_BAD_MARK] = str(exc)
+
+
+@pytest.hookimpl(tryfirst=True)  # before its fixtures (no guest is booted for it)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """In an xdist worker, a test with a bad expect_kernel_finding mark fails with the mark's
+    error (a setup failure is never a known issue's xfail: harness.plugin.results) and the
+    session stops after it."""
+    bad = item.stash.get(_BAD_MARK, None)
+    if bad is not None:
+        item.session.shouldstop = bad
+        pytest.fail(bad, pytrace=False)
 
 
 def _required(f: dmesg.Finding, kind: str, pattern: str) -> bool:

@@ -110,11 +110,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def prepare_controller(cfg: pytest.Config, build: bool) -> None:
-    """The controller of an `-n N` run: make the run folder; with `build`, first check the
-    input (bad input stops before a run folder exists), then build the kernel once."""
+    """The controller of an `-n N` run: check known-issues.yaml and the target, make the run
+    folder; with `build`, first check all the input (bad input stops before a run folder
+    exists), then build the kernel once."""
+    from harness import known_issues
+
+    try:  # the workers load it again as they collect, where its error would be an INTERNALERROR
+        known_issues.load()
+    except HarnessError as exc:
+        raise pytest.UsageError(f"fuse-harness: {exc}") from None
     profile = state.profile_name(cfg)
-    if not build:
-        _run_dir(cfg, state.target_name(cfg) or hcfg.DEFAULT_TARGET, profile)
+    if not build:  # the workers load the target as they collect: a bad one is said here
+        _run_dir(cfg, _checked_target(cfg, preflight=False).name, profile)
         return
     target = _checked_target(cfg, preflight=True)
     _obtain(cfg, target, profile, _run_dir(cfg, target.name, profile))

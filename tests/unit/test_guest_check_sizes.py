@@ -110,6 +110,15 @@ def test_check_scale_option() -> None:
             parser().parse_args(["check", "--transport", "iovec", "--scale", bad])
 
 
+def test_fsx_ops_option_wants_one_of_each_kind() -> None:
+    """--fsx-ops below the number of fsx's kinds could only end "not exercised": a usage error."""
+    n = len(stress_cases.FSX_KINDS)
+    assert parser().parse_args(["check", "--transport", "iovec", "--fsx-ops", str(n)]).fsx_ops == n
+    for bad in (str(n - 1), "0", "-3", "x"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["check", "--transport", "iovec", "--fsx-ops", bad])
+
+
 def test_check_scale_env(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.delenv("FUSE_HARNESS_CHECK_SCALE", raising=False)
     assert check_scale() == 1

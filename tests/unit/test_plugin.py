@@ -206,6 +206,39 @@ def test_two_workers_over_unit_tests_leave_no_run_folder(pytester, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_bad_known_issues_file_under_xdist_stops_in_the_controller(pytester, tmp_path):
+    """The workers load known-issues.yaml as they collect, where its error would reach the
+    controller as an INTERNALERROR without the message: the controller checks it first."""
+    pytester.makeconftest('''
+from harness import known_issues
+from harness.errors import ConfigError
+
+
+def _bad(*args, **kwargs):
+    raise ConfigError("known-issues.yaml: entry x: unknown key 'bogus'")
+
+
+known_issues.load = _bad
+''')
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "unknown key 'bogus'" in out and "INTERNALERROR" not in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_target_under_xdist_stops_in_the_controller(pytester, tmp_path):
+    """Over unit tests too: the workers load the target as they collect."""
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1",
+                                           "--target", "nosuch")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "unknown target 'nosuch'" in out and "INTERNALERROR" not in out
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_worker_that_dies_leaves_its_test_in_the_summary(pytester, tmp_path):
     pytester.makepyfile(test_crash='''
 import os

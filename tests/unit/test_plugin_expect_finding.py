@@ -103,6 +103,17 @@ def test_a_bad_expect_kernel_finding_stops_before_any_test(pytester, tmp_path, a
     assert said in result.stderr.str() and "Traceback" not in result.stderr.str()
 
 
+def test_a_bad_expect_kernel_finding_under_xdist_is_said_not_an_internal_error(pytester, tmp_path):
+    """With guests side by side (-n, as `make test` runs) the workers collect: the bad mark's
+    error reaches the controller (the test fails with it, the session stops), no INTERNALERROR."""
+    pytester.makepyfile(test_bad='import pytest\n\n\n@pytest.mark.expect_kernel_finding("WARN", "x")\n'
+                                 "def test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--results-dir", str(tmp_path), "-n", "1")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR), out
+    assert "unknown kind 'WARN'" in out and "INTERNALERROR" not in out and "Traceback" not in out
+
+
 def _foundation_test():
     """FAKE_WARNING and the expect_kernel_finding mark of tests/vm/test_foundation.py's quick
     attribution test, read from its source (a VM test module is not imported here)."""
