@@ -140,7 +140,7 @@ SCENARIOS = {
     "starve-one-buffer": Scenario("starve", "starve_one_buffer", (
         "second_waits_for_buffer", "handed_to_committing_entry", "all_complete",
         "data_intact"), 120, "S1", needs=("shared-buffers",), lacks=("zero-copy",)),
-    "starve-hol": Scenario("starve", "starve_hol", ("all_complete", "results_intact"),
+    "starve-hol": Scenario("starve", "starve_hol", ("head_of_line_released", "all_complete", "results_intact"),
                            150, "S3"),
     "bufpool-uaddr-zero": Scenario("starve", "bufpool_uaddr_zero", (
         "uaddr_zero_rejected", "no_permanent_starvation", "abort_recovers"), 90, "S5"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import time
 
 from guest import mount as M
@@ -102,73 +103,180 @@ def starve_one_buffer(ctx: Ctx, args) -> None:  # noqa: ANN001
     ctx.diag(f"largest per-request wait {worst * 1000:.1f} ms")
 
 
+#: starve-hol: how long R2 (the payload request ahead of R3) stays held once delivered, s: the
+#: head-of-line wait R3 sees on a kernel that leaves a free entry idle behind a starved head.
+HOL_HOLD = 1.0
+#: How long after R2's commit (the one buffer's return) R3 may take to reach the server, s.
+HOL_GRACE = 5.0
+HOL_CASES = ("head_of_line_released", "all_complete", "results_intact")
+
+
+def _fsyncer(path: str, gate_r: int = -1, ready_w: int = -1):  # noqa: ANN202
+    """Client body: open path read-write (LOOKUP, OPEN), report b"o" on ready_w, wait for a byte
+    on gate_r (when given), fsync (one FSYNC: no payload), close; returns "synced"."""
+    def fn() -> str:
+        fd = os.open(path, os.O_RDWR)
+        if ready_w >= 0:
+            os.write(ready_w, b"o")
+        if gate_r >= 0:
+            os.read(gate_r, 1)
+        os.fsync(fd)
+        os.close(fd)
+        return "synced"
+    return fn
+
+
+def _stat(path: str):  # noqa: ANN202
+    """Client body: stat path (one LOOKUP: a payload request); returns st_size."""
+    return lambda: os.stat(path).st_size
+
+
+def hol_setup(held: list[str], depth: int, waiting: int | None, early: list[str]) -> str:
+    """starve-hol's path proof before F's commit: '' when the three held requests fill the
+    queue's depth (two FSYNCs, R1's LOOKUP with the one buffer), fusectl counts R2 and R3 in
+    flight besides them (waiting >= 5) and neither reached the server (early: the names of
+    those that did); else 'not exercised: ...'."""
+    if sorted(held) != ["FSYNC", "FSYNC", "LOOKUP"] or depth != 3:
+        return f"not exercised: held {sorted(held)} on a queue of depth {depth}, not two FSYNCs and R1's LOOKUP"
+    if early:
+        return f"not exercised: {' and '.join(early)} reached the server while every entry was held"
+    if (waiting or 0) < 5:
+        return f"not exercised: fusectl waiting {waiting}: R2 and R3 were not both queued in the kernel"
+    return ""
+
+
+def hol_verdict(t: dict[str, float | None], entries: dict[str, int | None], grace: float) -> tuple[bool, str]:
+    """Case head_of_line_released. t: monotonic times of F's, R1's and R2's commits (f_commit,
+    r1_commit, r2_commit: None when not made) and of R2's and R3's deliveries (r2_at, r3_at:
+    None when none); entries: the entry that took R3 and the one F freed ("r3", "f"). R3 must
+    reach the server no later than grace s after R2's commit (the buffer's return); R2 must have
+    waited for R1's commit (else `not exercised`)."""
+    if t["r2_at"] is None:
+        return False, "R2 was never delivered after R1's commit returned the buffer"
+    if t["r2_at"] < t["r1_commit"]:
+        return False, "not exercised: R2 was delivered before R1's commit (it never waited for the buffer)"
+    r3, r2c = t["r3_at"], t["r2_commit"]
+    if r3 is None or (r2c is not None and r3 > r2c + grace):
+        late = "NOT DELIVERED" if r3 is None else f"delivered only {r3 - r2c:.1f} s"
+        return False, f"R3 (FSYNC) {late} {grace:.0f} s after R2's commit returned the buffer: a stall"
+    on = f"entry {entries['r3']}" + (" (the one F freed)" if entries["r3"] == entries["f"] else "")
+    if r3 < t["r1_commit"]:
+        return True, (f"no head-of-line wait: R3 delivered on {on} {(r3 - t['f_commit']) * 1000:.0f} ms after "
+                      "F's commit, ahead of the starved R2")
+    if r2c is None or r3 < r2c:
+        return True, f"R3 delivered on {on} {(r3 - t['r1_commit']) * 1000:.0f} ms after R1's commit, while R2 was held"
+    return True, (f"head-of-line wait: R3 stayed queued {r2c - t['r1_commit']:.2f} s after R1's commit with F's entry "
+                  f"{entries['f']} free, and reached the server on {on} {(r3 - r2c) * 1000:.0f} ms after R2's commit")
+
+
 def starve_hol(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """S3: 1 buffer, 3 entries; a no-payload request behind a starved one; all complete."""
-    files = _files(4)
+    """S3: 1 buffer, 3 entries; a no-payload request queued behind a starved payload request.
+
+    On queue 0 (every client on CPU 0) R0's and F's FSYNCs (no payload) hold two entries and R1's
+    LOOKUP holds the third with the pool's only buffer; R2's LOOKUP (payload) is then queued,
+    and R3's FSYNC behind it (no entry free: 7.3.4 fs/fuse/dev_uring.c:1821). F is committed:
+    its entry finds R2 at the head with no buffer and stays idle (fuse_uring_ent_assign_req
+    looks at the head only, dev_uring.c:1138-1142), R3 queued behind. R1 is committed: its
+    entry keeps the buffer and takes R2 (dev_uring.c:1017-1036), held HOL_HOLD s (the
+    head-of-line wait: R3 heads the queue, an entry idle), then committed: the buffer returns.
+    R3 must reach the server by then, at the latest HOL_GRACE s after that commit (7.3.4: R2's
+    entry recycles the buffer for a request without payload and takes it, dev_uring.c:1032-1033
+    and 1324-1325): case head_of_line_released. Every client then completes with its own
+    result (all_complete, results_intact).
+
+    Path proof of the three cases (`not exercised: ...` otherwise, hol_setup): the queue's three
+    entries held two FSYNCs and R1's LOOKUP; fusectl `waiting` >= 5 with neither R2 nor R3 at the
+    server (both queued in the kernel, R2 first); R2 reached the server only after R1's commit."""
+    files = _files(5)
     srv = Served(ctx, "s3", queue_depth=3, pool_bufs=1, files=files)
     eng = srv.engine
-    t0 = time.monotonic()
-    state = {"hold_payload": False}
     eng.auto = True
-    eng.hold = lambda i: i["op"] == "FSYNC" or (state["hold_payload"]
-                                                 and i["op"] in PAYLOAD_OPS_HOLD)
-    gate_r, gate_w = os.pipe()
+    hold: set[tuple[int, str]] = set()  # (pid, op): the next such request is held
 
-    def fsyncer(path: str, gated: bool):  # noqa: ANN202
-        def fn() -> str:
-            fd = os.open(path, os.O_RDWR)
-            if gated:
-                os.read(gate_r, 1)
-            os.fsync(fd)
-            os.close(fd)
-            return "synced"
-        return fn
+    def held_once(info: dict) -> bool:
+        key = (info["pid"], info["op"])
+        if key in hold:
+            hold.discard(key)
+            return True
+        return False
 
-    c3 = Client(ctx, "R3", fsyncer(srv.path("f3"), True), cpu=0)
-    c0 = Client(ctx, "R0", fsyncer(srv.path("f0"), False), cpu=0)
-    if not srv.pump(15.0, lambda: any(i["op"] == "FSYNC" for i in eng.log)):
-        ctx.diag(f"R0 fsync never arrived: {eng.log}")
-        return
-    srv.pump(1.0)  # let R3's OPEN complete
-    state["hold_payload"] = True
-    c1 = Client(ctx, "R1", lambda: os.stat(srv.path("f1")).st_size, cpu=0)
-    srv.pump(10.0, lambda: len(eng.held) >= 2)
-    c2 = Client(ctx, "R2", lambda: os.stat(srv.path("f2")).st_size, cpu=0)
-    srv.pump(1.0)
-    n = len(eng.log)
-    ctx.diag(f"held {[eng.infos[e.gid]['op'] for e in eng.held]}, deliveries so far {n}")
+    eng.hold = held_once
+    (gate_r, gate_w), (ready_r, ready_w) = os.pipe(), os.pipe()
+    for fd in (gate_r, gate_w, ready_r, ready_w):
+        ctx.closers.append(lambda fd=fd: os.close(fd))
+    minor = M.minor_of(srv.mnt)
+    r3 = Client(ctx, "R3", _fsyncer(srv.path("f3"), gate_r, ready_w), cpu=0)
+    opened = srv.pump(15.0, lambda: bool(select.select([ready_r], [], [], 0)[0]))
+    cs = {"R3": r3}
+    for name, f in (("R0", "f0"), ("F", "f4")):
+        cs[name] = Client(ctx, name, _fsyncer(srv.path(f)), cpu=0)
+        hold.add((cs[name].pid, "FSYNC"))
+    srv.pump(15.0, lambda: len(eng.held) >= 2)
+    cs["R1"] = Client(ctx, "R1", _stat(srv.path("f1")), cpu=0)
+    hold.add((cs["R1"].pid, "LOOKUP"))
+    srv.pump(10.0, lambda: len(eng.held) >= 3)
+    cs["R2"] = Client(ctx, "R2", _stat(srv.path("f2")), cpu=0)
+    hold.add((cs["R2"].pid, "LOOKUP"))
+    srv.pump(5.0, lambda: (M.waiting(minor) or 0) >= 4)  # R2's request in the kernel before R3's
+    srv.pump(0.2)
     os.write(gate_w, b"g")
-    t_r3 = time.monotonic()
-    srv.pump(1.5, lambda: sum(i["op"] == "FSYNC" for i in eng.log) >= 2)
-    r3_early = sum(i["op"] == "FSYNC" for i in eng.log) >= 2
-    ctx.diag(f"R3 (fsync) delivered while R2 starves: {r3_early}")
-    r1 = next((e for e in eng.held if eng.infos[e.gid]["op"] != "FSYNC"), None)
-    state["hold_payload"] = False
-    if r1 is not None:
-        eng.answer(r1)
-    srv.pump(1.5, lambda: sum(i["op"] == "FSYNC" for i in eng.log) >= 2)
-    ctx.diag(f"after committing R1: R3 delivered "
-             f"{sum(i['op'] == 'FSYNC' for i in eng.log) >= 2}")
+    srv.pump(5.0, lambda: (M.waiting(minor) or 0) >= 5)
+    srv.pump(0.3)
+    op = {"R1": "LOOKUP", "R2": "LOOKUP", "R3": "FSYNC"}
+
+    def info(name: str) -> dict | None:
+        """The request of client `name` this scenario is about, once it reached the server."""
+        return next((i for i in eng.log if i["pid"] == cs[name].pid and i["op"] == op[name]), None)
+
+    def at(name: str) -> float | None:
+        i = info(name)
+        return i["t"] if i else None
+
+    def holding(name: str):  # noqa: ANN202
+        return next((e for e in eng.held if eng.infos[e.gid]["pid"] == cs[name].pid), None)
+
+    who = {c.pid: n for n, c in cs.items()}
+    waiting = M.waiting(minor)
+    missing = ("" if opened else "not exercised: R3 never opened its file") or hol_setup(
+        [eng.infos[e.gid]["op"] for e in eng.held], eng.depth, waiting, [n for n in ("R2", "R3") if info(n)])
+    ctx.diag(f"held {[(who.get(eng.infos[e.gid]['pid']), eng.infos[e.gid]['op'], e.gid) for e in eng.held]}, "
+             f"fusectl waiting {waiting}, deliveries so far {len(eng.log)}")
+    t: dict[str, float | None] = dict.fromkeys(("f_commit", "r1_commit", "r2_commit"))
+    f_entry, r1_entry = holding("F"), holding("R1")
+    if not (missing or (f_entry and r1_entry)):
+        missing = f"not exercised: F's FSYNC or R1's LOOKUP was not among the held requests ({who})"
+    if not missing:
+        t["f_commit"] = time.monotonic()
+        eng.answer(f_entry)  # its entry finds R2 at the head, with no buffer
+        srv.pump(HOL_HOLD, lambda: info("R3") is not None)
+        t["r1_commit"] = time.monotonic()
+        eng.answer(r1_entry)  # its entry keeps the buffer: R2
+        srv.pump(5.0, lambda: info("R2") is not None)
+        srv.pump(HOL_HOLD, lambda: info("R3") is not None)
+        r2_entry = holding("R2")
+        if r2_entry is not None:
+            t["r2_commit"] = time.monotonic()
+            eng.answer(r2_entry)  # the buffer returns
+        srv.pump(HOL_GRACE, lambda: info("R3") is not None)
+    t["r2_at"], t["r3_at"] = at("R2"), at("R3")
+    r3_info = info("R3")
+    entries = {"r3": r3_info["entry"] if r3_info else None, "f": f_entry.gid if f_entry else None}
+    ok, why = (False, missing) if missing else hol_verdict(t, entries, HOL_GRACE)
+    ctx.result("head_of_line_released", ok, why)
+    missing = missing or (why if why.startswith("not exercised") else "")
+    hold.clear()
     eng.hold = None
     for e in list(eng.held):
         eng.answer(e)
-    clients = [c0, c1, c2, c3]
-    srv.pump(min(60.0, ctx.left() - 5), lambda: all(c.done() for c in clients)
-             and not eng.held, )
-    for e in list(eng.held):
-        eng.answer(e)
-    srv.pump(min(30.0, ctx.left() - 5), lambda: all(c.done() for c in clients))
-    ok = wait_all(clients, 0.1)
-    ctx.result("all_complete", ok, f"done {[c.name for c in clients if c.done()]}")
-    want = {"R0": "synced", "R3": "synced", "R1": len(files[b"f1"]), "R2": len(files[b"f2"])}
-    bad = [c.name for c in clients if not (c.result and c.result.get("ok")
-                                           and c.result["value"] == want[c.name])]
-    ctx.result("results_intact", ok and not bad, f"wrong or failed: {bad}")
-    r3 = [i for i in eng.log if i["op"] == "FSYNC"][1:2]
-    if r3:
-        ctx.diag(f"R3 waited {(r3[0]['t'] - t_r3) * 1000:.1f} ms for delivery "
-                 f"(head-of-line behind R2)")
-    _waits(ctx, srv, clients, t0)
+    clients = list(cs.values())
+    srv.pump(min(60.0, ctx.left() - 5), lambda: all(c.done() for c in clients))
+    done = wait_all(clients, 0.1)
+    proof = f"; {missing}" if missing else ""
+    ctx.result("all_complete", done and not missing, f"done {[n for n, c in cs.items() if c.done()]}{proof}")
+    want = {"R0": "synced", "F": "synced", "R3": "synced", "R1": len(files[b"f1"]), "R2": len(files[b"f2"])}
+    bad = [n for n, c in cs.items() if not (c.result and c.result.get("ok") and c.result["value"] == want[n])]
+    ctx.result("results_intact", done and not bad and not missing, f"wrong or failed: {bad}{proof}")
+    _waits(ctx, srv, clients, t["f_commit"] or time.monotonic())
 
 
 def bufpool_uaddr_zero(ctx: Ctx, args) -> None:  # noqa: ANN001

@@ -158,10 +158,52 @@ def ring_closed(ctx: Ctx, args) -> None:  # noqa: ANN001
                    f"abort: {b.poll(0.0)}")
 
 
+#: The CQE res, and the client's errno, of an entry whose task is gone when a request meets it:
+#: task_work_add() to the dead thread fails, so io_uring runs the command's task work from a
+#: kworker with tw.cancel set (7.3.4 io_uring/tw.c:267-270, io_tctx_fallback_work), and
+#: fuse_uring_send_in_task's cancel branch posts -ECANCELED and ends the request with it
+#: (fs/fuse/dev_uring.c:1753-1767; the same in 7.2.13 and kmbuf v4).
+MET_EXITED = -E.ECANCELED
+#: A request that met a cancelled entry: the errors its client may get (a clean end, not a hang).
+STRANDED_CLEAN = (*DEAD, E.ECANCELED, E.EIO)
+
+
+def met_exited_entry(out: dict | None, cancelled: list[int], delivered: list[dict], want: str,
+                     blocked: str = "") -> tuple[bool, str]:
+    """T5's verdict on the client's one request, sent from queue 0's CPU after the thread that
+    REGISTERed every entry exited. out: the client's result (None: still blocked; `blocked`
+    says where); cancelled: gids of queue-0 entries that posted MET_EXITED since the client
+    started (the request met that entry); delivered: the server's log of requests it received
+    on queue 0 since then; want: the file's content. (passed?, why); a request that met no
+    entry of the exited thread is `not exercised`."""
+    met = (f"its request met entry {cancelled[0]} of queue 0 (CQE {ename(MET_EXITED)}: its task work ran "
+           f"cancelled, its thread gone)" if cancelled else
+           f"its request reached the server on entry {delivered[0]['entry']} of queue 0 ({delivered[0]['op']})"
+           if delivered else "")
+    if out is None:
+        return False, (f"the client is STRANDED ({blocked or 'still blocked'}); "
+                       + (met or "not exercised: its request met no entry of the exited thread"))
+    if not met:
+        return False, (f"not exercised: the client's request met no entry of the exited thread (no entry "
+                       f"CQE {ename(MET_EXITED)} and nothing delivered on queue 0); client {str(out)[:120]}")
+    if out.get("ok"):
+        if not delivered:
+            return False, f"{met}, yet the client SUCCEEDED WITHOUT THE SERVER: {str(out)[:80]}"
+        right = out.get("value") == want
+        return right, f"{met}; the client read {'the right' if right else 'WRONG'} bytes"
+    code = out.get("errno")
+    name = errno.errorcode.get(code, str(code)) if code else out.get("error", "?")
+    return code in STRANDED_CLEAN, f"{met}; the client failed with {name}"
+
+
 def thread_exit(ctx: Ctx, args) -> None:  # noqa: ANN001
     """T5: the thread that REGISTERed the entries exits; the ring stays open (this thread
-    keeps it). A request then delivered to one of its idle entries must end with an error
-    for the client (7.3 by code reading: -ECANCELED to client and CQE), never a hang."""
+    keeps it). io_uring does not cancel the entries at that exit (7.3.4 io_uring/cancel.c:626,
+    io_uring_cancel_generic: an exiting thread waits only for requests on io_uring files), so
+    a request from CPU 0 then meets one of queue 0's idle entries, whose task work can no
+    longer run in its task: it must end with an error for the client (7.3 by code reading:
+    -ECANCELED to client and CQE), never a hang. Path proof: that entry's CQE -ECANCELED, or
+    the request at the server (then the client must read the file); else `not exercised`."""
     import threading
 
     srv = Served(ctx, "t5", transport=args.transport, files=DATA, start=False)
@@ -180,18 +222,27 @@ def thread_exit(ctx: Ctx, args) -> None:  # noqa: ANN001
     t.join(20.0)
     ctx.result("submitter_registered_and_exited", not t.is_alive() and not failed,
                f"thread alive={t.is_alive()} error={failed[:1]}; {eng.live} live entries")
-    n0 = len(eng.ent_errors)
+    srv.pump(0.5)  # CQEs the thread's exit made the kernel post (7.3.4: none)
+    ctx.diag(f"entry CQEs after the thread exited: {[ename(r) for _, r, _ in eng.ent_errors] or 'none'}; "
+             f"{eng.live} live entries")
+    n0, l0 = len(eng.ent_errors), len(eng.log)
+    minor = M.minor_of(srv.mnt)
     c = Client(ctx, "reader", lambda: read_file(srv.path("f")), cpu=0)
     srv.pump(10.0, c.done)
     out = c.poll(0.0)
     if out is None:
         out = c.poll(min(5.0, ctx.left()))
-    ok = bool(out) and (out.get("ok") or out.get("errno") in (*DEAD, E.ECANCELED, E.EIO))
-    ctx.result("client_not_stranded", ok,
-               f"client {str(out)[:160] if out else 'still blocked after 15 s, state ' + c.state()}")
-    srv.pump(1.0)
-    res = [ename(r) for _, r, _ in eng.ent_errors[n0:]]
-    ctx.diag(f"entry CQEs after the delivery: {res or 'none'}; {eng.live} live entries; "
+    blocked = "" if out else f"after 15 s, state {c.state()}, fusectl waiting {M.waiting(minor)}"
+
+    def cancelled() -> list[int]:
+        return [g for g, r, _ in eng.ent_errors[n0:] if r == MET_EXITED and eng.entries[g].qid == 0]
+
+    srv.pump(1.0, lambda: bool(cancelled()))  # the entry's CQE, posted as the request ended
+    delivered = [i for i in eng.log[l0:] if i["qid"] == 0]
+    ok, why = met_exited_entry(out, cancelled(), delivered, DATA[b"f"].decode("latin-1"), blocked)
+    ctx.result("client_not_stranded", ok, why)
+    ctx.diag(f"client {str(out)[:160] if out else 'still blocked'}; entry CQEs after it started: "
+             f"{[(g, ename(r)) for g, r, _ in eng.ent_errors[n0:]] or 'none'}; {eng.live} live entries; "
              f"requests served {len(eng.answered)}")
     ctx.result("abort_written", srv.conn.abort(), "fusectl abort")
 

@@ -8,7 +8,8 @@ server holds must end between 15 and 30 s after it was sent, never before and ne
 
 One mount per ring transport the kernel has, each holding a READ and a WRITE, all at once:
 the scenario waits for the scan once, whatever the number of transports. request-timeout-idle
-does the same with two mounts per transport whose entries were cancelled before the read.
+does the same with two mounts per transport whose queue 0 has no entry left when the read comes
+(its entries' thread exited and requests used them up, or its rings were closed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 
 from guest import ZERO_COPY
+from guest import mount as M
 from guest.edge import IDLE_RINGS, IDLE_STEPS, time_scale
 from guest.edge import TIMEOUT_RINGS as RINGS
 from guest.edge import timeout_case as _case
@@ -152,15 +154,22 @@ def _verdicts(ctx: Ctx, t: str, srv: Served, clients: list[Client], bound: float
 
 def idle_entries_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
     """Under a 15 s request timeout, two mounts per ring transport (--transports, else those
-    the kernel offers) whose entries all sit idle and are cancelled before any client comes: on
-    one the thread that REGISTERed them exits (io_uring cancels its commands), on the other the
-    server closes its rings and keeps /dev/fuse open. A read on each then finds no entry: it
-    must still end (an error) within the timeout bound, and the periodic scan must find it
-    without an oops; every mount unmounts after. All mounts are made first, so every read
-    waits for the same scan whatever the number of transports; a transport that cannot be set
-    up fails its own cases only."""
-    import threading
+    the kernel offers) whose entries of queue 0 are all gone before any read comes. On one the
+    thread that REGISTERed them exits; io_uring does not cancel them then (an exiting thread
+    waits only for its requests on io_uring files, 7.3.4 io_uring/cancel.c:626), so stat
+    clients pinned to CPU 0 use them up: each meets an entry whose task work can no longer run
+    in its task, the entry posts -ECANCELED and is freed (teardown.MET_EXITED). On the other
+    the server closes its rings and keeps /dev/fuse open (the ring's exit cancels every parked
+    entry, fs/fuse/dev_uring.c fuse_uring_cancel). A read from CPU 0 on each then finds no entry:
+    only the periodic scan can end it, with ECONNABORTED/ENOTCONN, between 15 and 30 s (plus a
+    margin) after it started, without an oops; every mount unmounts after. All mounts are made
+    and emptied first, so every read waits for the same scan whatever the number of transports;
+    a transport that cannot be set up fails its own cases only.
 
+    Path proofs (`not exercised: ...` otherwise): on the thread-exit mount every entry of queue
+    0 posted its final CQE (an error) before the read started; on both, SAMPLE s after the reads
+    started each read was still blocked with fusectl `waiting` >= 1 (its request in the kernel,
+    taken by nobody), and it ended no sooner than its request could expire."""
     knob = "/proc/sys/fs/fuse/default_request_timeout"
     if not os.path.exists(knob):
         for c in ctx.cases:
@@ -188,29 +197,127 @@ def idle_entries_timeout(ctx: Ctx, args) -> None:  # noqa: ANN001
             for c in _idle_cases_of(t):
                 ctx.result(c, False, f"{t}: setup failed: {type(exc).__name__}: {exc}")
     sysctls.restore()  # only connections made above get the timeout
+    proofs: dict[tuple[str, str], str] = {}
     for t, (exited, closed) in pairs.items():
-        exited.engine.auto = closed.engine.auto = True
-        th = threading.Thread(target=exited.engine.start, name=f"rti-submitter-{t}")
-        th.start()
-        th.join(20.0)
-        closed.close_rings()
+        proofs.update(_empty_queue0(ctx, t, exited, closed))
     reads = {(t, v): (srv, Client(ctx, f"r-{v}-{t}", lambda s=srv: read_file(s.path("f")), cpu=0))
              for t, (exited, closed) in pairs.items() for v, srv in (("thread_exit", exited), ("ring_closed", closed))}
+    minors = {key: M.minor_of(srv.mnt) for key, (srv, _) in reads.items()}
     bound = 2 * FREQ + 10 * time_scale()
-    end = time.monotonic() + bound + 5
+    t0 = time.monotonic()
+    end = t0 + bound + 5
+    samples: dict[tuple[str, str], tuple[bool, int | None]] = {}
     while time.monotonic() < end and not all(c.done() for _, c in reads.values()):
         for exited, _ in pairs.values():
             exited.pump(0.0)
+        if not samples and time.monotonic() >= t0 + SAMPLE:
+            samples = {key: (c.done(), M.waiting(minors[key])) for key, (_, c) in reads.items()}
         time.sleep(0.05)
     for (t, v), (srv, c) in reads.items():
-        o = c.poll(0.0)
-        span = (o["t1"] - o["t0"]) if o else None
-        what = ("STILL BLOCKED" if o is None else f"success {o.get('value')!r:.30}" if o.get("ok")
-                else f"{ename(-o['errno'])} after {span:.1f} s")
-        ok = bool(o) and not o.get("ok") and span is not None and span <= bound
-        ctx.result(_case(t, f"{v}_client_ends_in_time"), ok, f"{t} {v}: the read {what} (bound {bound:.0f} s)")
+        ok, what = idle_read_verdict(c.poll(0.0), samples.get((t, v), (True, None)), bound, proofs[(t, v)])
+        ctx.result(_case(t, f"{v}_client_ends_in_time"), ok, f"{t} {v}: {what}")
         srv.conn.abort()
         umount_lazy(ctx, srv, _case(t, f"{v}_umount"), f"{t} {v}: ")
+
+
+def _empty_queue0(ctx: Ctx, t: str, exited: Served, closed: Served) -> dict[tuple[str, str], str]:
+    """Leave queue 0 of both of transport t's mounts without entries: the thread that REGISTERs
+    exited's entries exits and stat clients use them up (_drain); closed's rings are closed.
+    Returns each mount's path proof so far ('' or 'not exercised: ...') by (t, variant)."""
+    import threading
+
+    exited.engine.auto = closed.engine.auto = True
+    failed: list[BaseException] = []
+    th = threading.Thread(target=_start_into(exited.engine, failed), name=f"rti-submitter-{t}")
+    th.start()
+    th.join(20.0)
+    registered, total = closed.engine.live, len(closed.engine.entries)
+    closed.close_rings()
+    gone = "is still alive" if th.is_alive() else f"failed: {failed[0]}" if failed else ""
+    return {(t, "ring_closed"): "" if registered == total else
+            f"not exercised: {registered} of {total} entries registered before the rings closed",
+            (t, "thread_exit"): f"not exercised: the registering thread {gone}" if gone else _drain(ctx, exited, t)}
+
+
+def _start_into(eng, failed: list) -> object:  # noqa: ANN001
+    """A thread body: eng.start() (every REGISTER), its exception appended to failed."""
+    def body() -> None:
+        try:
+            eng.start()
+        except BaseException as exc:  # noqa: BLE001 - the transport's path proof
+            failed.append(exc)
+    return body
+
+
+def _drain(ctx: Ctx, srv: Served, t: str) -> str:
+    """Use up queue 0's entries of a mount whose registering thread exited: stat clients pinned
+    to CPU 0, one at a time (at most one more than the queue's depth), until every entry of
+    queue 0 has posted an error CQE; prints what each got. Returns drained()'s verdict."""
+    eng = srv.engine
+    q0 = [e.gid for e in eng.entries if e.qid == 0]
+
+    def errors() -> int:
+        return sum(g in q0 for g, _, _ in eng.ent_errors)
+
+    srv.pump(0.3)  # what the thread's exit made the kernel post (7.3.4: nothing)
+    at_exit = errors()
+    outs: list[str] = []
+    for i in range(len(q0) + 1):
+        if not any(eng.entries[g].live for g in q0):
+            break
+        n = errors()
+        c = Client(ctx, f"drain{i}-{t}", lambda: os.stat(srv.path("f")).st_size, cpu=0)
+        srv.pump(min(5.0, ctx.left()), c.done)
+        # the entry's CQE: completions from task work are flushed after the request has ended
+        srv.pump(min(2.0, ctx.left()), lambda n=n: errors() > n)
+        o = c.poll(0.0)
+        outs.append("blocked" if o is None else f"size {o['value']}" if o.get("ok") else ename(-(o.get("errno") or 0)))
+        if o is None:
+            break
+    ends = {g: r for g, r, _ in eng.ent_errors if g in q0}
+    ctx.diag(f"{t} thread_exit: queue 0's entries {q0}: {at_exit} error CQE(s) after the thread exited; stat "
+             f"clients on CPU 0 then got {outs or 'nothing (none needed)'}; final CQEs "
+             f"{ {g: ename(r) for g, r in ends.items()} }")
+    return drained(q0, ends, [g for g in q0 if eng.entries[g].live], len(outs))
+
+
+def drained(q0: list[int], ends: dict[int, int], live: list[int], clients: int) -> str:
+    """The thread-exit mount's path proof: '' when every entry of queue 0 (gids q0) has posted
+    its final CQE, an error (ends: gid -> res) and none is live; else 'not exercised: ...'
+    (clients: the stat clients sent to use them up)."""
+    if not live and set(ends) >= set(q0) and all(r < 0 for r in ends.values()):
+        return ""
+    return (f"not exercised: entries {live or sorted(set(q0) - set(ends))} of queue 0 still took requests "
+            f"(no final CQE) after the registering thread exited and {clients} stat client(s) met them")
+
+
+#: When the idle reads are sampled, s after they start: well before any request can expire (FREQ).
+SAMPLE = 3.0
+
+
+def idle_read_verdict(o: dict | None, sample: tuple[bool, int | None], bound: float,
+                      missing: str) -> tuple[bool, str]:
+    """One idle mount's read: o = the client's result (None: still blocked), sample = (ended?,
+    fusectl waiting) SAMPLE s after the reads started, bound = the latest end (s after the read
+    started), missing = the mount's own path proof ('' or 'not exercised: ...'). (passed?, why)."""
+    span = (o["t1"] - o["t0"]) if o else None
+    what = ("the read is STILL BLOCKED" if o is None else f"the read succeeded ({o.get('value')!r:.30})"
+            if o.get("ok") else f"the read failed with {ename(-(o.get('errno') or 0))} after {span:.1f} s")
+    if missing:
+        return False, f"{missing}; {what}"
+    ended, waiting = sample
+    if ended:
+        return False, f"not exercised: the read had ended {SAMPLE:.0f} s in, before its request could expire; {what}"
+    if (waiting or 0) < 1:
+        return False, (f"not exercised: fusectl waiting {waiting} {SAMPLE:.0f} s in, the read blocked: its request "
+                       f"was not in the kernel; {what}")
+    seen = f"blocked with fusectl waiting {waiting} {SAMPLE:.0f} s in; {what} (expected -ECONNABORTED or " \
+           f"-ENOTCONN after {FREQ}..{bound:.0f} s)"
+    if o is None or o.get("ok") or o.get("errno") not in DEAD or span > bound:
+        return False, seen
+    if span < FREQ - 0.5:
+        return False, f"not exercised: ended before its request could expire (not by the timeout scan): {seen}"
+    return True, seen
 
 
 def _idle_cases_of(transport: str) -> tuple[str, ...]:

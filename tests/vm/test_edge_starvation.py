@@ -20,8 +20,11 @@ def test_one_buffer_many_entries_all_complete(vm, request, run_dir, kernel, ring
 
 @pytest.mark.transport("bufpool")
 def test_head_of_line_all_complete(vm, request, run_dir, kernel):
-    """S3: a no-payload request queued behind a starved one: every request completes once
-    the buffer returns (its head-of-line wait is printed)."""
+    """S3: 3 entries, 1 buffer: a no-payload request (R3's FSYNC) queued behind a payload
+    request starved of the buffer (R2's LOOKUP) reaches the server at the latest 5 s after
+    R2's commit returns the buffer (its head-of-line wait is measured), and every request
+    completes with its own result. Not exercised unless the three entries were held and
+    fusectl counted R2 and R3 queued in the kernel, R2 first."""
     run_edge(vm, request, run_dir, kernel, "starve-hol", "S3", timeout=360)
 
 

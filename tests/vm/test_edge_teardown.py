@@ -41,7 +41,9 @@ def test_ring_fd_closed(vm, request, run_dir, kernel, ring):
 @pytest.mark.parametrize("ring", transports_for("thread-exit"))
 def test_submitting_thread_exits(vm, request, run_dir, kernel, ring):
     """T5: the thread that submitted the entries exits, the ring stays open: the next
-    request delivered to one of its entries ends with an error, the client never hangs."""
+    request, from CPU 0, meets one of queue 0's entries (its CQE -ECANCELED, or the request at
+    the server, else 'not exercised') and its client gets an error (or, if served, the file),
+    never a hang."""
     run_edge(vm, request, run_dir, kernel, "thread-exit", "T5", timeout=180, extra=f"--transport {ring}")
 
 
@@ -97,9 +99,11 @@ def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
 def test_request_timeout_with_idle_entries_cancelled(vm, request, run_dir, kernel):
     """T7 (idle entries): under a 15 s request timeout, for every ring transport the target
     promises (guest.edge.IDLE_RINGS, one case set each: iovec_thread_exit_client_ends_in_time,
-    ...), a mount whose registering thread exited and one whose rings were closed (idle entries
-    cancelled, /dev/fuse kept): a read on each ends with an error within 30 s (plus a margin),
-    and every mount unmounts. All mounts wait for the same scan (about 30 s in all)."""
+    ...), a mount whose registering thread exited (stat clients then use up queue 0's entries:
+    each posts its final CQE) and one whose rings were closed (/dev/fuse kept): a read from
+    CPU 0 on each, still blocked 3 s in with fusectl `waiting` >= 1 (else 'not exercised'),
+    ends with ECONNABORTED/ENOTCONN from the timeout scan 15 to 30 s (plus a margin) after it
+    started, and every mount unmounts. All mounts wait for the same scan (about 30 s in all)."""
     rings = [t for t in IDLE_RINGS if t in kernel.promises()]
     if not rings:
         pytest.skip(f"target {kernel.target.name} promises no ring transport")
