@@ -125,12 +125,17 @@ def scan(text: str, context: int = 40) -> list[Finding]:
     return findings
 
 
-def slice_between(text: str, start_marker: str, end_marker: str | None) -> str:
-    """The lines after the line holding start_marker and before end_marker's line."""
+def slice_between(text: str, start_marker: str | None, end_marker: str | None) -> str:
+    """The lines after the line holding start_marker and before end_marker's line.
+
+    With no start_marker, or one the text lacks, the lines from the first: the marker was
+    never written, or the kernel's log buffer wrapped during the test (the oldest lines go
+    first, so all that is left was written after it). A finding is then judged with the
+    lines before it rather than dropped: a test must not pass because its slice was lost."""
     lines = text.splitlines()
-    start = next((i for i, x in enumerate(lines) if start_marker in x), None)
+    start = next((i for i, x in enumerate(lines) if start_marker in x), None) if start_marker else None
     if start is None:
-        return ""
+        start = -1
     out = []
     for line in lines[start + 1 :]:
         if end_marker and end_marker in line:

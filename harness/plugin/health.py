@@ -103,9 +103,10 @@ def missing(findings: list[dmesg.Finding], required: list[tuple[str, str]]) -> l
 def cut(end, start: str | None) -> str:
     """One test's kernel log as the plugin cuts it, from end (a harness.vm.machine.EndMark): the
     lines of end.dmesg (the whole log, read after the END marker was written) after the line
-    holding start (the BEGIN marker, Vm.mark) and before the END marker's line; the whole log
-    when no BEGIN marker was written (None)."""
-    return dmesg.slice_between(end.dmesg, start, end.marker) if start else end.dmesg
+    holding start (the BEGIN marker, Vm.mark) and before the END marker's line; from the log's
+    first line when the BEGIN marker was not written (None) or is gone (the log buffer wrapped:
+    dmesg.slice_between), so a lost marker never drops a finding."""
+    return dmesg.slice_between(end.dmesg, start, end.marker)
 
 
 def findings_in(text: str, stuck: list[str] | tuple[str, ...] = ()) -> list[dmesg.Finding]:
@@ -146,7 +147,7 @@ def _collect_dmesg(item: pytest.Item, machine, start: str | None) -> None:
     else:
         # The guest died or hangs: the console holds the kernel log up to its end.
         console = machine.console()
-        text = dmesg.slice_between(console, start, None) if start else console[-20000:]
+        text = dmesg.slice_between(console, start, None) if start and start in console else console[-20000:]
         outcome, why = machine.classify_death()
         item.stash[VM_OUTCOME] = f"{outcome}: {why}"
         machine.dump_tasks(run_dir / "dmesg" / f"{name}.console-tail.log")

@@ -95,7 +95,7 @@ def test_request_timeout_aborts_a_stuck_server(vm, request, run_dir, kernel):
     run_edge(vm, request, run_dir, kernel, "request-timeout", "T7", timeout=300)
 
 
-@pytest.mark.long(35)
+@pytest.mark.long(50)
 def test_request_timeout_with_idle_entries_cancelled(vm, request, run_dir, kernel):
     """T7 (idle entries): under a 15 s request timeout, for every ring transport the target
     promises (guest.edge.IDLE_RINGS, one case set each: iovec_thread_exit_client_ends_in_time,
