@@ -121,10 +121,10 @@ SCENARIOS = {
         "iov_count_1_einval", "iov_count_1_poisons", "iov_array_unmapped_efault",
         "iov_array_unmapped_poisons", "iov_len_top_bit_einval", "iov_len_top_bit_poisons",
         "header_too_short_einval", "header_too_short_poisons", "payload_too_short_einval",
-        "payload_too_short_poisons"), 90, "R2 R3 R4 R6 R9"),
+        "payload_too_short_poisons"), 120, "R2 R3 R4 R6 R9"),
     "register-bad-fields": Scenario("cmds", "register_bad_fields", (
         "zc_index_plain_queue_einval", "zc_index_plain_queue_poisons",
-        "payload_iov_bufpool_queue_einval", "payload_iov_bufpool_queue_poisons"), 40, "R5 R7"),
+        "payload_iov_bufpool_queue_einval", "payload_iov_bufpool_queue_poisons"), 60, "R5 R7"),
     "commit-errors": Scenario("commit", "commit_errors", (
         "qid_out_of_range_einval", "unknown_id_enoent", "int_bit_id_enoent",
         "wrong_qid_enoent", "request_still_pending", "corrected_commit_completes",

@@ -83,6 +83,21 @@ class Ctx:
         diag = f"{what} CQE res {ename(got)} (expected {ename(want)})".strip()
         return self.result(case, got == want, diag)
 
+    def expect_res_control(self, case: str, got: int | None, want: int, control: int | None,
+                           control_ok: bool, what: str = "",
+                           control_what: str = "the control") -> bool:
+        """expect_res, proved by a control: `control` is the CQE res (None: parked) of the same
+        command with the field under test fixed, and control_ok says it got past the check the
+        case names (parked, 0, or the later errno the caller expects). Without that the errno
+        is not shown to depend on the field: the case fails as not exercised."""
+        ctl = "parked" if control is None else ename(control)
+        if not control_ok:
+            return self.result(case, False, f"not exercised: the control command (field fixed) "
+                                            f"was refused too: {ctl} ({control_what}); {what} "
+                                            f"CQE res {ename(got)}".strip())
+        diag = f"{what} CQE res {ename(got)} (expected {ename(want)}); {control_what}: {ctl}"
+        return self.result(case, got == want, diag.strip())
+
     def diag(self, text: str) -> None:
         with self.lock:
             self.k.diag(text)

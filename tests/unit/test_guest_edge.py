@@ -212,3 +212,20 @@ def test_kmbuf_commit_no_headers_proves_the_second_request_was_queued(monkeypatc
                        ((0, 2, False, True), "not queued")):
         got, calls = _proof_with(monkeypatch, *args)
         assert got.startswith("not exercised:") and what in got and calls == [], (args, got)
+
+
+def test_expect_res_control_fails_unexercised_when_the_control_is_refused_too(capsys):
+    """A bad command's errno counts only when the same command with the field fixed got past
+    the check (control_ok); otherwise the case fails as not exercised, whatever its own res."""
+    import errno
+
+    from guest.edge.core import Ctx
+
+    ctx = Ctx("t", ["a", "b", "c"], 30.0)
+    assert ctx.expect_res_control("a", -errno.EINVAL, -errno.EINVAL, None, True, "R:", "ctl")
+    assert not ctx.expect_res_control("b", -errno.EINVAL, -errno.EINVAL, -errno.EINVAL, False,
+                                      "R:", "ctl")
+    assert not ctx.expect_res_control("c", -errno.EFAULT, -errno.EINVAL, 0, True, "R:", "ctl")
+    out = capsys.readouterr().out
+    assert "b: not exercised: the control command (field fixed) was refused too: -EINVAL" in out
+    assert "a: R: CQE res -EINVAL (expected -EINVAL); ctl: parked" in out
