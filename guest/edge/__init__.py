@@ -199,7 +199,7 @@ SCENARIOS = {
     "kmbuf-validation": Scenario("kmbuf", "validation", (
         "bad_qid_einval", "unknown_init_flag_einval", "zc_depth_0_einval",
         "zc_without_buf_ring_einval", "no_kmbuf_ring_refused", "mixed_flags_einval",
-        "second_queue_same_ring_ealready", "no_sqe128_einval"), 90, "D: R1 G1 + init flags"),
+        "second_queue_same_ring_ealready", "no_sqe128_einval"), 110, "D: R1 G1 + init flags"),
     "kmbuf-small-buffer": Scenario("kmbuf", "small_buffer", (
         "small_buffer_refused", "fitting_request_served", "oversize_payload_bounded"), 60,
         "D: buf_size < max_payload_sz"),
@@ -227,7 +227,7 @@ SCENARIOS = {
         "unknown_flag_einval", "depth_0_einval", "buf_size_0_einval", "headers_short_einval",
         "headers_exact_ok", "buf_size_below_payload_einval", "payload_below_one_buffer_einval",
         "buf_index_depth_einval", "buf_index_last_ok", "bufring_then_legacy_einval",
-        "legacy_then_bufring_einval", "bufs_65536_einval", "bufs_65535_ok"), 150,
+        "legacy_then_bufring_einval", "bufs_65536_einval", "bufs_65535_ok"), 160,
         "B: REGISTER checks (PORT-NOTES 7, 1-9)"),
     "bufring-starve": Scenario("bufring", "starve", (
         "one_buffer_two_entries", "two_buffers_eight_entries", "mixed_payload_and_none"), 180,

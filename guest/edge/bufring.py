@@ -50,55 +50,102 @@ def _register(srv: Served, qid: int, flags: int, buf_size: int, depth: int, hdr_
 
 
 def validation(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """Each bad first REGISTER of a queue gets -EINVAL; the boundary values are accepted."""
+    """Each bad first REGISTER of a queue gets -EINVAL; the boundary values are accepted.
+
+    Each bad case is proved by a control, the same REGISTER with the one field fixed, that
+    must park (else: not exercised). Checks (bufring-v2-10-on-7.2.mbx lines, 10/14): unknown
+    flag :578; queue_depth 0 or buf_size 0 :162; headers :175; buf_size < max_payload_sz
+    :178; payload below one buffer, more than U16_MAX buffers :182; buf_index >= queue_depth
+    :520; flags differing from the queue's :589. Controls: `headers_exact_ok` (fresh mount) for
+    the one-field cases of the first REGISTER, `buf_index_last_ok` for buf_index, `bufs_65535_ok`
+    for 65536 buffers; for the two mixed cases the second REGISTER with the other init.flags,
+    sent on the same mount before the bad one (an existing queue's REGISTER reads only qid,
+    flags and, for a bufring queue, buf_index; for a legacy one its iovecs).
+    Documented limits: depth_0 and buf_size_0 cannot be told from a later check with
+    the same errno: queue_depth 0 would also fail `ent->id >= queue_depth` (:520), buf_size 0
+    `buf_size < max_payload_sz` (:178); their controls show only that the REGISTER gets that far."""
     def fresh(tag: str, **kw) -> Served:  # noqa: ANN003
         srv = Served(ctx, tag, transport="bufring", queue_depth=2, pool_bufs=2, start=False, **kw)
         srv.engine.alloc()
         return srv
 
-    def case(name: str, want: int | None, steps) -> None:  # noqa: ANN001
+    def run(name: str, steps, control_at: int = -1) -> tuple[int | None, int | None]:  # noqa: ANN001
+        """steps on a fresh mount; each but the last must park (else None, None after a
+        not-exercised failure). (the last step's res, the res of step control_at or None)."""
         srv = fresh(f"v{len(ctx.done)}")
         e = srv.engine
-        psz, hdr = e.payload_size, 2 * P.URING_HDR_SIZE
-        pay = (e.payload_addr[0], 2 * e.buf_size)
-        got, todo = None, steps(psz, hdr, pay)
+        todo = steps(e.payload_size, 2 * P.URING_HDR_SIZE, (e.payload_addr[0], 2 * e.buf_size))
+        got = ctl = None
         for i, (flags, bsz, depth, hlen, pl, bi) in enumerate(todo):
             got = _register(srv, 0, flags, bsz, depth, hlen, pl, bi)
-            if got is not None and i < len(todo) - 1:  # the queue's first REGISTER must park
+            if i == control_at:
+                ctl = got
+            if got is not None and i < len(todo) - 1 and i != control_at:
                 ctx.result(name, False, f"not exercised: REGISTER {i + 1} of {len(todo)} (it sets "
                            f"the queue up) was refused: {ename(got)}")
+                got = ctl = None
                 break
-        else:
-            ctx.result(name, got == want, f"REGISTER CQE res {ename(got)} (expected "
-                       f"{'accepted: no CQE' if want is None else ename(want)})")
         srv.conn.abort()
+        return got, ctl
+
+    def ok_case(name: str, steps) -> int | None:  # noqa: ANN001
+        got, _ = run(name, steps)
+        ctx.result(name, got is None, f"REGISTER CQE res {ename(got)} (expected accepted: no CQE)")
+        return got
+
+    def bad(name: str, steps, control: int | None, what: str,  # noqa: ANN001
+            ctl_what: str = "headers_exact_ok, the same with the field fixed",
+            control_at: int = -1) -> None:
+        got, ctl = run(name, steps, control_at)
+        if control_at >= 0:
+            control = ctl
+        ctx.expect_res_control(name, got, EINVAL, control, control is None, f"REGISTER {what}:",
+                               ctl_what)
 
     B = P.URING_BUFRING
-    case("unknown_flag_einval", EINVAL, lambda p, h, y: [(B | 2, p, 2, h, y, 0)])
-    case("depth_0_einval", EINVAL, lambda p, h, y: [(B, p, 0, h, y, 0)])
-    case("buf_size_0_einval", EINVAL, lambda p, h, y: [(B, 0, 2, h, y, 0)])
-    case("headers_short_einval", EINVAL, lambda p, h, y: [(B, p, 2, h - 1, y, 0)])
-    case("headers_exact_ok", None, lambda p, h, y: [(B, p, 2, h, y, 0)])
-    case("buf_size_below_payload_einval", EINVAL, lambda p, h, y: [(B, p - 1, 2, h, y, 0)])
-    case("payload_below_one_buffer_einval", EINVAL, lambda p, h, y: [(B, p, 2, h, (y[0], p - 1), 0)])
-    case("buf_index_depth_einval", EINVAL, lambda p, h, y: [(B, p, 2, h, y, 2)])
-    case("buf_index_last_ok", None, lambda p, h, y: [(B, p, 2, h, y, 1)])
-    case("bufring_then_legacy_einval", EINVAL, lambda p, h, y: [(B, p, 2, h, y, 0),
-                                                                (0, 0, 0, P.URING_HDR_SIZE, (y[0], p), 1)])
-    case("legacy_then_bufring_einval", EINVAL, lambda p, h, y: [(0, 0, 0, P.URING_HDR_SIZE, (y[0], p), 0),
-                                                                (B, p, 2, h, y, 1)])
+    L = (0, 0, 0, P.URING_HDR_SIZE)  # legacy REGISTER: flags, buf_size, depth, header length
+    exact = ok_case("headers_exact_ok", lambda p, h, y: [(B, p, 2, h, y, 0)])
+    last = ok_case("buf_index_last_ok", lambda p, h, y: [(B, p, 2, h, y, 1)])
+    bad("unknown_flag_einval", lambda p, h, y: [(B | 2, p, 2, h, y, 0)], exact,
+        "flags BUFRING|2 (:578)")
+    lim = "the same -EINVAL also comes from"
+    bad("depth_0_einval", lambda p, h, y: [(B, p, 0, h, y, 0)], exact,
+        f"queue_depth 0 (:162; limit: {lim} buf_index 0 >= queue_depth 0, :520)")
+    bad("buf_size_0_einval", lambda p, h, y: [(B, 0, 2, h, y, 0)], exact,
+        f"buf_size 0 (:162; limit: {lim} buf_size < max_payload_sz, :178)")
+    bad("headers_short_einval", lambda p, h, y: [(B, p, 2, h - 1, y, 0)], exact,
+        "header iovec one byte short of queue_depth headers (:175)")
+    bad("buf_size_below_payload_einval", lambda p, h, y: [(B, p - 1, 2, h, y, 0)], exact,
+        "buf_size max_payload_sz - 1 (:178)")
+    bad("payload_below_one_buffer_einval", lambda p, h, y: [(B, p, 2, h, (y[0], p - 1), 0)],
+        exact, "payload iovec one byte short of a buffer (:182)")
+    bad("buf_index_depth_einval", lambda p, h, y: [(B, p, 2, h, y, 2)], last,
+        "buf_index 2 = queue_depth (:520)", "buf_index_last_ok, buf_index 1")
+    other = "the same with the other init.flags, before it on the same mount"
+    bad("bufring_then_legacy_einval", lambda p, h, y: [
+        (B, p, 2, h, y, 0), (B, *L[1:], (y[0], p), 1), (*L, (y[0], p), 1)], None,
+        "legacy (init.flags 0) on a bufring queue (:589)", other, control_at=1)
+    bad("legacy_then_bufring_einval", lambda p, h, y: [
+        (*L, (y[0], p), 0), (0, p, 2, h, y, 1), (B, p, 2, h, y, 1)], None,
+        "BUFRING on a legacy queue (:589)", other, control_at=1)
     # 65536 x 8 KiB buffers in an unbacked mapping (only access_ok is checked at setup)
-    for name, nbufs, want in (("bufs_65536_einval", 65536, EINVAL), ("bufs_65535_ok", 65535, None)):
+    got = {}
+    for nbufs in (65535, 65536):
         srv = Served(ctx, f"n{nbufs}", transport="bufring", queue_depth=2, pool_bufs=1, start=False,
                      max_write=4096, max_pages=1)
         srv.engine.alloc()
         big = mmap.mmap(-1, nbufs * 8192, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         base = addr_of(big)  # never touched: no page is populated
-        got = _register(srv, 0, P.URING_BUFRING, 8192, 2, 2 * P.URING_HDR_SIZE, (base, nbufs * 8192), 0)
-        ctx.result(name, got == want, f"max_payload_sz {srv.engine.payload_size}, {nbufs} buffers: "
-                   f"CQE res {ename(got)}")
+        got[nbufs] = _register(srv, 0, P.URING_BUFRING, 8192, 2, 2 * P.URING_HDR_SIZE,
+                               (base, nbufs * 8192), 0)
+        ctx.diag(f"max_payload_sz {srv.engine.payload_size}, {nbufs} buffers: CQE res "
+                 f"{ename(got[nbufs])}")
         srv.conn.abort()
         ctx.closers.append(big.close)
+    ctx.result("bufs_65535_ok", got[65535] is None, f"CQE res {ename(got[65535])} (expected "
+               "accepted: no CQE)")
+    ctx.expect_res_control("bufs_65536_einval", got[65536], EINVAL, got[65535], got[65535] is None,
+                           "REGISTER with 65536 buffers (:182):", "65535 buffers (bufs_65535_ok)")
 
 
 def _round(ctx: Ctx, tag: str, nbufs: int, depth: int, readers: int, syncers: int) -> tuple[bool, str]:

@@ -89,9 +89,10 @@ class Conn:
 
     def cmd(self, cmd_op: int, req: bytes, addr: int = 0, length: int = 0,
             cmd_flags: int = 0, buf_index: int = 0, timeout: float = 3.0,
-            pad1: int = 0) -> int | None:
-        """Submit one URING_CMD and wait for its CQE; None when none came (parked)."""
-        ring = self.get_ring()
+            pad1: int = 0, ring: Ring | None = None) -> int | None:
+        """Submit one URING_CMD on ring (default: this connection's own) and wait for its
+        CQE; None when none came (parked)."""
+        ring = self.get_ring() if ring is None else ring
         self._seq += 1
         ud = CMD_UD | self._seq
         off = ring.get_sqe()

@@ -90,13 +90,18 @@ class Ctx:
         command with the field under test fixed, and control_ok says it got past the check the
         case names (parked, 0, or the later errno the caller expects). Without that the errno
         is not shown to depend on the field: the case fails as not exercised."""
+        return self.result_control(case, got == want, f"{what} CQE res {ename(got)} (expected "
+                                   f"{ename(want)})".strip(), control, control_ok, control_what)
+
+    def result_control(self, case: str, ok: bool, diag: str, control: int | None,
+                       control_ok: bool, control_what: str = "the control") -> bool:
+        """result(case, ok, diag) when the control got past the check (control_ok), else a
+        failure as not exercised; control is the control command's CQE res (None: parked)."""
         ctl = "parked" if control is None else ename(control)
         if not control_ok:
             return self.result(case, False, f"not exercised: the control command (field fixed) "
-                                            f"was refused too: {ctl} ({control_what}); {what} "
-                                            f"CQE res {ename(got)}".strip())
-        diag = f"{what} CQE res {ename(got)} (expected {ename(want)}); {control_what}: {ctl}"
-        return self.result(case, got == want, diag.strip())
+                                            f"was refused too: {ctl} ({control_what}); {diag}")
+        return self.result(case, ok, f"{diag}; {control_what}: {ctl}")
 
     def diag(self, text: str) -> None:
         with self.lock:

@@ -26,7 +26,7 @@ from guest.fuse import proto as P
 from guest.transports.base import SetupError
 from guest.transports.kmbuf import BGID, D_CMD, kmbuf_supported, round_up
 from guest.uring import abi
-from guest.uring.ring import addr_of
+from guest.uring.ring import Ring, addr_of
 
 E = errno
 REG = P.URING_CMD_REGISTER
@@ -48,13 +48,10 @@ def skip_all_without_d(ctx: Ctx) -> bool:
     return why is None
 
 
-def _d_conn(ctx: Ctx, tag: str, kmbuf: bool = True, headers: bool = True,
-            zc_depth: int = 0) -> Conn:
-    """A mounted, INIT-answered connection whose ring has the kmbuf group and the
-    headers fixed buffer (at index zc_depth, after zc_depth sparse slots)."""
-    conn = Conn(ctx, tag)
-    conn.setup()
-    ring = conn.get_ring()
+def _d_ring(ctx: Ctx, conn: Conn, ring: Ring, kmbuf: bool = True, headers: bool = True,
+            zc_depth: int = 0) -> Ring:
+    """Give ring the kmbuf group and the headers fixed buffer (at index zc_depth, after
+    zc_depth sparse slots); ring for convenience."""
     size = round_up(conn.init.max_payload_sz, mmap.PAGESIZE)
     if kmbuf:
         ring.register_kmbuf_ring(BGID, size, 4)
@@ -62,52 +59,106 @@ def _d_conn(ctx: Ctx, tag: str, kmbuf: bool = True, headers: bool = True,
         hdr = mmap.mmap(-1, mmap.PAGESIZE * 2)
         ctx.closers.append(hdr.close)
         ring.register_buffers([(0, 0)] * zc_depth + [(addr_of(hdr), 4 * P.URING_HDR_SIZE)])
+    return ring
+
+
+def _d_conn(ctx: Ctx, tag: str, kmbuf: bool = True, headers: bool = True,
+            zc_depth: int = 0) -> Conn:
+    """A mounted, INIT-answered connection whose ring has the kmbuf group and the
+    headers fixed buffer (at index zc_depth, after zc_depth sparse slots)."""
+    conn = Conn(ctx, tag)
+    conn.setup()
+    _d_ring(ctx, conn, conn.get_ring(), kmbuf, headers, zc_depth)
     return conn
 
 
+def _parked(res: int | None) -> str:
+    return "parked" if res is None else ename(res)
+
+
 def validation(ctx: Ctx, args) -> None:  # noqa: ANN001
-    """The shared REGISTER validation over D, one fresh connection per case."""
+    """The shared REGISTER validation over D. A refused REGISTER poisons its connection, so
+    each bad REGISTER is the last command of a fresh connection; each is proved by a control,
+    the same REGISTER with the one field fixed, that must park (else: not exercised).
+
+    Checks (kmbuf v4 forward-ported to 7.2.13, fs/fuse/dev_uring.c; posted patch numbers):
+    qid >= nr_queues :1548 (7.2's own); unknown init.flags bits: none (known issue
+    kmbuf-v4-unknown-init-flags-accepted); no kmbuf group: io_uring_buf_ring_pin :309 (06/25,
+    io_uring/kbuf.c: no buffer list -> -EINVAL); ZERO_COPY queue_depth 0 :328 (24/25, after
+    pin :309, io_uring_is_kmbuf_ring :316 and CAP_SYS_ADMIN :323); ZERO_COPY without
+    BUF_RING :380 (24/25); flags differing from the queue's :1560 (19/25); a second queue on a
+    pinned group: -EALREADY from io_uring_buf_ring_pin (06/25, kbuf.c:322) via :309.
+
+    Controls: `mixed` (fresh) REGISTER qid 0 BUF_RING parks: the control of bad_qid (qid 0),
+    unknown_init_flag (no unknown bit), no_kmbuf_ring (the ring has the group); then, two
+    queues: queue 1 on a second ring with its own group and headers parks (the control of
+    second_queue_same_ring); then the same BUF_RING REGISTER again on queue 0 parks (the
+    control of mixed_flags: init.flags BUF_RING, not 0) before the bad iovec one. `zcctl`
+    (fresh, 4 sparse slots) BUF_RING|ZERO_COPY queue_depth 4 parks: the control of
+    zc_depth_0 (depth 4) and zc_without_buf_ring (the BUF_RING bit; that case has depth 4)."""
     if not skip_all_without_d(ctx):
         return
     n = Conn(ctx, "probe").nr_queues
-    conn = _d_conn(ctx, "qid")
-    ctx.expect_res("bad_qid_einval", conn.cmd(REG, d_register(n), timeout=2.0), -E.EINVAL,
-                   f"REGISTER qid={n} (nr_queues {n}):")
-    conn = _d_conn(ctx, "flag")
-    got = conn.cmd(REG, d_register(0, BUF_RING | 1 << 2), timeout=2.0)
-    ctx.result("unknown_init_flag_einval", got == -E.EINVAL,
-               f"REGISTER init.flags=BUF_RING|1<<2: {ename(got) if got is not None else 'accepted (parked)'}"
-               " (expected -EINVAL: unknown bits must be refused to keep the ABI extensible)")
-    conn = _d_conn(ctx, "depth0", zc_depth=4)
-    ctx.expect_res("zc_depth_0_einval", conn.cmd(REG, d_register(0, BUF_RING | ZC, 0), timeout=2.0),
-                   -E.EINVAL, "REGISTER BUF_RING|ZERO_COPY queue_depth=0:")
-    conn = _d_conn(ctx, "zconly")
-    ctx.expect_res("zc_without_buf_ring_einval", conn.cmd(REG, d_register(0, ZC), timeout=2.0),
-                   -E.EINVAL, "REGISTER ZERO_COPY without BUF_RING:")
-    conn = _d_conn(ctx, "nokmbuf", kmbuf=False)
-    got = conn.cmd(REG, d_register(0), timeout=2.0)
-    ctx.result("no_kmbuf_ring_refused", got is not None and got < 0,
-               f"REGISTER BUF_RING on a ring without a kmbuf group: {ename(got)}")
     conn = _d_conn(ctx, "mixed")
-    first = conn.cmd(REG, d_register(0), timeout=1.0)
+    base = conn.cmd(REG, d_register(0), timeout=1.0)
+    ring_b, q1 = None, None
+    if n > 1:
+        ring_b = Ring(64, cq_entries=256)
+        ctx.closers.append(ring_b.close)
+        q1 = conn.cmd(REG, d_register(1), ring=_d_ring(ctx, conn, ring_b), timeout=1.0)
+    again = conn.cmd(REG, d_register(0), buf_index=1, timeout=1.0)
     hdr, payload = mmap.mmap(-1, 4096), mmap.mmap(-1, conn.init.max_payload_sz)
     iov = (abi.Iovec * 2)(abi.Iovec(addr_of(hdr), P.URING_HDR_SIZE),
                           abi.Iovec(addr_of(payload), conn.init.max_payload_sz))
     for keep in (hdr, payload, iov):
         conn.get_ring().keep(keep)
     second = conn.cmd(REG, S.register(0), addr=ctypes.addressof(iov), length=2, timeout=2.0)
-    ctx.result("mixed_flags_einval", first is None and second == -E.EINVAL,
-               f"first REGISTER (BUF_RING) {ename(first) if first is not None else 'parked'}, "
-               f"second (iovec) on the same queue {ename(second)} (expected -EINVAL)")
-    conn = _d_conn(ctx, "samering")
-    first = conn.cmd(REG, d_register(0), timeout=1.0)
+    ctx.result_control("mixed_flags_einval", base is None and second == -E.EINVAL,
+                       f"first REGISTER (BUF_RING) {_parked(base)}, second (iovec, init.flags "
+                       f"0) on the same queue {ename(second)} (expected -EINVAL, :1560)", again,
+                       base is None and again is None,
+                       "the second with init.flags BUF_RING, before it")
+    ctl = "REGISTER qid 0 BUF_RING on a fresh connection whose ring has the group"
+    conn = _d_conn(ctx, "qid")
+    ctx.expect_res_control("bad_qid_einval", conn.cmd(REG, d_register(n), timeout=2.0),
+                           -E.EINVAL, base, base is None, f"REGISTER qid={n} (nr_queues {n}):",
+                           ctl)
+    conn = _d_conn(ctx, "flag")
+    got = conn.cmd(REG, d_register(0, BUF_RING | 1 << 2), timeout=2.0)
+    ctx.result_control("unknown_init_flag_einval", got == -E.EINVAL,
+                       f"REGISTER init.flags=BUF_RING|1<<2: {_parked(got)} (expected -EINVAL: "
+                       "unknown bits must be refused to keep the ABI extensible)", base,
+                       base is None, ctl)
+    conn = _d_conn(ctx, "nokmbuf", kmbuf=False)
+    got = conn.cmd(REG, d_register(0), timeout=2.0)
+    ctx.result_control("no_kmbuf_ring_refused", got is not None and got < 0,
+                       f"REGISTER BUF_RING on a ring without a kmbuf group: {_parked(got)} "
+                       "(io_uring_buf_ring_pin :309)", base, base is None, ctl)
+    zc = BUF_RING | ZC
+    conn = _d_conn(ctx, "zcctl", zc_depth=4)
+    zc_ctl = conn.cmd(REG, d_register(0, zc, 4), timeout=1.0)
+    ctl = "REGISTER qid 0 BUF_RING|ZERO_COPY queue_depth 4 on a fresh connection"
+    conn = _d_conn(ctx, "depth0", zc_depth=4)
+    ctx.expect_res_control("zc_depth_0_einval", conn.cmd(REG, d_register(0, zc, 0), timeout=2.0),
+                           -E.EINVAL, zc_ctl, zc_ctl is None,
+                           "REGISTER BUF_RING|ZERO_COPY queue_depth=0 (:328):", ctl)
+    conn = _d_conn(ctx, "zconly", zc_depth=4)
+    ctx.expect_res_control("zc_without_buf_ring_einval",
+                           conn.cmd(REG, d_register(0, ZC, 4), timeout=2.0), -E.EINVAL, zc_ctl,
+                           zc_ctl is None,
+                           "REGISTER ZERO_COPY queue_depth 4 without BUF_RING (:380):", ctl)
     if n < 2:
         ctx.result("second_queue_same_ring_ealready", None, reason="needs two queues")
     else:
+        conn = _d_conn(ctx, "samering")
+        first = conn.cmd(REG, d_register(0), timeout=1.0)
         second = conn.cmd(REG, d_register(1), buf_index=1, timeout=2.0)
-        ctx.result("second_queue_same_ring_ealready", first is None and second == -E.EALREADY,
-                   f"queue 0 {ename(first) if first is not None else 'parked'}, queue 1 on the "
-                   f"same ring {ename(second)} (expected -EALREADY: group 0 is pinned by queue 0)")
+        ctx.result_control("second_queue_same_ring_ealready",
+                           first is None and second == -E.EALREADY,
+                           f"queue 0 {_parked(first)}, queue 1 on the same ring {ename(second)} "
+                           "(expected -EALREADY: group 0 is pinned by queue 0; kbuf.c:322)", q1,
+                           base is None and q1 is None,
+                           "queue 1 on a second ring with its own group, after queue 0")
     conn = _d_conn(ctx, "sqe64")
     sqe128_proof(ctx, "no_sqe128_einval", conn)
 

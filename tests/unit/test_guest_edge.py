@@ -229,3 +229,98 @@ def test_expect_res_control_fails_unexercised_when_the_control_is_refused_too(ca
     out = capsys.readouterr().out
     assert "b: not exercised: the control command (field fixed) was refused too: -EINVAL" in out
     assert "a: R: CQE res -EINVAL (expected -EINVAL); ctl: parked" in out
+
+
+class _RingB:
+    """A second ring (hashable, closable)."""
+
+    def close(self) -> None:
+        pass
+
+
+class _V4Conn:
+    """A stand-in connection that answers REGISTER by kmbuf v4's rules (forward-ported tree,
+    fs/fuse/dev_uring.c): qid :1548, pin :309 (-EALREADY, kbuf.c:322), ZERO_COPY depth :328,
+    ZERO_COPY without BUF_RING :380, flags differing from the queue's :1560; a refusal
+    poisons (-EOPNOTSUPP afterwards). `refuse_zc` answers every ZERO_COPY REGISTER -EINVAL."""
+
+    def __init__(self, tag: str, kmbuf: bool = True, refuse_zc: bool = False) -> None:
+        self.tag, self.nr_queues, self.refuse_zc = tag, 2, refuse_zc
+        self.groups = {"A": kmbuf}  # ring -> has a kmbuf group
+        self.pinned: set = set()
+        self.queues: dict = {}
+        self.poisoned = False
+
+    def cmd(self, op, req, addr=0, length=0, buf_index=0, timeout=0.0, ring=None):  # noqa: ANN001, ANN201, ARG002
+        import errno
+
+        from guest.transports.kmbuf import D_CMD
+        _, _, qid, flags, depth, _ = D_CMD.unpack(req) if not addr else (0, 0, 0, 0, 0, b"")
+        res = self._register(ring or "A", qid, bool(flags & 1), bool(flags & 2), depth, errno)
+        self.poisoned = self.poisoned or res is not None
+        return res
+
+    def _register(self, ring, qid, buf_ring, zc, depth, errno):  # noqa: ANN001, ANN202
+        if self.poisoned:
+            return -errno.EOPNOTSUPP
+        if qid >= self.nr_queues:
+            return -errno.EINVAL
+        if qid in self.queues:
+            return None if self.queues[qid] == (buf_ring, zc) else -errno.EINVAL
+        if buf_ring:
+            if not self.groups.get(ring):
+                return -errno.EINVAL
+            if ring in self.pinned:
+                return -errno.EALREADY
+            if zc and (self.refuse_zc or not depth):
+                return -errno.EINVAL
+            self.pinned.add(ring)
+        elif zc:
+            return -errno.EINVAL
+        self.queues[qid] = (buf_ring, zc)
+        return None
+
+
+def _kmbuf_validation(monkeypatch, capsys, refuse_zc: bool = False) -> dict:
+    """kmbuf.validation over _V4Conn stand-ins: case -> its KTAP line and diagnostics."""
+    from types import SimpleNamespace
+
+    from guest.edge import SCENARIOS
+    from guest.edge import kmbuf as K
+    from guest.edge.core import Ctx
+
+    monkeypatch.setattr(K, "skip_all_without_d", lambda ctx: True)
+    monkeypatch.setattr(K, "Conn", lambda ctx, tag: _V4Conn(tag))
+    monkeypatch.setattr(K, "Ring", lambda *a, **k: _RingB())
+    monkeypatch.setattr(K, "sqe128_proof", lambda ctx, case, conn: ctx.result(case, True))
+
+    def d_conn(ctx, tag, kmbuf=True, headers=True, zc_depth=0):  # noqa: ANN001, ANN202, ARG001
+        conn = _V4Conn(tag, kmbuf, refuse_zc)
+        conn.init = SimpleNamespace(max_payload_sz=4096)
+        conn.get_ring = lambda: SimpleNamespace(keep=lambda obj: None)
+        return conn
+    monkeypatch.setattr(K, "_d_conn", d_conn)
+    monkeypatch.setattr(K, "_d_ring", lambda ctx, conn, ring: conn.groups.update({ring: True})
+                        or ring)
+    cases = SCENARIOS["kmbuf-validation"].cases
+    K.validation(Ctx("kmbuf-validation", list(cases), 30.0), None)
+    out = capsys.readouterr().out
+    return {c: [ln for ln in out.splitlines() if f"kmbuf-validation.{c}" in ln or f"# {c}:" in ln]
+            for c in cases}
+
+
+def test_kmbuf_validation_each_bad_register_is_judged_against_its_control(monkeypatch, capsys):
+    """By v4's rules every case passes but unknown_init_flag_einval (v4 ignores unknown bits:
+    known issue kmbuf-v4-unknown-init-flags-accepted); when the ZERO_COPY control is refused
+    too, the two ZERO_COPY cases fail as not exercised instead of passing on any -EINVAL."""
+    got = _kmbuf_validation(monkeypatch, capsys)
+    for case, lines in got.items():
+        want = "not ok" if case == "unknown_init_flag_einval" else "ok"
+        assert any(ln.startswith(f"{want} ") for ln in lines), (case, lines)
+    assert any("second ring with its own group, after queue 0: parked" in ln
+               for ln in got["second_queue_same_ring_ealready"]), got
+    got = _kmbuf_validation(monkeypatch, capsys, refuse_zc=True)
+    for case in ("zc_depth_0_einval", "zc_without_buf_ring_einval"):
+        assert any(ln.startswith("not ok ") for ln in got[case]), got[case]
+        assert any("not exercised: the control command" in ln for ln in got[case]), got[case]
+    assert any(ln.startswith("ok ") for ln in got["bad_qid_einval"])
