@@ -41,6 +41,11 @@ class Timeout(Exception):
     """The scenario's time budget ran out."""
 
 
+def _res_diag(what: str, got: int | None, want: int) -> str:
+    """"<what> CQE res -EINVAL (expected -EINVAL)": one CQE result against the expected one."""
+    return f"{what} CQE res {ename(got)} (expected {ename(want)})".strip()
+
+
 class Ctx:
     """One scenario run: its case names, KTAP output, deadline and resources."""
 
@@ -80,8 +85,7 @@ class Ctx:
 
     def expect_res(self, case: str, got: int | None, want: int, what: str = "") -> bool:
         """A CQE result must equal want (a negative errno or 0)."""
-        diag = f"{what} CQE res {ename(got)} (expected {ename(want)})".strip()
-        return self.result(case, got == want, diag)
+        return self.result(case, got == want, _res_diag(what, got, want))
 
     def expect_res_control(self, case: str, got: int | None, want: int, control: int | None,
                            control_ok: bool, what: str = "",
@@ -90,8 +94,8 @@ class Ctx:
         command with the field under test fixed, and control_ok says it got past the check the
         case names (parked, 0, or the later errno the caller expects). Without that the errno
         is not shown to depend on the field: the case fails as not exercised."""
-        return self.result_control(case, got == want, f"{what} CQE res {ename(got)} (expected "
-                                   f"{ename(want)})".strip(), control, control_ok, control_what)
+        return self.result_control(case, got == want, _res_diag(what, got, want), control, control_ok,
+                                   control_what)
 
     def result_control(self, case: str, ok: bool, diag: str, control: int | None,
                        control_ok: bool, control_what: str = "the control") -> bool:
